@@ -1,0 +1,214 @@
+// pepnet_bench_ps: pull/push throughput and memory per row of GSET shard servers.
+//
+// With no --servers it starts one pepnet_ps of its own (16-dim rows, per-row AdaGrad)
+// on a free loopback port and drives it. Requests hold --keys_per_request distinct keys
+// drawn Zipf-like from a --universe of keys; all requests are generated before timing.
+// The last line printed is JSON.
+#include <gflags/gflags.h>
+#include <signal.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <unordered_set>
+
+#include "common/hash.h"
+#include "common/ps_client.h"
+#include "common/subprocess.h"
+#include "proto/ps.pb.h"
+
+DEFINE_string(servers, "", "Running shard servers (h:p,h:p); empty starts one of our own.");
+DEFINE_uint64(universe, 1000000, "Number of distinct keys requests are drawn from.");
+DEFINE_double(zipf, 0.99, "Zipf exponent of key popularity (0 = uniform).");
+DEFINE_int32(keys_per_request, 16384, "Distinct keys per request.");
+DEFINE_int32(requests, 64, "Distinct requests generated before timing.");
+DEFINE_int32(rounds, 4, "Timed passes over all requests, for pull and for push.");
+DEFINE_int32(inflight, 4, "Requests kept in flight.");
+DEFINE_int32(connections, 2, "Connections per shard.");
+DEFINE_int32(server_threads, 2, "--threads of the server started here.");
+DEFINE_uint32(dim, 16, "Row dim of the server started here (slot 0).");
+DEFINE_uint64(seed, 1, "Seed of the key and gradient generator.");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int Fail(const std::string& message) {
+  fprintf(stderr, "pepnet_bench_ps: %s\n", message.c_str());
+  return 1;
+}
+
+// Draws ranks 0..n-1 with P(r) proportional to 1/(r+1)^s by inverting a tabulated CDF.
+class ZipfSampler {
+ public:
+  ZipfSampler(uint64_t n, double s) : cdf_(n) {
+    double sum = 0;
+    for (uint64_t r = 0; r < n; ++r) {
+      sum += s == 0 ? 1.0 : std::pow(double(r + 1), -s);
+      cdf_[r] = sum;
+    }
+    for (double& c : cdf_) c /= sum;
+  }
+  uint64_t operator()(std::mt19937_64& rng) {
+    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    return std::min<uint64_t>(std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin(),
+                              cdf_.size() - 1);
+  }
+
+ private:
+  std::vector<double> cdf_;
+};
+
+// Keys of slot 0 with slot_bits = 10: a rank's stable hash in the low 54 bits.
+uint64_t KeyOfRank(uint64_t rank) { return pepnet::Mix64(rank) >> 10; }
+
+struct Phase {
+  double seconds = 0;
+  uint64_t rows = 0;
+};
+
+template <typename Issue>
+pepnet::Status RunPipelined(int total, Issue issue, pepnet::PsClient* client, Phase* phase) {
+  std::deque<pepnet::PsClient::Ticket> tickets;
+  const auto start = Clock::now();
+  for (int i = 0; i < total; ++i) {
+    if (static_cast<int>(tickets.size()) >= FLAGS_inflight) {
+      PEPNET_RETURN_IF_ERROR(client->Wait(tickets.front()));
+      tickets.pop_front();
+    }
+    tickets.push_back(issue(i));
+  }
+  while (!tickets.empty()) {
+    PEPNET_RETURN_IF_ERROR(client->Wait(tickets.front()));
+    tickets.pop_front();
+  }
+  phase->seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  phase->rows = uint64_t(total) * FLAGS_keys_per_request;
+  return pepnet::Status::OK();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage("pepnet_bench_ps [--servers=h:p,h:p] [--universe=N --zipf=S ...]");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  if (FLAGS_keys_per_request < 1 || uint64_t(FLAGS_keys_per_request) > FLAGS_universe) {
+    return Fail("--keys_per_request must be in [1, --universe]");
+  }
+  if (FLAGS_zipf < 0) return Fail("--zipf must be >= 0");
+  if (FLAGS_requests < 1 || FLAGS_rounds < 1 || FLAGS_inflight < 1) {
+    return Fail("--requests, --rounds and --inflight must be >= 1");
+  }
+
+  // A server of our own unless told where the servers are.
+  pepnet::Subprocess server;
+  std::string servers = FLAGS_servers;
+  std::string tmpdir;
+  if (servers.empty()) {
+    char tmpl[] = "/tmp/pepnet_bench_ps.XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return Fail("cannot create a temporary directory");
+    tmpdir = tmpl;
+    const std::string config = tmpdir + "/table.pbtxt";
+    std::ofstream(config) << "slot { id: 0 dim: " << FLAGS_dim << " }\n";
+    const std::string port_file = tmpdir + "/port";
+    pepnet::Status st = server.Start(
+        {pepnet::ExecutableDir() + "/pepnet_ps", "--port=0", "--host=127.0.0.1",
+         "--port_file=" + port_file, "--table_config=" + config,
+         "--threads=" + std::to_string(FLAGS_server_threads)},
+        tmpdir + "/server.log");
+    if (!st.ok()) return Fail(st.ToString());
+    uint16_t port;
+    st = pepnet::WaitForPortFile(port_file, 10000, &server, &port);
+    if (!st.ok()) return Fail(st.ToString() + " (see " + tmpdir + "/server.log)");
+    servers = "127.0.0.1:" + std::to_string(port);
+  }
+
+  pepnet::ClientOptions options;
+  pepnet::Status st = pepnet::ParseServerList(servers, &options.servers);
+  if (!st.ok()) return Fail(st.ToString());
+  options.connections_per_shard = FLAGS_connections;
+  std::unique_ptr<pepnet::PsClient> client;
+  st = pepnet::PsClient::Connect(options, &client);
+  if (!st.ok()) return Fail(st.ToString());
+  const uint32_t dim = client->DimOf(KeyOfRank(0));
+  if (dim == 0) return Fail("the servers have no slot 0");
+
+  printf("generating %d requests of %d distinct keys (universe %llu, zipf %.2f)\n",
+         FLAGS_requests, FLAGS_keys_per_request, (unsigned long long)FLAGS_universe,
+         FLAGS_zipf);
+  std::mt19937_64 rng(FLAGS_seed);
+  ZipfSampler zipf(FLAGS_universe, FLAGS_zipf);
+  std::vector<std::vector<uint64_t>> requests(FLAGS_requests);
+  std::unordered_set<uint64_t> seen;
+  for (auto& keys : requests) {
+    seen.clear();
+    while (keys.size() < size_t(FLAGS_keys_per_request)) {
+      const uint64_t rank = zipf(rng);
+      if (seen.insert(rank).second) keys.push_back(KeyOfRank(rank));
+    }
+  }
+  const size_t n = FLAGS_keys_per_request;
+  std::vector<float> grads(n * dim), shows(n, 1.0f), clicks(n);
+  std::normal_distribution<float> normal(0, 0.01f);
+  for (float& g : grads) g = normal(rng);
+  for (size_t i = 0; i < n; ++i) clicks[i] = (i % 10 == 0) ? 1.0f : 0.0f;
+  std::vector<std::vector<float>> values(FLAGS_inflight);
+
+  auto pull = [&](int i) {
+    return client->Pull(requests[i % requests.size()].data(), n, &values[i % values.size()]);
+  };
+  auto push = [&](int i) {
+    return client->Push(requests[i % requests.size()].data(), n, grads.data(), shows.data(),
+                        clicks.data());
+  };
+  Phase warm, pulls, pushes;
+  const int total = FLAGS_requests * FLAGS_rounds;
+  if (!(st = RunPipelined(FLAGS_requests, pull, client.get(), &warm)).ok() ||
+      !(st = RunPipelined(total, pull, client.get(), &pulls)).ok() ||
+      !(st = RunPipelined(total, push, client.get(), &pushes)).ok()) {
+    return Fail(st.ToString());
+  }
+
+  std::vector<pepnet::proto::ServerStats> stats;
+  st = client->Stats(&stats);
+  if (!st.ok()) return Fail(st.ToString());
+  uint64_t rows = 0, bytes = 0, payload = 0;
+  for (const auto& s : stats) {
+    rows += s.table().rows();
+    bytes += s.table().bytes_used();
+    payload += s.table().payload_bytes() + s.table().optimizer_bytes();
+  }
+  const double pull_rps = pulls.rows / pulls.seconds;
+  const double push_rps = pushes.rows / pushes.seconds;
+  // Bytes moved per row: pull sends a key and gets a row; push sends key, row, show, click.
+  const double pull_mbps = pull_rps * (8 + 4.0 * dim) / 1e6;
+  const double push_mbps = push_rps * (8 + 4.0 * dim + 8) / 1e6;
+  const double bytes_per_row = rows ? double(bytes) / rows : 0;
+  const double payload_per_row = rows ? double(payload) / rows : 0;
+  printf("warm-up pull (creates rows): %.2fM rows/s\n", warm.rows / warm.seconds / 1e6);
+  printf("pull: %.2fM rows/s, %.0f MB/s payload over the wire\n", pull_rps / 1e6, pull_mbps);
+  printf("push: %.2fM rows/s, %.0f MB/s payload over the wire (AdaGrad applied)\n",
+         push_rps / 1e6, push_mbps);
+  printf("table: %llu rows, %.1f bytes/row (payload+optimizer %.1f, target <= %.1f)\n",
+         (unsigned long long)rows, bytes_per_row, payload_per_row,
+         1.10 * (payload_per_row + 16));
+  printf("{\"pull_rows_per_s\": %.0f, \"push_rows_per_s\": %.0f, \"pull_mb_per_s\": %.1f, "
+         "\"push_mb_per_s\": %.1f, \"payload_bytes_per_row\": %.2f, \"bytes_per_row\": %.2f, "
+         "\"rows\": %llu}\n",
+         pull_rps, push_rps, pull_mbps, push_mbps, payload_per_row, bytes_per_row,
+         (unsigned long long)rows);
+  client.reset();
+  if (server.running()) {
+    server.Signal(SIGTERM);
+    int code;
+    if (!server.Wait(10000, &code).ok()) server.Signal(SIGKILL);
+  }
+  if (!tmpdir.empty()) std::system(("rm -rf '" + tmpdir + "'").c_str());
+  return 0;
+}

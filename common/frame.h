@@ -1,0 +1,61 @@
+// Framing of messages between clients and pepnet_ps. Layout (docs/wire-format.md):
+//
+//   offset 0   uint32 magic        kFrameMagic, little-endian
+//   offset 4   uint32 header_len   bytes of the protobuf header that follows
+//   offset 8   uint32 payload_len  bytes of packed payload after the header
+//   offset 12  header  (RequestHeader or ResponseHeader, proto/ps.proto)
+//   then       payload (keys as uint64, values/shows/clicks as float32, little-endian)
+#ifndef PEPNET_COMMON_FRAME_H_
+#define PEPNET_COMMON_FRAME_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pepnet {
+
+constexpr uint32_t kFrameMagic = 0x53504550;  // "PEPS"
+constexpr size_t kFramePrefixBytes = 12;
+// Headers are small control messages; a bigger one is a corrupt or hostile frame.
+constexpr uint32_t kMaxHeaderBytes = 1 << 20;
+// Default cap on header + payload; servers and clients take it from options.
+constexpr uint64_t kDefaultMaxFrameBytes = 256ull << 20;
+
+struct FramePrefix {
+  uint32_t header_len = 0;
+  uint32_t payload_len = 0;
+};
+
+void EncodeFramePrefix(uint32_t header_len, uint32_t payload_len, char* out);
+
+// Corruption for a bad magic, InvalidArgument for a header or frame over its limit.
+Status DecodeFramePrefix(const char* in, uint64_t max_frame_bytes, FramePrefix* out);
+
+// A byte buffer whose data is 8-byte aligned, so payload keys and floats can be read
+// in place. Reuses its capacity across frames.
+class PayloadBuffer {
+ public:
+  void Resize(size_t bytes) {
+    words_.resize((bytes + 7) / 8);
+    size_ = bytes;
+  }
+  char* data() { return reinterpret_cast<char*>(words_.data()); }
+  const char* data() const { return reinterpret_cast<const char*>(words_.data()); }
+  size_t size() const { return size_; }
+  size_t capacity_bytes() const { return words_.capacity() * 8; }
+  void Release() {
+    std::vector<uint64_t>().swap(words_);
+    size_ = 0;
+  }
+
+ private:
+  std::vector<uint64_t> words_;
+  size_t size_ = 0;
+};
+
+}  // namespace pepnet
+
+#endif  // PEPNET_COMMON_FRAME_H_

@@ -1,0 +1,424 @@
+#include "common/ps_client.h"
+
+#include <glog/logging.h>
+
+#include <boost/asio.hpp>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "common/hash.h"
+#include "common/key_dedup.h"
+#include "common/shard_connection.h"
+#include "proto/ps.pb.h"
+
+namespace pepnet {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+Status ParseServerList(const std::string& list, std::vector<std::string>* out) {
+  out->clear();
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    std::string entry = list.substr(start, comma - start);
+    const size_t colon = entry.rfind(':');
+    if (entry.empty() || colon == std::string::npos || colon == 0 ||
+        colon + 1 == entry.size() ||
+        entry.find_first_not_of("0123456789", colon + 1) != std::string::npos ||
+        std::stoul(entry.substr(colon + 1)) > 65535) {
+      return Status::InvalidArgument("bad server address '" + entry +
+                                     "' in server list (want host:port,host:port)");
+    }
+    out->push_back(entry);
+    start = comma + 1;
+  }
+  return Status::OK();
+}
+
+namespace {
+
+// The state of one Pull/Push/Stats call across its shards.
+struct Call {
+  std::mutex mu;
+  std::condition_variable done_cv;
+  int pending = 0;
+  Status status;
+
+  void Finish(const Status& st) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!st.ok() && status.ok()) status = st;
+    if (--pending == 0) done_cv.notify_all();
+  }
+};
+
+// One contiguous run of floats copied from a shard's reply into the caller's vector.
+struct RowCopy {
+  uint64_t src;  // float offset in the shard reply
+  uint64_t dst;  // float offset in the caller's values
+  uint32_t dim;
+};
+
+class ShardPull : public ShardRequest {
+ public:
+  std::shared_ptr<Call> call;
+  float* direct = nullptr;  // set when the reply lands as-is in the caller's vector
+  float* out = nullptr;
+  std::vector<RowCopy> copies;
+
+  char* ReplyBuffer(size_t bytes) override {
+    return direct ? reinterpret_cast<char*>(direct) : ShardRequest::ReplyBuffer(bytes);
+  }
+  void Complete(const Status& st, const proto::ResponseHeader*, const char* payload) override {
+    if (st.ok() && !direct) {
+      const float* src = reinterpret_cast<const float*>(payload);
+      for (const RowCopy& c : copies) std::memcpy(out + c.dst, src + c.src, 4 * c.dim);
+    }
+    call->Finish(st);
+  }
+};
+
+class ShardSimple : public ShardRequest {
+ public:
+  std::shared_ptr<Call> call;
+  std::function<void(const proto::ResponseHeader&)> on_reply;
+  void Complete(const Status& st, const proto::ResponseHeader* reply, const char*) override {
+    if (st.ok() && on_reply) on_reply(*reply);
+    call->Finish(st);
+  }
+};
+
+class PsClientImpl : public PsClient {
+ public:
+  explicit PsClientImpl(const ClientOptions& options)
+      : options_(options), work_(asio::make_work_guard(io_)) {}
+
+  ~PsClientImpl() override {
+    if (!io_thread_.joinable()) return;
+    asio::post(io_, [this] {
+      for (auto& shard : conns_)
+        for (auto& c : shard) c->Fail(Status::Unavailable("client shut down"));
+      io_.stop();
+    });
+    io_thread_.join();
+  }
+
+  Status Init() {
+    if (options_.servers.empty()) return Status::InvalidArgument("no servers given");
+    if (options_.connections_per_shard < 1) {
+      return Status::InvalidArgument("connections_per_shard must be >= 1");
+    }
+    tcp::resolver resolver(io_);
+    conns_.resize(options_.servers.size());
+    for (size_t s = 0; s < options_.servers.size(); ++s) {
+      const std::string& addr = options_.servers[s];
+      const size_t colon = addr.rfind(':');
+      boost::system::error_code ec;
+      auto results = resolver.resolve(addr.substr(0, colon), addr.substr(colon + 1), ec);
+      if (ec || results.empty()) {
+        return Status::InvalidArgument("shard " + std::to_string(s) + ": cannot resolve " +
+                                       addr + ": " + ec.message());
+      }
+      for (int c = 0; c < options_.connections_per_shard; ++c) {
+        conns_[s].push_back(std::make_shared<ShardConnection>(
+            io_, static_cast<uint32_t>(s), addr, results.begin()->endpoint(),
+            options_.timeout_ms, options_.connect_timeout_ms, options_.max_frame_bytes));
+      }
+    }
+    io_thread_ = std::thread([this] { io_.run(); });
+
+    // Learn each shard's identity and slot dims, and check they agree.
+    std::vector<proto::PingReply> pings(num_shards());
+    auto call = NewCall(num_shards());
+    for (uint32_t s = 0; s < num_shards(); ++s) {
+      auto req = std::make_shared<ShardSimple>();
+      req->header.set_type(proto::PING);
+      req->call = call;
+      req->on_reply = [&pings, s](const proto::ResponseHeader& r) { pings[s] = r.ping(); };
+      Dispatch(s, req);
+    }
+    PEPNET_RETURN_IF_ERROR(WaitCall(call.get()));
+    for (uint32_t s = 0; s < num_shards(); ++s) {
+      const proto::PingReply& p = pings[s];
+      if (p.shard_id() != s || p.num_shards() != num_shards()) {
+        return Status::InvalidArgument(
+            "server " + options_.servers[s] + " is shard " + std::to_string(p.shard_id()) +
+            " of " + std::to_string(p.num_shards()) + " but is listed as shard " +
+            std::to_string(s) + " of " + std::to_string(num_shards()));
+      }
+      if (s == 0) {
+        slot_bits_ = p.slot_bits();
+        dims_.assign(size_t{1} << slot_bits_, 0);
+        for (const auto& slot : p.slots()) dims_[slot.slot()] = slot.dim();
+      } else if (p.slot_bits() != slot_bits_ ||
+                 static_cast<size_t>(p.slots_size()) != SchemaSize()) {
+        return Status::InvalidArgument("shard " + std::to_string(s) +
+                                       " has a different slot schema from shard 0");
+      }
+    }
+    return Status::OK();
+  }
+
+  Ticket Pull(const uint64_t* keys, size_t n, std::vector<float>* values) override {
+    Route& r = thread_route_;
+    Status st = Plan(keys, n, &r);
+    const Ticket ticket = NewTicket();
+    if (!st.ok()) return Settle(ticket, st);
+    values->resize(r.total_values);
+    auto call = NewCall(0);
+    std::vector<std::shared_ptr<ShardPull>> parts(num_shards());
+    for (uint32_t s = 0; s < num_shards(); ++s) {
+      if (r.shard_keys[s].empty()) continue;
+      auto req = std::make_shared<ShardPull>();
+      req->call = call;
+      req->out = values->data();
+      req->header.set_type(proto::PULL);
+      req->header.set_num_keys(static_cast<uint32_t>(r.shard_keys[s].size()));
+      req->payload.Resize(8 * r.shard_keys[s].size());
+      std::memcpy(req->payload.data(), r.shard_keys[s].data(), req->payload.size());
+      req->expected_reply_bytes = 4 * r.shard_values[s];
+      parts[s] = req;
+      ++call->pending;
+    }
+    if (r.identity && r.single_shard >= 0) {
+      parts[r.single_shard]->direct = values->data();
+    } else {
+      for (size_t i = 0; i < n; ++i) {
+        const uint32_t u = r.position[i];
+        parts[r.unique_shard[u]]->copies.push_back(
+            {r.unique_offset[u], r.out_offset[i], r.dim[i]});
+      }
+    }
+    return Launch(ticket, call, parts);
+  }
+
+  Ticket Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
+              const float* clicks) override {
+    Route& r = thread_route_;
+    Status st = Plan(keys, n, &r);
+    const Ticket ticket = NewTicket();
+    if (!st.ok()) return Settle(ticket, st);
+    auto call = NewCall(0);
+    std::vector<std::shared_ptr<ShardSimple>> parts(num_shards());
+    std::vector<char*> grad_out(num_shards()), show_out(num_shards()), click_out(num_shards());
+    for (uint32_t s = 0; s < num_shards(); ++s) {
+      const size_t k = r.shard_keys[s].size();
+      if (k == 0) continue;
+      auto req = std::make_shared<ShardSimple>();
+      req->call = call;
+      req->header.set_type(proto::PUSH);
+      req->header.set_num_keys(static_cast<uint32_t>(k));
+      req->header.set_num_values(r.shard_values[s]);
+      req->payload.Resize(8 * k + 4 * r.shard_values[s] + 8 * k);
+      char* p = req->payload.data();
+      std::memcpy(p, r.shard_keys[s].data(), 8 * k);
+      grad_out[s] = p + 8 * k;
+      show_out[s] = grad_out[s] + 4 * r.shard_values[s];
+      click_out[s] = show_out[s] + 4 * k;
+      std::memset(grad_out[s], 0, req->payload.size() - 8 * k);
+      parts[s] = req;
+      ++call->pending;
+    }
+    // Sum duplicates while scattering into the per-shard payloads.
+    uint64_t in = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t u = r.position[i];
+      const uint32_t s = r.unique_shard[u];
+      float* g = reinterpret_cast<float*>(grad_out[s]) + r.unique_offset[u];
+      const uint32_t dim = r.dim[i];
+      if (r.identity) {
+        std::memcpy(g, grads + in, 4 * dim);
+      } else {
+        for (uint32_t d = 0; d < dim; ++d) g[d] += grads[in + d];
+      }
+      in += dim;
+      const uint32_t j = r.unique_index_in_shard[u];
+      reinterpret_cast<float*>(show_out[s])[j] += shows[i];
+      reinterpret_cast<float*>(click_out[s])[j] += clicks[i];
+    }
+    return Launch(ticket, call, parts);
+  }
+
+  Status Wait(Ticket ticket) override {
+    std::shared_ptr<Call> call;
+    {
+      std::lock_guard<std::mutex> lock(calls_mu_);
+      auto it = calls_.find(ticket);
+      if (it == calls_.end()) {
+        return Status::InvalidArgument("unknown or already waited ticket " +
+                                       std::to_string(ticket));
+      }
+      call = std::move(it->second);
+      calls_.erase(it);
+    }
+    return WaitCall(call.get());
+  }
+
+  Status Stats(std::vector<proto::ServerStats>* stats) override {
+    stats->assign(num_shards(), proto::ServerStats());
+    auto call = NewCall(num_shards());
+    for (uint32_t s = 0; s < num_shards(); ++s) {
+      auto req = std::make_shared<ShardSimple>();
+      req->header.set_type(proto::STATS);
+      req->call = call;
+      req->on_reply = [stats, s](const proto::ResponseHeader& r) { (*stats)[s] = r.stats(); };
+      Dispatch(s, req);
+    }
+    return WaitCall(call.get());
+  }
+
+  uint32_t num_shards() const override { return static_cast<uint32_t>(conns_.size()); }
+
+  uint32_t DimOf(uint64_t key) const override {
+    return dims_.empty() ? 0 : dims_[SlotOfKey(key, slot_bits_)];
+  }
+
+ private:
+  // Per-thread routing of one call's keys.
+  struct Route {
+    KeyDeduper dedup;
+    std::vector<uint64_t> unique;
+    std::vector<uint32_t> position;        // key index -> unique index
+    std::vector<uint32_t> dim;             // per key
+    std::vector<uint64_t> out_offset;      // per key: float offset in the caller's values
+    std::vector<uint32_t> unique_shard;    // per unique key
+    std::vector<uint32_t> unique_index_in_shard;
+    std::vector<uint64_t> unique_offset;   // float offset in its shard's request/reply
+    std::vector<std::vector<uint64_t>> shard_keys;
+    std::vector<uint64_t> shard_values;
+    uint64_t total_values = 0;
+    bool identity = false;  // no duplicates: unique order == key order
+    int single_shard = -1;  // the only shard with keys, or -1
+  };
+
+  size_t SchemaSize() const {
+    size_t n = 0;
+    for (uint32_t d : dims_) n += d != 0;
+    return n;
+  }
+
+  Status Plan(const uint64_t* keys, size_t n, Route* r) {
+    const size_t u = r->dedup.Dedup(keys, n, &r->unique, &r->position);
+    r->identity = (u == n);
+    r->dim.resize(n);
+    r->out_offset.resize(n);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t dim = DimOf(keys[i]);
+      if (dim == 0) {
+        return Status::InvalidArgument("key " + std::to_string(keys[i]) + " (slot " +
+                                        std::to_string(SlotOfKey(keys[i], slot_bits_)) +
+                                        ") has no slot configured on the servers");
+      }
+      r->dim[i] = dim;
+      r->out_offset[i] = total;
+      total += dim;
+    }
+    r->total_values = total;
+    r->shard_keys.resize(num_shards());
+    for (auto& v : r->shard_keys) v.clear();
+    r->shard_values.assign(num_shards(), 0);
+    r->unique_shard.resize(u);
+    r->unique_index_in_shard.resize(u);
+    r->unique_offset.resize(u);
+    for (size_t k = 0; k < u; ++k) {
+      const uint64_t key = r->unique[k];
+      const uint32_t s = ShardOfKey(key, num_shards());
+      r->unique_shard[k] = s;
+      r->unique_index_in_shard[k] = static_cast<uint32_t>(r->shard_keys[s].size());
+      r->unique_offset[k] = r->shard_values[s];
+      r->shard_keys[s].push_back(key);
+      r->shard_values[s] += DimOf(key);
+    }
+    r->single_shard = -1;
+    for (uint32_t s = 0; s < num_shards(); ++s) {
+      if (r->shard_keys[s].empty()) continue;
+      r->single_shard = (r->single_shard == -1) ? static_cast<int>(s) : -2;
+    }
+    if (r->single_shard < 0) r->single_shard = -1;
+    return Status::OK();
+  }
+
+  std::shared_ptr<Call> NewCall(int pending) {
+    auto call = std::make_shared<Call>();
+    call->pending = pending;
+    return call;
+  }
+
+  Ticket NewTicket() {
+    std::lock_guard<std::mutex> lock(calls_mu_);
+    return next_ticket_++;
+  }
+
+  Ticket Settle(Ticket ticket, const Status& st) {
+    auto call = NewCall(0);
+    call->status = st;
+    std::lock_guard<std::mutex> lock(calls_mu_);
+    calls_[ticket] = call;
+    return ticket;
+  }
+
+  template <typename Part>
+  Ticket Launch(Ticket ticket, const std::shared_ptr<Call>& call,
+                const std::vector<std::shared_ptr<Part>>& parts) {
+    {
+      std::lock_guard<std::mutex> lock(calls_mu_);
+      calls_[ticket] = call;
+    }
+    for (uint32_t s = 0; s < parts.size(); ++s) {
+      if (parts[s]) Dispatch(s, parts[s]);
+    }
+    return ticket;
+  }
+
+  void Dispatch(uint32_t shard, std::shared_ptr<ShardRequest> req) {
+    asio::post(io_, [this, shard, req = std::move(req)]() mutable {
+      // The least busy connection of the shard takes it.
+      auto& conns = conns_[shard];
+      ShardConnection* best = conns[0].get();
+      for (auto& c : conns) {
+        if (c->in_flight() < best->in_flight()) best = c.get();
+      }
+      best->Send(std::move(req));
+    });
+  }
+
+  Status WaitCall(Call* call) {
+    std::unique_lock<std::mutex> lock(call->mu);
+    call->done_cv.wait(lock, [call] { return call->pending == 0; });
+    return call->status;
+  }
+
+  ClientOptions options_;
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::thread io_thread_;
+  std::vector<std::vector<std::shared_ptr<ShardConnection>>> conns_;
+  uint32_t slot_bits_ = 0;
+  std::vector<uint32_t> dims_;  // by slot id, 0 = not configured
+
+  std::mutex calls_mu_;
+  Ticket next_ticket_ = 1;
+  std::unordered_map<Ticket, std::shared_ptr<Call>> calls_;
+
+  static thread_local Route thread_route_;
+};
+
+thread_local PsClientImpl::Route PsClientImpl::thread_route_;
+
+}  // namespace
+
+PsClient::~PsClient() = default;
+
+Status PsClient::Connect(const ClientOptions& options, std::unique_ptr<PsClient>* client) {
+  auto impl = std::make_unique<PsClientImpl>(options);
+  PEPNET_RETURN_IF_ERROR(impl->Init());
+  *client = std::move(impl);
+  return Status::OK();
+}
+
+}  // namespace pepnet

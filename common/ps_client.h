@@ -1,0 +1,77 @@
+// PsClient: how workers and tools talk to the GSET shard servers.
+//
+// A small Push/Pull API in the manner of ps-lite's KVWorker: calls return a Ticket at
+// once and Wait(ticket) blocks for the outcome. Each call deduplicates its keys, routes
+// every key to the shard ShardOfKey(key, num_shards) (common/hash.h), and sends one
+// request per shard, all shards in parallel, over `connections_per_shard` pipelined TCP
+// connections. A lost connection fails the calls in flight on it with Unavailable naming
+// the shard, and the next call reconnects. Pushes are never retried automatically: a
+// push that failed may or may not have been applied.
+//
+// Thread safety: all methods may be called from any thread concurrently. One internal
+// I/O thread does the network work and writes pulled rows into the caller's vector.
+#ifndef PEPNET_COMMON_PS_CLIENT_H_
+#define PEPNET_COMMON_PS_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pepnet {
+namespace proto {
+class ServerStats;
+}
+
+struct ClientOptions {
+  // "host:port" of every shard; position i must be the server started with --shard_id=i.
+  std::vector<std::string> servers;
+  // Connections per shard. Two let a two-threaded server work on two requests at once.
+  int connections_per_shard = 2;
+  // A request without a reply after this long fails with DeadlineExceeded and its
+  // connection is closed (so no late reply can write into the caller's buffers).
+  int timeout_ms = 30000;
+  int connect_timeout_ms = 5000;
+  uint64_t max_frame_bytes = 256ull << 20;
+};
+
+// Parses "h:p,h:p" into a list; InvalidArgument naming the bad entry.
+Status ParseServerList(const std::string& list, std::vector<std::string>* out);
+
+class PsClient {
+ public:
+  using Ticket = uint64_t;
+
+  // Connects to every shard and reads its schema (shard id, slot dims). Fails with a
+  // Status naming the first shard that cannot be reached or is misconfigured.
+  static Status Connect(const ClientOptions& options, std::unique_ptr<PsClient>* client);
+  virtual ~PsClient();
+
+  // Starts pulling the rows of keys[0..n) (duplicates allowed; created on the servers if
+  // absent). On success `values` holds each key's row in key order, each of its slot's
+  // dim. `keys` may be reused once Pull returns; `values` must stay alive and untouched
+  // until Wait returns.
+  virtual Ticket Pull(const uint64_t* keys, size_t n, std::vector<float>* values) = 0;
+
+  // Starts pushing gradients: `grads` holds each key's gradient row in key order (same
+  // layout as Pull's values); shows and clicks one float per key. Duplicate keys are
+  // summed before sending. The arrays may be reused once Push returns.
+  virtual Ticket Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
+                      const float* clicks) = 0;
+
+  // Blocks until the call has finished on every shard. Each ticket is waited once.
+  virtual Status Wait(Ticket ticket) = 0;
+
+  // Synchronous statistics of every shard, in shard order.
+  virtual Status Stats(std::vector<proto::ServerStats>* stats) = 0;
+
+  virtual uint32_t num_shards() const = 0;
+  // Dim of the key's slot as the servers configure it; 0 if unknown.
+  virtual uint32_t DimOf(uint64_t key) const = 0;
+};
+
+}  // namespace pepnet
+
+#endif  // PEPNET_COMMON_PS_CLIENT_H_

@@ -1,0 +1,207 @@
+#include "common/shard_connection.h"
+
+#include <glog/logging.h>
+
+namespace pepnet {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+ShardConnection::ShardConnection(asio::io_context& io, uint32_t shard, std::string address,
+                                 tcp::endpoint endpoint, int timeout_ms, int connect_timeout_ms,
+                                 uint64_t max_frame_bytes)
+    : io_(io),
+      shard_(shard),
+      address_(std::move(address)),
+      endpoint_(endpoint),
+      timeout_(timeout_ms),
+      connect_timeout_(connect_timeout_ms),
+      max_frame_bytes_(max_frame_bytes),
+      socket_(io),
+      timer_(io) {}
+
+Status ShardConnection::Error(const std::string& what) const {
+  return Status::Unavailable("shard " + std::to_string(shard_) + " (" + address_ + "): " + what);
+}
+
+void ShardConnection::Send(std::shared_ptr<ShardRequest> request) {
+  queued_.push_back(std::move(request));
+  if (state_ == State::kDisconnected) {
+    StartConnect();
+  } else {
+    WriteNext();
+  }
+}
+
+void ShardConnection::Fail(const Status& why) {
+  ++generation_;
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+  timer_.cancel();
+  state_ = State::kDisconnected;
+  writing_ = reading_ = false;
+  std::deque<std::shared_ptr<ShardRequest>> doomed;
+  doomed.swap(sent_);
+  for (auto& r : queued_) doomed.push_back(std::move(r));
+  queued_.clear();
+  for (auto& r : doomed) r->Complete(why, nullptr, nullptr);
+}
+
+void ShardConnection::StartConnect() {
+  state_ = State::kConnecting;
+  socket_ = tcp::socket(io_);
+  const uint64_t gen = ++generation_;
+  auto self = shared_from_this();
+  timer_.expires_after(connect_timeout_);
+  timer_.async_wait([this, self, gen](const boost::system::error_code& ec) {
+    if (ec || gen != generation_ || state_ != State::kConnecting) return;
+    Fail(Error("connect timed out after " + std::to_string(connect_timeout_.count()) + " ms"));
+  });
+  socket_.async_connect(endpoint_, [this, self, gen](const boost::system::error_code& ec) {
+    if (gen != generation_) return;
+    if (ec) {
+      Fail(Error("connect failed: " + ec.message()));
+      return;
+    }
+    timer_.cancel();
+    state_ = State::kConnected;
+    socket_.set_option(tcp::no_delay(true));
+    WriteNext();
+  });
+}
+
+void ShardConnection::ArmTimer() {
+  const uint64_t gen = generation_;
+  auto self = shared_from_this();
+  timer_.expires_after(timeout_);
+  timer_.async_wait([this, self, gen](const boost::system::error_code& ec) {
+    if (ec || gen != generation_ || sent_.empty()) return;
+    Status why = Status::DeadlineExceeded("shard " + std::to_string(shard_) + " (" + address_ +
+                                          "): no reply within " +
+                                          std::to_string(timeout_.count()) + " ms");
+    Fail(why);
+  });
+}
+
+void ShardConnection::WriteNext() {
+  if (writing_ || queued_.empty() || state_ != State::kConnected) return;
+  std::shared_ptr<ShardRequest> request = std::move(queued_.front());
+  queued_.pop_front();
+  request->header.set_request_id(next_request_id_++);
+  std::string header_bytes = request->header.SerializeAsString();
+  write_head_.resize(kFramePrefixBytes);
+  EncodeFramePrefix(static_cast<uint32_t>(header_bytes.size()),
+                    static_cast<uint32_t>(request->payload.size()), &write_head_[0]);
+  write_head_ += header_bytes;
+  if (sent_.empty()) ArmTimer();
+  sent_.push_back(request);
+  writing_ = true;
+  const uint64_t gen = generation_;
+  auto self = shared_from_this();
+  std::array<asio::const_buffer, 2> buffers = {
+      asio::buffer(write_head_), asio::buffer(request->payload.data(), request->payload.size())};
+  asio::async_write(socket_, buffers,
+                    [this, self, gen, request](const boost::system::error_code& ec, size_t) {
+                      if (gen != generation_) return;
+                      writing_ = false;
+                      if (ec) {
+                        Fail(Error("send failed: " + ec.message()));
+                        return;
+                      }
+                      if (!reading_) ReadReply();
+                      WriteNext();
+                    });
+}
+
+void ShardConnection::ReadReply() {
+  reading_ = true;
+  const uint64_t gen = generation_;
+  auto self = shared_from_this();
+  asio::async_read(socket_, asio::buffer(prefix_),
+                   [this, self, gen](const boost::system::error_code& ec, size_t) {
+                     if (gen != generation_) return;
+                     if (ec) {
+                       Fail(Error(ec == asio::error::eof ? "server closed the connection"
+                                                         : "receive failed: " + ec.message()));
+                       return;
+                     }
+                     OnPrefix();
+                   });
+}
+
+void ShardConnection::OnPrefix() {
+  Status st = DecodeFramePrefix(prefix_, max_frame_bytes_, &reply_prefix_);
+  if (!st.ok()) {
+    Fail(Error("bad reply frame: " + st.ToString()));
+    return;
+  }
+  reply_header_bytes_.resize(reply_prefix_.header_len);
+  const uint64_t gen = generation_;
+  auto self = shared_from_this();
+  asio::async_read(socket_, asio::buffer(&reply_header_bytes_[0], reply_header_bytes_.size()),
+                   [this, self, gen](const boost::system::error_code& ec, size_t) {
+                     if (gen != generation_) return;
+                     if (ec) {
+                       Fail(Error("receive failed: " + ec.message()));
+                       return;
+                     }
+                     OnHeader();
+                   });
+}
+
+void ShardConnection::OnHeader() {
+  std::shared_ptr<ShardRequest> request = sent_.front();
+  if (!reply_header_.ParseFromString(reply_header_bytes_)) {
+    Fail(Error("unparsable reply header"));
+    return;
+  }
+  if (reply_header_.request_id() != request->header.request_id()) {
+    Fail(Error("reply for request " + std::to_string(reply_header_.request_id()) +
+               " while expecting " + std::to_string(request->header.request_id())));
+    return;
+  }
+  const bool ok = reply_header_.code() == proto::OK;
+  if (ok && reply_prefix_.payload_len != request->expected_reply_bytes) {
+    Fail(Error("reply payload of " + std::to_string(reply_prefix_.payload_len) +
+               " bytes, expected " + std::to_string(request->expected_reply_bytes)));
+    return;
+  }
+  char* dest = request->ReplyBuffer(reply_prefix_.payload_len);
+  auto finish = [this, request, ok, dest]() {
+    sent_.pop_front();
+    if (ok) {
+      request->Complete(Status::OK(), &reply_header_, dest);
+    } else {
+      request->Complete(
+          Status(static_cast<Status::Code>(reply_header_.code()),
+                 "shard " + std::to_string(shard_) + " (" + address_ + "): " +
+                     reply_header_.error()),
+          &reply_header_, nullptr);
+    }
+    if (sent_.empty()) {
+      reading_ = false;
+      timer_.cancel();
+    } else {
+      ArmTimer();
+      ReadReply();
+    }
+  };
+  if (reply_prefix_.payload_len == 0) {
+    finish();
+    return;
+  }
+  const uint64_t gen = generation_;
+  auto self = shared_from_this();
+  asio::async_read(socket_, asio::buffer(dest, reply_prefix_.payload_len),
+                   [this, self, gen, request, finish](const boost::system::error_code& ec,
+                                                      size_t) {
+                     if (gen != generation_) return;
+                     if (ec) {
+                       Fail(Error("receive failed: " + ec.message()));
+                       return;
+                     }
+                     finish();
+                   });
+}
+
+}  // namespace pepnet

@@ -1,0 +1,90 @@
+// ShardConnection: one client TCP connection to one shard server, with pipelined
+// requests. Internal to the client library (it pulls in Asio).
+//
+// Every method runs on the owning io_context's single thread; nothing here locks.
+#ifndef PEPNET_COMMON_SHARD_CONNECTION_H_
+#define PEPNET_COMMON_SHARD_CONNECTION_H_
+
+#include <boost/asio.hpp>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "common/frame.h"
+#include "common/status.h"
+#include "proto/ps.pb.h"
+
+namespace pepnet {
+
+// One request to one shard and what to do with its reply.
+class ShardRequest {
+ public:
+  virtual ~ShardRequest() = default;
+  // The frame to send; request_id in it is set by the connection.
+  proto::RequestHeader header;
+  PayloadBuffer payload;
+  // Bytes of reply payload the request expects (0 for all but PULL).
+  uint64_t expected_reply_bytes = 0;
+  // Where to read the reply payload; default: `reply_scratch`.
+  virtual char* ReplyBuffer(size_t bytes) {
+    reply_scratch.Resize(bytes);
+    return reply_scratch.data();
+  }
+  // Called exactly once. On OK, `reply` and `payload` hold the answer.
+  virtual void Complete(const Status& status, const proto::ResponseHeader* reply,
+                        const char* payload) = 0;
+
+ protected:
+  PayloadBuffer reply_scratch;
+};
+
+class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
+ public:
+  ShardConnection(boost::asio::io_context& io, uint32_t shard, std::string address,
+                  boost::asio::ip::tcp::endpoint endpoint, int timeout_ms,
+                  int connect_timeout_ms, uint64_t max_frame_bytes);
+
+  // Queues the request; connects first if needed.
+  void Send(std::shared_ptr<ShardRequest> request);
+  // Fails everything queued or in flight with `why` and closes the socket.
+  void Fail(const Status& why);
+  size_t in_flight() const { return queued_.size() + sent_.size(); }
+
+ private:
+  void StartConnect();
+  void WriteNext();
+  void ReadReply();
+  void OnPrefix();
+  void OnHeader();
+  void ArmTimer();
+  Status Error(const std::string& what) const;
+
+  boost::asio::io_context& io_;
+  const uint32_t shard_;
+  const std::string address_;
+  const boost::asio::ip::tcp::endpoint endpoint_;
+  const std::chrono::milliseconds timeout_;
+  const std::chrono::milliseconds connect_timeout_;
+  const uint64_t max_frame_bytes_;
+
+  boost::asio::ip::tcp::socket socket_;
+  boost::asio::steady_timer timer_;
+  enum class State { kDisconnected, kConnecting, kConnected } state_ = State::kDisconnected;
+  uint64_t next_request_id_ = 1;
+  // Not yet written, and written but not yet answered (replies come back in order).
+  std::deque<std::shared_ptr<ShardRequest>> queued_;
+  std::deque<std::shared_ptr<ShardRequest>> sent_;
+  bool writing_ = false;
+  bool reading_ = false;
+  std::string write_head_;
+  char prefix_[kFramePrefixBytes];
+  FramePrefix reply_prefix_;
+  std::string reply_header_bytes_;
+  proto::ResponseHeader reply_header_;
+  uint64_t generation_ = 0;  // bumps on every close, so stale handlers can tell
+};
+
+}  // namespace pepnet
+
+#endif  // PEPNET_COMMON_SHARD_CONNECTION_H_

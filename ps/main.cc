@@ -1,0 +1,84 @@
+// pepnet_ps: one shard server of the Global Shared Embedding Table.
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "ps/embedding_table.h"
+#include "ps/request_handler.h"
+#include "ps/server.h"
+#include "ps/table_config.h"
+
+DEFINE_string(host, "0.0.0.0", "Address to listen on.");
+DEFINE_int32(port, 0, "TCP port; 0 picks a free one (see --port_file).");
+DEFINE_string(port_file, "", "If set, the listening port is written here once serving.");
+DEFINE_int32(shard_id, 0, "This server's shard, in [0, num_shards).");
+DEFINE_int32(num_shards, 1, "Number of shard servers in the cluster.");
+DEFINE_int32(threads, 2, "Network/handler threads (one io_context each).");
+DEFINE_string(table_config, "", "Table config in protobuf text format (required).");
+DEFINE_uint64(max_frame_bytes, 256ull << 20, "Largest accepted request frame.");
+DEFINE_int32(shutdown_grace_ms, 5000, "Time requests in progress get to finish on shutdown.");
+
+namespace {
+
+[[noreturn]] void Die(const std::string& message) {
+  fprintf(stderr, "pepnet_ps: %s\n", message.c_str());
+  exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage("pepnet_ps --table_config=FILE [--port=N --shard_id=I --num_shards=N]");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+
+  if (argc > 1) Die(std::string("unexpected argument '") + argv[1] + "'");
+  if (FLAGS_num_shards < 1) Die("--num_shards must be >= 1");
+  if (FLAGS_shard_id < 0 || FLAGS_shard_id >= FLAGS_num_shards) {
+    Die("--shard_id=" + std::to_string(FLAGS_shard_id) + " must be in [0, --num_shards=" +
+        std::to_string(FLAGS_num_shards) + ")");
+  }
+  if (FLAGS_port < 0 || FLAGS_port > 65535) Die("--port must be in [0, 65535]");
+  if (FLAGS_threads < 1 || FLAGS_threads > 256) Die("--threads must be in [1, 256]");
+  if (FLAGS_max_frame_bytes < 1024 || FLAGS_max_frame_bytes > 0xFFFFFFFFull) {
+    Die("--max_frame_bytes must be in [1024, 4294967295]");
+  }
+  if (FLAGS_table_config.empty()) Die("--table_config is required");
+
+  pepnet::TableOptions table_options;
+  pepnet::Status st = pepnet::LoadTableConfigFile(FLAGS_table_config, &table_options);
+  if (!st.ok()) Die(st.ToString());
+  std::unique_ptr<pepnet::EmbeddingTable> table;
+  st = pepnet::EmbeddingTable::Create(table_options, &table);
+  if (!st.ok()) Die(st.ToString());
+
+  pepnet::RequestHandler handler(table.get(), FLAGS_shard_id, FLAGS_num_shards);
+  pepnet::ServerOptions options;
+  options.host = FLAGS_host;
+  options.port = static_cast<uint16_t>(FLAGS_port);
+  options.threads = FLAGS_threads;
+  options.max_frame_bytes = FLAGS_max_frame_bytes;
+  options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
+  pepnet::Server server(options, &handler);
+  st = server.Start();
+  if (!st.ok()) Die(st.ToString());
+
+  if (!FLAGS_port_file.empty()) {
+    // Written whole under a temporary name, so readers never see a partial number.
+    const std::string tmp = FLAGS_port_file + ".tmp";
+    std::ofstream(tmp) << server.port() << "\n";
+    if (rename(tmp.c_str(), FLAGS_port_file.c_str()) != 0) {
+      Die("cannot write --port_file " + FLAGS_port_file);
+    }
+  }
+  LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << "/" << FLAGS_num_shards << " serving on "
+            << FLAGS_host << ":" << server.port() << " with " << FLAGS_threads << " threads, "
+            << table_options.slots.size() << " slots";
+  server.Run(/*handle_signals=*/true);
+  LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << " stopped";
+  return 0;
+}

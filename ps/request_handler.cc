@@ -1,0 +1,153 @@
+#include "ps/request_handler.h"
+
+#include "common/hash.h"
+#include "proto/ps.pb.h"
+#include "ps/embedding_table.h"
+
+namespace pepnet {
+namespace {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "payloads are read in place as little-endian uint64/float32");
+
+Status LengthMismatch(const char* what, uint64_t got, uint64_t want) {
+  return Status::InvalidArgument(std::string(what) + ": payload is " + std::to_string(got) +
+                                 " bytes but the header implies " + std::to_string(want));
+}
+
+// A key routed here by a client with a different shard count would silently split the
+// table; refuse it instead.
+Status CheckOwnership(const uint64_t* keys, uint64_t n, uint32_t shard_id, uint32_t num_shards) {
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint32_t owner = ShardOfKey(keys[i], num_shards);
+    if (owner != shard_id) {
+      return Status::InvalidArgument("key " + std::to_string(keys[i]) + " belongs to shard " +
+                                     std::to_string(owner) + " of " + std::to_string(num_shards) +
+                                     ", not to this shard " + std::to_string(shard_id));
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+RequestHandler::RequestHandler(EmbeddingTable* table, uint32_t shard_id, uint32_t num_shards)
+    : table_(table),
+      shard_id_(shard_id),
+      num_shards_(num_shards),
+      start_(std::chrono::steady_clock::now()) {}
+
+Status RequestHandler::Handle(const proto::RequestHeader& request, const char* payload,
+                              size_t payload_len, proto::ResponseHeader* reply,
+                              PayloadBuffer* reply_payload) {
+  reply->Clear();
+  reply->set_request_id(request.request_id());
+  reply_payload->Resize(0);
+  Status st;
+  switch (request.type()) {
+    case proto::PING: {
+      proto::PingReply* ping = reply->mutable_ping();
+      ping->set_shard_id(shard_id_);
+      ping->set_num_shards(num_shards_);
+      ping->set_slot_bits(table_->options().slot_bits);
+      for (const SlotOptions& s : table_->options().slots) {
+        proto::SlotSchema* schema = ping->add_slots();
+        schema->set_slot(s.id);
+        schema->set_dim(s.dim);
+      }
+      break;
+    }
+    case proto::STATS:
+      FillStats(reply->mutable_stats());
+      break;
+    case proto::PULL:
+      st = HandlePull(request, payload, payload_len, reply, reply_payload);
+      break;
+    case proto::PUSH:
+      st = HandlePush(request, payload, payload_len);
+      break;
+    default:
+      st = Status::InvalidArgument("unknown request type " + std::to_string(request.type()));
+  }
+  if (!st.ok()) {
+    counters_.bad_requests.fetch_add(1, std::memory_order_relaxed);
+    reply->set_code(static_cast<proto::StatusCode>(st.code()));
+    reply->set_error(st.message());
+    reply->set_num_values(0);
+    reply_payload->Resize(0);
+  }
+  return st;
+}
+
+Status RequestHandler::HandlePull(const proto::RequestHeader& request, const char* payload,
+                                  size_t len, proto::ResponseHeader* reply,
+                                  PayloadBuffer* reply_payload) {
+  const uint64_t n = request.num_keys();
+  if (len != 8 * n) return LengthMismatch("pull", len, 8 * n);
+  const auto* keys = reinterpret_cast<const uint64_t*>(payload);
+  PEPNET_RETURN_IF_ERROR(CheckOwnership(keys, n, shard_id_, num_shards_));
+  uint64_t num_values;
+  PEPNET_RETURN_IF_ERROR(table_->CountValues(keys, n, &num_values));
+  reply_payload->Resize(4 * num_values);
+  PEPNET_RETURN_IF_ERROR(
+      table_->Pull(keys, n, reinterpret_cast<float*>(reply_payload->data())));
+  reply->set_num_values(num_values);
+  counters_.pull_requests.fetch_add(1, std::memory_order_relaxed);
+  counters_.pull_rows.fetch_add(n, std::memory_order_relaxed);
+  return Status::OK();
+}
+
+Status RequestHandler::HandlePush(const proto::RequestHeader& request, const char* payload,
+                                  size_t len) {
+  const uint64_t n = request.num_keys();
+  const uint64_t v = request.num_values();
+  const uint64_t want = 8 * n + 4 * v + 8 * n;
+  if (len != want) return LengthMismatch("push", len, want);
+  const auto* keys = reinterpret_cast<const uint64_t*>(payload);
+  PEPNET_RETURN_IF_ERROR(CheckOwnership(keys, n, shard_id_, num_shards_));
+  uint64_t num_values;
+  PEPNET_RETURN_IF_ERROR(table_->CountValues(keys, n, &num_values));
+  if (num_values != v) {
+    return Status::InvalidArgument("push: header says " + std::to_string(v) +
+                                   " gradient floats but the keys' slot dims sum to " +
+                                   std::to_string(num_values));
+  }
+  const auto* grads = reinterpret_cast<const float*>(payload + 8 * n);
+  const float* shows = grads + v;
+  const float* clicks = shows + n;
+  PEPNET_RETURN_IF_ERROR(table_->Push(keys, n, grads, shows, clicks));
+  counters_.push_requests.fetch_add(1, std::memory_order_relaxed);
+  counters_.push_rows.fetch_add(n, std::memory_order_relaxed);
+  return Status::OK();
+}
+
+void RequestHandler::FillStats(proto::ServerStats* out) const {
+  out->set_shard_id(shard_id_);
+  out->set_num_shards(num_shards_);
+  out->set_pull_requests(counters_.pull_requests.load(std::memory_order_relaxed));
+  out->set_pull_rows(counters_.pull_rows.load(std::memory_order_relaxed));
+  out->set_push_requests(counters_.push_requests.load(std::memory_order_relaxed));
+  out->set_push_rows(counters_.push_rows.load(std::memory_order_relaxed));
+  out->set_bad_requests(counters_.bad_requests.load(std::memory_order_relaxed));
+  out->set_connections(counters_.connections.load(std::memory_order_relaxed));
+  out->set_uptime_s(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+  const TableStatsSnapshot t = table_->Stats();
+  proto::TableStats* ts = out->mutable_table();
+  ts->set_rows(t.rows);
+  ts->set_rows_created(t.rows_created);
+  for (const SlotRowCount& s : t.slots) {
+    proto::SlotStats* ss = ts->add_slots();
+    ss->set_slot(s.slot);
+    ss->set_dim(s.dim);
+    ss->set_rows(s.rows);
+  }
+  ts->set_payload_bytes(t.bytes.payload);
+  ts->set_optimizer_bytes(t.bytes.optimizer);
+  ts->set_metadata_bytes(t.bytes.metadata);
+  ts->set_index_bytes(t.bytes.index);
+  ts->set_slack_bytes(t.bytes.slack);
+  ts->set_bytes_used(t.bytes.total());
+}
+
+}  // namespace pepnet
