@@ -1,0 +1,247 @@
+// Malformed frames sent over raw sockets to a live pepnet_ps: each gets an error reply
+// or a closed connection, a log line naming the peer, and the server keeps serving.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/frame.h"
+#include "common/hash.h"
+#include "common/ps_client.h"
+#include "proto/ps.pb.h"
+#include "tests/test_util.h"
+
+namespace pepnet {
+namespace {
+
+constexpr uint64_t kMaxFrame = 1 << 20;
+
+uint64_t MakeKey(uint32_t slot, uint64_t id) { return (uint64_t{slot} << 54) | (Mix64(id) >> 10); }
+
+// A blocking TCP connection that speaks raw bytes.
+class RawConnection {
+ public:
+  explicit RawConnection(uint16_t port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    timeval tv{5, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    sockaddr_in local{};
+    socklen_t len = sizeof(local);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &len);
+    local_port_ = ntohs(local.sin_port);
+  }
+  ~RawConnection() { close(fd_); }
+
+  bool connected() const { return connected_; }
+  uint16_t local_port() const { return local_port_; }
+
+  void Send(const std::string& bytes) {
+    ASSERT_EQ(write(fd_, bytes.data(), bytes.size()), ssize_t(bytes.size()));
+  }
+
+  // One frame made of a serialized header and a payload.
+  static std::string Frame(const std::string& header, const std::string& payload) {
+    std::string out(kFramePrefixBytes, '\0');
+    EncodeFramePrefix(header.size(), payload.size(), &out[0]);
+    return out + header + payload;
+  }
+  static std::string Request(proto::RequestType type, uint32_t num_keys, uint64_t num_values,
+                             const std::string& payload) {
+    proto::RequestHeader h;
+    h.set_request_id(7);
+    h.set_type(type);
+    h.set_num_keys(num_keys);
+    h.set_num_values(num_values);
+    return Frame(h.SerializeAsString(), payload);
+  }
+
+  // Reads one reply frame; false if the connection closed or timed out first.
+  bool ReadReply(proto::ResponseHeader* reply, std::string* payload = nullptr) {
+    std::string prefix;
+    if (!ReadExactly(kFramePrefixBytes, &prefix)) return false;
+    FramePrefix p;
+    if (!DecodeFramePrefix(prefix.data(), kDefaultMaxFrameBytes, &p).ok()) return false;
+    std::string header, body;
+    if (!ReadExactly(p.header_len, &header) || !ReadExactly(p.payload_len, &body)) return false;
+    if (payload) *payload = body;
+    return reply->ParseFromString(header);
+  }
+
+  // True when the server closed its end (read returns 0 or reset).
+  bool ClosedByPeer() {
+    char c;
+    ssize_t r = read(fd_, &c, 1);
+    return r == 0 || (r < 0 && errno == ECONNRESET);
+  }
+
+ private:
+  bool ReadExactly(size_t n, std::string* out) {
+    out->resize(n);
+    size_t got = 0;
+    while (got < n) {
+      ssize_t r = read(fd_, &(*out)[got], n - got);
+      if (r <= 0) return false;
+      got += r;
+    }
+    return true;
+  }
+
+  int fd_ = -1;
+  bool connected_ = false;
+  uint16_t local_port_ = 0;
+};
+
+std::string Keys(const std::vector<uint64_t>& keys) {
+  return std::string(reinterpret_cast<const char*>(keys.data()), 8 * keys.size());
+}
+
+class MalformedFrameTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string config = dir_.File("t.pbtxt");
+    testing::WriteFile(config, "slot { id: 1 dim: 4 }\n");
+    Status st = server_.Start(dir_, config, 0, 1,
+                              {"--max_frame_bytes=" + std::to_string(kMaxFrame)});
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+
+  // A well-behaved client still gets answers.
+  void ExpectServerHealthy() {
+    ClientOptions options;
+    options.servers = {server_.address()};
+    std::unique_ptr<PsClient> client;
+    ASSERT_TRUE(PsClient::Connect(options, &client).ok());
+    const uint64_t key = MakeKey(1, 1);
+    std::vector<float> out;
+    Status st = client->Wait(client->Pull(&key, 1, &out));
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(out.size(), 4u);
+  }
+
+  void ExpectErrorThenUsable(RawConnection* c, const std::string& fragment) {
+    proto::ResponseHeader reply;
+    ASSERT_TRUE(c->ReadReply(&reply)) << fragment;
+    EXPECT_EQ(reply.code(), proto::INVALID_ARGUMENT);
+    EXPECT_NE(reply.error().find(fragment), std::string::npos) << reply.error();
+    // The same connection goes on serving.
+    c->Send(RawConnection::Request(proto::PING, 0, 0, ""));
+    ASSERT_TRUE(c->ReadReply(&reply));
+    EXPECT_EQ(reply.code(), proto::OK);
+    EXPECT_EQ(reply.ping().num_shards(), 1u);
+  }
+
+  std::string Log() { return testing::ReadFile(server_.log_path()); }
+  std::string Peer(const RawConnection& c) { return "127.0.0.1:" + std::to_string(c.local_port()); }
+
+  testing::TempDir dir_;
+  testing::ServerProcess server_;
+};
+
+TEST_F(MalformedFrameTest, UnknownRequestType) {
+  RawConnection c(server_.port());
+  ASSERT_TRUE(c.connected());
+  c.Send(RawConnection::Request(static_cast<proto::RequestType>(99), 0, 0, ""));
+  ExpectErrorThenUsable(&c, "unknown request type 99");
+  EXPECT_NE(Log().find("request from " + Peer(c)), std::string::npos);
+}
+
+TEST_F(MalformedFrameTest, PullKeysDisagreeWithPayload) {
+  RawConnection c(server_.port());
+  c.Send(RawConnection::Request(proto::PULL, 10, 0, Keys({MakeKey(1, 1), MakeKey(1, 2)})));
+  ExpectErrorThenUsable(&c, "payload is 16 bytes but the header implies 80");
+}
+
+TEST_F(MalformedFrameTest, PushFloatsDisagreeWithKeys) {
+  RawConnection c(server_.port());
+  // Two keys of dim 4 need 8 gradient floats; the header claims 6 (and sends 6).
+  std::string payload = Keys({MakeKey(1, 1), MakeKey(1, 2)}) + std::string(4 * 6 + 16, '\0');
+  c.Send(RawConnection::Request(proto::PUSH, 2, 6, payload));
+  ExpectErrorThenUsable(&c, "header says 6 gradient floats but the keys' slot dims sum to 8");
+  // A payload whose length does not even fit the header.
+  c.Send(RawConnection::Request(proto::PUSH, 2, 8, payload));
+  ExpectErrorThenUsable(&c, "push: payload is");
+}
+
+TEST_F(MalformedFrameTest, KeyOfUnconfiguredSlot) {
+  RawConnection c(server_.port());
+  c.Send(RawConnection::Request(proto::PULL, 1, 0, Keys({MakeKey(9, 1)})));
+  ExpectErrorThenUsable(&c, "slot 9, which is not configured");
+}
+
+TEST_F(MalformedFrameTest, UnparsableHeader) {
+  RawConnection c(server_.port());
+  c.Send(RawConnection::Frame(std::string(5, '\xff'), ""));
+  ExpectErrorThenUsable(&c, "unparsable request header");
+}
+
+TEST_F(MalformedFrameTest, BadMagicGetsErrorAndClose) {
+  RawConnection c(server_.port());
+  std::string frame = RawConnection::Request(proto::PING, 0, 0, "");
+  frame[0] = 'X';
+  c.Send(frame);
+  proto::ResponseHeader reply;
+  ASSERT_TRUE(c.ReadReply(&reply));
+  EXPECT_EQ(reply.code(), proto::CORRUPTION);
+  EXPECT_NE(reply.error().find("magic"), std::string::npos);
+  EXPECT_TRUE(c.ClosedByPeer());
+  EXPECT_NE(Log().find("bad frame from " + Peer(c)), std::string::npos) << Log();
+  ExpectServerHealthy();
+}
+
+TEST_F(MalformedFrameTest, OversizedFrameGetsErrorAndClose) {
+  RawConnection c(server_.port());
+  std::string prefix(kFramePrefixBytes, '\0');
+  EncodeFramePrefix(10, kMaxFrame, &prefix[0]);
+  c.Send(prefix);
+  proto::ResponseHeader reply;
+  ASSERT_TRUE(c.ReadReply(&reply));
+  EXPECT_EQ(reply.code(), proto::INVALID_ARGUMENT);
+  EXPECT_NE(reply.error().find("exceeds the maximum"), std::string::npos) << reply.error();
+  EXPECT_TRUE(c.ClosedByPeer());
+  ExpectServerHealthy();
+}
+
+TEST_F(MalformedFrameTest, TruncatedFrameIsLoggedAndOthersAreServed) {
+  {
+    RawConnection c(server_.port());
+    const std::string frame =
+        RawConnection::Request(proto::PULL, 4, 0, Keys({1, 2, 3, 4}));
+    c.Send(frame.substr(0, frame.size() - 9));
+    // While this peer holds a half frame, others are served.
+    ExpectServerHealthy();
+  }  // closes mid-frame
+  auto half_prefix = std::make_unique<RawConnection>(server_.port());
+  half_prefix->Send("PEP");
+  const std::string peer = "127.0.0.1:" + std::to_string(half_prefix->local_port());
+  half_prefix.reset();
+  // Wait for the log lines.
+  for (int i = 0; i < 200 && Log().find("truncated frame from " + peer) == std::string::npos; ++i)
+    usleep(10000);
+  EXPECT_NE(Log().find("header+payload bytes"), std::string::npos) << Log();
+  EXPECT_NE(Log().find("truncated frame from " + peer + ": got 3 of 12 prefix bytes"),
+            std::string::npos)
+      << Log();
+  ExpectServerHealthy();
+}
+
+TEST_F(MalformedFrameTest, BadRequestsAreCounted) {
+  RawConnection c(server_.port());
+  c.Send(RawConnection::Request(static_cast<proto::RequestType>(42), 0, 0, ""));
+  proto::ResponseHeader reply;
+  ASSERT_TRUE(c.ReadReply(&reply));
+  c.Send(RawConnection::Request(proto::STATS, 0, 0, ""));
+  ASSERT_TRUE(c.ReadReply(&reply));
+  EXPECT_EQ(reply.code(), proto::OK);
+  EXPECT_EQ(reply.stats().bad_requests(), 1u);
+}
+
+}  // namespace
+}  // namespace pepnet

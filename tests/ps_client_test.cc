@@ -1,0 +1,198 @@
+// The client library against two real pepnet_ps processes on loopback. A local
+// EmbeddingTable with the same config is the reference: row initialization depends only
+// on (key, seed), so the distributed table must hold exactly the same rows.
+#include "common/ps_client.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "common/hash.h"
+#include "proto/ps.pb.h"
+#include "ps/embedding_table.h"
+#include "ps/table_config.h"
+#include "tests/test_util.h"
+
+namespace pepnet {
+namespace {
+
+constexpr char kConfig[] = R"(
+slot { id: 1 dim: 16 }
+slot { id: 2 dim: 4 accumulator: PER_DIM learning_rate: 0.1 }
+seed: 5
+)";
+
+uint64_t MakeKey(uint32_t slot, uint64_t id) { return (uint64_t{slot} << 54) | (Mix64(id) >> 10); }
+
+class PsClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_ = dir_.File("table.pbtxt");
+    testing::WriteFile(config_, kConfig);
+    for (int s = 0; s < 2; ++s) {
+      Status st = servers_[s].Start(dir_, config_, s, 2);
+      ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << testing::ReadFile(servers_[s].log_path());
+    }
+    ClientOptions options;
+    options.servers = {servers_[0].address(), servers_[1].address()};
+    options.timeout_ms = 10000;
+    Status st = PsClient::Connect(options, &client_);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    TableOptions table_options;
+    ASSERT_TRUE(ParseTableConfig(kConfig, "kConfig", &table_options).ok());
+    ASSERT_TRUE(EmbeddingTable::Create(table_options, &reference_).ok());
+  }
+
+  testing::TempDir dir_;
+  std::string config_;
+  testing::ServerProcess servers_[2];
+  std::unique_ptr<PsClient> client_;
+  std::unique_ptr<EmbeddingTable> reference_;
+};
+
+TEST_F(PsClientTest, LearnsSchemaAndShardCount) {
+  EXPECT_EQ(client_->num_shards(), 2u);
+  EXPECT_EQ(client_->DimOf(MakeKey(1, 3)), 16u);
+  EXPECT_EQ(client_->DimOf(MakeKey(2, 3)), 4u);
+  EXPECT_EQ(client_->DimOf(MakeKey(3, 3)), 0u);
+}
+
+TEST_F(PsClientTest, PullPushMatchLocalTableAndLandOnTheRightShard) {
+  std::mt19937_64 rng(3);
+  std::map<uint32_t, std::set<uint64_t>> keys_by_shard;
+  for (int round = 0; round < 20; ++round) {
+    std::vector<uint64_t> keys(500);
+    for (auto& k : keys) k = MakeKey(1 + rng() % 2, rng() % 2000);
+    keys[10] = keys[20];  // a duplicate
+    for (uint64_t k : keys) keys_by_shard[ShardOfKey(k, 2)].insert(k);
+
+    std::vector<float> got;
+    Status st = client_->Wait(client_->Pull(keys.data(), keys.size(), &got));
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    uint64_t num_values;
+    ASSERT_TRUE(reference_->CountValues(keys.data(), keys.size(), &num_values).ok());
+    std::vector<float> want(num_values);
+    ASSERT_TRUE(reference_->Pull(keys.data(), keys.size(), want.data()).ok());
+    ASSERT_EQ(got, want) << "round " << round;
+
+    std::vector<float> grads(num_values), shows(keys.size(), 1.0f), clicks(keys.size(), 0.0f);
+    std::normal_distribution<float> normal(0, 0.1f);
+    for (auto& g : grads) g = normal(rng);
+    st = client_->Wait(
+        client_->Push(keys.data(), keys.size(), grads.data(), shows.data(), clicks.data()));
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ASSERT_TRUE(
+        reference_->Push(keys.data(), keys.size(), grads.data(), shows.data(), clicks.data())
+            .ok());
+  }
+  std::vector<proto::ServerStats> stats;
+  ASSERT_TRUE(client_->Stats(&stats).ok());
+  ASSERT_EQ(stats.size(), 2u);
+  for (uint32_t s = 0; s < 2; ++s) {
+    EXPECT_EQ(stats[s].shard_id(), s);
+    EXPECT_EQ(stats[s].table().rows(), keys_by_shard[s].size()) << "shard " << s;
+    EXPECT_EQ(stats[s].pull_requests(), 20u);
+    EXPECT_EQ(stats[s].push_requests(), 20u);
+  }
+  // Final values agree row by row, including the accumulators' effect.
+  std::vector<uint64_t> all;
+  for (auto& [s, ks] : keys_by_shard) all.insert(all.end(), ks.begin(), ks.end());
+  std::vector<float> got;
+  ASSERT_TRUE(client_->Wait(client_->Pull(all.data(), all.size(), &got)).ok());
+  uint64_t num_values;
+  ASSERT_TRUE(reference_->CountValues(all.data(), all.size(), &num_values).ok());
+  std::vector<float> want(num_values);
+  ASSERT_TRUE(reference_->Pull(all.data(), all.size(), want.data()).ok());
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(PsClientTest, ManyCallsInFlightFromSeveralThreads) {
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<uint64_t> keys(256);
+      for (int i = 0; i < 256; ++i) keys[i] = MakeKey(1, t * 1000 + i);
+      std::vector<std::vector<float>> outs(8);
+      std::vector<PsClient::Ticket> tickets;
+      for (int i = 0; i < 8; ++i) tickets.push_back(client_->Pull(keys.data(), 256, &outs[i]));
+      for (auto ticket : tickets) failures += !client_->Wait(ticket).ok();
+      for (auto& o : outs) failures += (o != outs[0]) || o.size() != 256 * 16;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_F(PsClientTest, UnknownSlotFailsWithoutSending) {
+  const uint64_t keys[2] = {MakeKey(1, 1), MakeKey(9, 1)};
+  std::vector<float> out;
+  Status st = client_->Wait(client_->Pull(keys, 2, &out));
+  EXPECT_EQ(st.code(), Status::kInvalidArgument);
+  EXPECT_NE(st.message().find("slot 9"), std::string::npos) << st.message();
+  EXPECT_EQ(client_->Wait(12345).code(), Status::kInvalidArgument);
+}
+
+TEST_F(PsClientTest, EmptyCallsSucceed) {
+  std::vector<float> out;
+  EXPECT_TRUE(client_->Wait(client_->Pull(nullptr, 0, &out)).ok());
+  EXPECT_TRUE(out.empty());
+  EXPECT_TRUE(client_->Wait(client_->Push(nullptr, 0, nullptr, nullptr, nullptr)).ok());
+}
+
+TEST_F(PsClientTest, ServersListedInTheWrongOrderAreRefused) {
+  ClientOptions options;
+  options.servers = {servers_[1].address(), servers_[0].address()};
+  std::unique_ptr<PsClient> bad;
+  Status st = PsClient::Connect(options, &bad);
+  EXPECT_EQ(st.code(), Status::kInvalidArgument);
+  EXPECT_NE(st.message().find("listed as shard 0"), std::string::npos) << st.message();
+}
+
+TEST_F(PsClientTest, DeadServerIsReportedByNameNotAHang) {
+  servers_[1].process().Signal(SIGKILL);
+  int code;
+  ASSERT_TRUE(servers_[1].process().Wait(10000, &code).ok());
+  std::vector<uint64_t> keys;
+  for (int i = 0; i < 100; ++i) keys.push_back(MakeKey(1, i));
+  std::vector<float> out;
+  const auto start = std::chrono::steady_clock::now();
+  Status st = client_->Wait(client_->Pull(keys.data(), keys.size(), &out));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
+  EXPECT_EQ(st.code(), Status::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("shard 1 (" + servers_[1].address() + ")"), std::string::npos)
+      << st.message();
+  // The live shard still answers for its own keys.
+  std::vector<uint64_t> mine;
+  for (uint64_t k : keys)
+    if (ShardOfKey(k, 2) == 0) mine.push_back(k);
+  EXPECT_TRUE(client_->Wait(client_->Pull(mine.data(), mine.size(), &out)).ok());
+  // Reconnect attempts keep failing clearly.
+  st = client_->Wait(client_->Pull(keys.data(), keys.size(), &out));
+  EXPECT_EQ(st.code(), Status::kUnavailable);
+}
+
+TEST_F(PsClientTest, StalledServerTimesOut) {
+  ClientOptions options;
+  options.servers = {servers_[0].address(), servers_[1].address()};
+  options.timeout_ms = 500;
+  std::unique_ptr<PsClient> client;
+  ASSERT_TRUE(PsClient::Connect(options, &client).ok());
+  servers_[0].process().Signal(SIGSTOP);
+  std::vector<uint64_t> keys;
+  for (int i = 0; i < 100; ++i) keys.push_back(MakeKey(1, i));
+  std::vector<float> out;
+  Status st = client->Wait(client->Pull(keys.data(), keys.size(), &out));
+  servers_[0].process().Signal(SIGCONT);
+  EXPECT_EQ(st.code(), Status::kDeadlineExceeded) << st.ToString();
+  EXPECT_NE(st.message().find("shard 0"), std::string::npos) << st.message();
+  // Once the server runs again, the next call reconnects and succeeds.
+  st = client->Wait(client->Pull(keys.data(), keys.size(), &out));
+  EXPECT_TRUE(st.ok()) << st.ToString();
+}
+
+}  // namespace
+}  // namespace pepnet

@@ -1,0 +1,57 @@
+#include "ps/table_config.h"
+
+#include <gtest/gtest.h>
+
+namespace pepnet {
+namespace {
+
+TEST(TableConfigTest, ParsesSlotsWithDefaults) {
+  TableOptions o;
+  Status st = ParseTableConfig(R"(
+    slot { id: 0 dim: 16 name: "user" }
+    slot { id: 5 dim: 8 accumulator: PER_DIM learning_rate: 0.1 }
+    seed: 3
+  )",
+                               "t.pbtxt", &o);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_EQ(o.slots.size(), 2u);
+  EXPECT_EQ(o.slot_bits, 10u);
+  EXPECT_EQ(o.seed, 3u);
+  EXPECT_EQ(o.slots[0].dim, 16u);
+  EXPECT_FALSE(o.slots[0].adagrad.per_dim);
+  EXPECT_FLOAT_EQ(o.slots[0].adagrad.learning_rate, 0.05f);
+  EXPECT_TRUE(o.slots[1].adagrad.per_dim);
+  EXPECT_FLOAT_EQ(o.slots[1].adagrad.learning_rate, 0.1f);
+}
+
+void ExpectError(const std::string& text, const std::string& fragment) {
+  TableOptions o;
+  Status st = ParseTableConfig(text, "bad.pbtxt", &o);
+  EXPECT_EQ(st.code(), Status::kInvalidArgument) << text;
+  EXPECT_NE(st.message().find(fragment), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("bad.pbtxt"), std::string::npos) << st.message();
+}
+
+TEST(TableConfigTest, ErrorsNameTheProblem) {
+  ExpectError("slot { id: 0 dim: 16 colour: 3 }", "colour");
+  ExpectError("slot { id: 0 dim: 16 } bogus: 1", "bogus");
+  ExpectError("slot { id: 0 }", "dim");
+  ExpectError("slot { id: 0 dim: 0 }", "slot 0: dim");
+  ExpectError("slot { id: 0 dim: 5000 }", "dim must be in");
+  ExpectError("slot { id: 1 dim: 4 } slot { id: 1 dim: 8 }", "slot 1: configured twice");
+  ExpectError("slot_bits: 4 slot { id: 16 dim: 4 }", "does not fit");
+  ExpectError("slot { id: 2 dim: 4 learning_rate: -1 }", "learning_rate");
+  ExpectError("slot { id: 2 dim: 4 initial_accumulator: 0 epsilon: 0 }", "initial_accumulator");
+  ExpectError("partition_bits: 20 slot { id: 2 dim: 4 }", "partition_bits");
+  ExpectError("", "no slot");
+}
+
+TEST(TableConfigTest, MissingFileIsNotFound) {
+  TableOptions o;
+  Status st = LoadTableConfigFile("/nonexistent/table.pbtxt", &o);
+  EXPECT_EQ(st.code(), Status::kNotFound);
+  EXPECT_NE(st.message().find("/nonexistent/table.pbtxt"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pepnet

@@ -1,0 +1,105 @@
+// Helpers for tests that run real pepnet processes on loopback.
+#ifndef PEPNET_TESTS_TEST_UTIL_H_
+#define PEPNET_TESTS_TEST_UTIL_H_
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <stdlib.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/subprocess.h"
+
+namespace pepnet {
+namespace testing {
+
+// Where the pepnet binaries are: $PEPNET_BIN_DIR (set by ctest) or next to the test.
+inline std::string BinDir() {
+  const char* env = getenv("PEPNET_BIN_DIR");
+  return env && *env ? env : ExecutableDir();
+}
+
+// A temporary directory removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/pepnet_test.XXXXXX";
+    path_ = mkdtemp(tmpl) ? tmpl : "";
+  }
+  ~TempDir() {
+    if (!path_.empty()) std::system(("rm -rf '" + path_ + "'").c_str());
+  }
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+inline void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+// A pepnet_ps process on a free loopback port (the server picks it: --port=0).
+class ServerProcess {
+ public:
+  Status Start(const TempDir& dir, const std::string& config_path, int shard_id, int num_shards,
+               std::vector<std::string> extra_flags = {}) {
+    const std::string tag = "shard" + std::to_string(shard_id);
+    port_file_ = dir.File(tag + ".port");
+    log_ = dir.File(tag + ".log");
+    std::vector<std::string> argv = {BinDir() + "/pepnet_ps",
+                                     "--host=127.0.0.1",
+                                     "--port=0",
+                                     "--port_file=" + port_file_,
+                                     "--table_config=" + config_path,
+                                     "--shard_id=" + std::to_string(shard_id),
+                                     "--num_shards=" + std::to_string(num_shards)};
+    argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+    PEPNET_RETURN_IF_ERROR(process_.Start(argv, log_));
+    return WaitForPortFile(port_file_, 20000, &process_, &port_);
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  uint16_t port() const { return port_; }
+  const std::string& log_path() const { return log_; }
+  Subprocess& process() { return process_; }
+
+ private:
+  Subprocess process_;
+  std::string port_file_;
+  std::string log_;
+  uint16_t port_ = 0;
+};
+
+// Runs a command to completion; returns its exit code and captures stdout+stderr.
+inline int RunCommand(const std::vector<std::string>& argv, const TempDir& dir,
+                      std::string* output) {
+  Subprocess p;
+  const std::string log = dir.File("cmd.out");
+  Status st = p.Start(argv, log);
+  if (!st.ok()) {
+    *output = st.ToString();
+    return -1;
+  }
+  int code = -1;
+  st = p.Wait(60000, &code);
+  *output = ReadFile(log);
+  return st.ok() ? code : -1;
+}
+
+}  // namespace testing
+}  // namespace pepnet
+
+#endif  // PEPNET_TESTS_TEST_UTIL_H_
