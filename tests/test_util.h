@@ -53,8 +53,31 @@ inline std::string ReadFile(const std::string& path) {
 }
 
 // A pepnet_ps process on a free loopback port (the server picks it: --port=0).
+// On destruction it is stopped with SIGTERM and must exit 0 with a log free of
+// sanitizer reports, so the sanitizer builds check the server processes too.
 class ServerProcess {
  public:
+  ServerProcess() = default;
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+  ~ServerProcess() {
+    if (process_.running()) {
+      process_.Signal(SIGCONT);  // in case a test stopped it
+      process_.Signal(SIGTERM);
+      int code = -1;
+      Status st = process_.Wait(20000, &code);
+      EXPECT_TRUE(st.ok()) << "server did not stop on SIGTERM: " << st.ToString();
+      EXPECT_EQ(code, 0) << "server exit code\n" << ReadFile(log_);
+    }
+    if (!log_.empty()) {
+      const std::string log = ReadFile(log_);
+      for (const char* report : {"ERROR: AddressSanitizer", "WARNING: ThreadSanitizer",
+                                 "runtime error:", "ERROR: LeakSanitizer"}) {
+        EXPECT_EQ(log.find(report), std::string::npos) << log;
+      }
+    }
+  }
+
   Status Start(const TempDir& dir, const std::string& config_path, int shard_id, int num_shards,
                std::vector<std::string> extra_flags = {}) {
     const std::string tag = "shard" + std::to_string(shard_id);

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite: the release build,
+# then the same tests under ASan+UBSan and under TSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deploy/install_deps.sh
+for flavour in release asan tsan; do
+  echo "=== $flavour: build"
+  deploy/build.sh "$flavour"
+  dir=build; [ "$flavour" = release ] || dir="build-$flavour"
+  echo "=== $flavour: test"
+  (cd "$dir" && ctest --output-on-failure -j2)
+done
+echo "=== all test suites passed"
