@@ -27,7 +27,7 @@ DEFINE_string(servers, "", "Running shard servers (h:p,h:p); empty starts one of
 DEFINE_uint64(universe, 1000000, "Number of distinct keys requests are drawn from.");
 DEFINE_double(zipf, 0.99, "Zipf exponent of key popularity (0 = uniform).");
 DEFINE_int32(keys_per_request, 16384, "Distinct keys per request.");
-DEFINE_int32(requests, 64, "Distinct requests generated before timing.");
+DEFINE_int32(requests, 128, "Distinct requests generated before timing.");
 DEFINE_int32(rounds, 4, "Timed passes over all requests, for pull and for push.");
 DEFINE_int32(inflight, 4, "Requests kept in flight.");
 DEFINE_int32(connections, 2, "Connections per shard.");

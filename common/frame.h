@@ -10,8 +10,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
-#include <vector>
 
 #include "common/status.h"
 
@@ -35,24 +35,30 @@ void EncodeFramePrefix(uint32_t header_len, uint32_t payload_len, char* out);
 Status DecodeFramePrefix(const char* in, uint64_t max_frame_bytes, FramePrefix* out);
 
 // A byte buffer whose data is 8-byte aligned, so payload keys and floats can be read
-// in place. Reuses its capacity across frames.
+// in place. Growing does not zero the bytes (they are about to be overwritten by a
+// socket read or a memcpy), and the capacity is reused across frames.
 class PayloadBuffer {
  public:
   void Resize(size_t bytes) {
-    words_.resize((bytes + 7) / 8);
+    const size_t words = (bytes + 7) / 8;
+    if (words > capacity_words_) {
+      words_.reset(new uint64_t[words]);
+      capacity_words_ = words;
+    }
     size_ = bytes;
   }
-  char* data() { return reinterpret_cast<char*>(words_.data()); }
-  const char* data() const { return reinterpret_cast<const char*>(words_.data()); }
+  char* data() { return reinterpret_cast<char*>(words_.get()); }
+  const char* data() const { return reinterpret_cast<const char*>(words_.get()); }
   size_t size() const { return size_; }
-  size_t capacity_bytes() const { return words_.capacity() * 8; }
+  size_t capacity_bytes() const { return capacity_words_ * 8; }
   void Release() {
-    std::vector<uint64_t>().swap(words_);
-    size_ = 0;
+    words_.reset();
+    capacity_words_ = size_ = 0;
   }
 
  private:
-  std::vector<uint64_t> words_;
+  std::unique_ptr<uint64_t[]> words_;
+  size_t capacity_words_ = 0;
   size_t size_ = 0;
 };
 

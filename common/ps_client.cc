@@ -56,6 +56,40 @@ struct Call {
   }
 };
 
+// Request payloads of a few MB each, recycled so that steady traffic neither calls
+// mmap nor faults in fresh pages for every request.
+class BufferPool {
+ public:
+  PayloadBuffer Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) return PayloadBuffer();
+    PayloadBuffer b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void Give(PayloadBuffer b) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() < kMaxPooled) free_.push_back(std::move(b));
+  }
+
+ private:
+  static constexpr size_t kMaxPooled = 64;
+  std::mutex mu_;
+  std::vector<PayloadBuffer> free_;
+};
+
+// Gives its payload buffer back to the pool when the request is done with it.
+class PooledRequest : public ShardRequest {
+ public:
+  explicit PooledRequest(std::shared_ptr<BufferPool> pool) : pool_(std::move(pool)) {
+    payload = pool_->Take();
+  }
+  ~PooledRequest() override { pool_->Give(std::move(payload)); }
+
+ private:
+  std::shared_ptr<BufferPool> pool_;
+};
+
 // One contiguous run of floats copied from a shard's reply into the caller's vector.
 struct RowCopy {
   uint64_t src;  // float offset in the shard reply
@@ -63,8 +97,9 @@ struct RowCopy {
   uint32_t dim;
 };
 
-class ShardPull : public ShardRequest {
+class ShardPull : public PooledRequest {
  public:
+  using PooledRequest::PooledRequest;
   std::shared_ptr<Call> call;
   float* direct = nullptr;  // set when the reply lands as-is in the caller's vector
   float* out = nullptr;
@@ -82,8 +117,9 @@ class ShardPull : public ShardRequest {
   }
 };
 
-class ShardSimple : public ShardRequest {
+class ShardSimple : public PooledRequest {
  public:
+  using PooledRequest::PooledRequest;
   std::shared_ptr<Call> call;
   std::function<void(const proto::ResponseHeader&)> on_reply;
   void Complete(const Status& st, const proto::ResponseHeader* reply, const char*) override {
@@ -135,7 +171,7 @@ class PsClientImpl : public PsClient {
     std::vector<proto::PingReply> pings(num_shards());
     auto call = NewCall(num_shards());
     for (uint32_t s = 0; s < num_shards(); ++s) {
-      auto req = std::make_shared<ShardSimple>();
+      auto req = std::make_shared<ShardSimple>(pool_);
       req->header.set_type(proto::PING);
       req->call = call;
       req->on_reply = [&pings, s](const proto::ResponseHeader& r) { pings[s] = r.ping(); };
@@ -173,7 +209,7 @@ class PsClientImpl : public PsClient {
     std::vector<std::shared_ptr<ShardPull>> parts(num_shards());
     for (uint32_t s = 0; s < num_shards(); ++s) {
       if (r.shard_keys[s].empty()) continue;
-      auto req = std::make_shared<ShardPull>();
+      auto req = std::make_shared<ShardPull>(pool_);
       req->call = call;
       req->out = values->data();
       req->header.set_type(proto::PULL);
@@ -208,7 +244,7 @@ class PsClientImpl : public PsClient {
     for (uint32_t s = 0; s < num_shards(); ++s) {
       const size_t k = r.shard_keys[s].size();
       if (k == 0) continue;
-      auto req = std::make_shared<ShardSimple>();
+      auto req = std::make_shared<ShardSimple>(pool_);
       req->call = call;
       req->header.set_type(proto::PUSH);
       req->header.set_num_keys(static_cast<uint32_t>(k));
@@ -219,7 +255,9 @@ class PsClientImpl : public PsClient {
       grad_out[s] = p + 8 * k;
       show_out[s] = grad_out[s] + 4 * r.shard_values[s];
       click_out[s] = show_out[s] + 4 * k;
-      std::memset(grad_out[s], 0, req->payload.size() - 8 * k);
+      // Duplicates are summed into these floats; without duplicates every one of them
+      // is overwritten below.
+      if (!r.identity) std::memset(grad_out[s], 0, req->payload.size() - 8 * k);
       parts[s] = req;
       ++call->pending;
     }
@@ -237,8 +275,10 @@ class PsClientImpl : public PsClient {
       }
       in += dim;
       const uint32_t j = r.unique_index_in_shard[u];
-      reinterpret_cast<float*>(show_out[s])[j] += shows[i];
-      reinterpret_cast<float*>(click_out[s])[j] += clicks[i];
+      float* show = reinterpret_cast<float*>(show_out[s]) + j;
+      float* click = reinterpret_cast<float*>(click_out[s]) + j;
+      *show = r.identity ? shows[i] : *show + shows[i];
+      *click = r.identity ? clicks[i] : *click + clicks[i];
     }
     return Launch(ticket, call, parts);
   }
@@ -262,7 +302,7 @@ class PsClientImpl : public PsClient {
     stats->assign(num_shards(), proto::ServerStats());
     auto call = NewCall(num_shards());
     for (uint32_t s = 0; s < num_shards(); ++s) {
-      auto req = std::make_shared<ShardSimple>();
+      auto req = std::make_shared<ShardSimple>(pool_);
       req->header.set_type(proto::STATS);
       req->call = call;
       req->on_reply = [stats, s](const proto::ResponseHeader& r) { (*stats)[s] = r.stats(); };
@@ -394,6 +434,7 @@ class PsClientImpl : public PsClient {
   }
 
   ClientOptions options_;
+  std::shared_ptr<BufferPool> pool_ = std::make_shared<BufferPool>();
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::thread io_thread_;

@@ -132,11 +132,15 @@ Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, Scratch* s, Fn fn)
     Partition* part = &partitions_[p];
     s->rows.resize(end - begin);
     std::lock_guard<std::mutex> lock(part->mu);
-    // Three sweeps so that the cache misses of many keys overlap: index entries, then
-    // rows, then the work on the rows.
+    // Sweeps so that the cache misses of many keys overlap: index entries, then rows,
+    // then the lookups (now hitting cache), then the work on the rows.
     for (uint32_t j = begin; j < end; ++j) {
       const uint32_t i = s->order[j];
       ShardFor(part, s->slot[i])->PrefetchIndex(s->hash[i]);
+    }
+    for (uint32_t j = begin; j < end; ++j) {
+      const uint32_t i = s->order[j];
+      part->shards[s->slot[i]]->PrefetchRow(s->hash[i]);
     }
     for (uint32_t j = begin; j < end; ++j) {
       const uint32_t i = s->order[j];
@@ -148,8 +152,6 @@ Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, Scratch* s, Fn fn)
                                          " is full in partition " + std::to_string(p));
       }
       part->rows_created += created;
-      __builtin_prefetch(row + RowLayout::kWeightsOffset);
-      __builtin_prefetch(row + RowLayout::kWeightsOffset + 64);
       s->rows[j - begin] = row;
     }
     for (uint32_t j = begin; j < end; ++j) fn(s->order[j], s->rows[j - begin]);

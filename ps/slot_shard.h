@@ -54,6 +54,10 @@ class SlotShard {
   // `hash` must be TableHash(key). Brings the key's first index entry toward the cache.
   void PrefetchIndex(uint64_t hash) const;
 
+  // Brings the row the key's index entries point to toward the cache (call after
+  // PrefetchIndex has had time to land), so FindOrInsert's key compare does not stall.
+  void PrefetchRow(uint64_t hash) const;
+
   // The key's row, or nullptr.
   char* Find(uint64_t key, uint64_t hash) const;
 
