@@ -24,6 +24,10 @@ constexpr uint32_t kMaxHeaderBytes = 1 << 20;
 // Default cap on header + payload; servers and clients take it from options.
 constexpr uint64_t kDefaultMaxFrameBytes = 256ull << 20;
 
+// Socket send/receive buffers asked for on both ends (the kernel caps them at
+// net.core.wmem_max / rmem_max).
+constexpr int kSocketBufferBytes = 4 << 20;
+
 struct FramePrefix {
   uint32_t header_len = 0;
   uint32_t payload_len = 0;

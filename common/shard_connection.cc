@@ -65,7 +65,10 @@ void ShardConnection::StartConnect() {
     }
     timer_.cancel();
     state_ = State::kConnected;
-    socket_.set_option(tcp::no_delay(true));
+    boost::system::error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+    socket_.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
+    socket_.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
     WriteNext();
   });
 }
