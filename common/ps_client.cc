@@ -377,6 +377,14 @@ class PsClientImpl : public PsClient {
     r->single_shard = -1;
     for (uint32_t s = 0; s < num_shards(); ++s) {
       if (r->shard_keys[s].empty()) continue;
+      // The larger of the push request and the pull reply must fit in one frame.
+      const uint64_t frame = 16 * r->shard_keys[s].size() + 4 * r->shard_values[s];
+      if (frame > options_.max_frame_bytes) {
+        return Status::InvalidArgument(
+            "call of " + std::to_string(n) + " keys needs a " + std::to_string(frame) +
+            "-byte frame for shard " + std::to_string(s) + ", over max_frame_bytes=" +
+            std::to_string(options_.max_frame_bytes) + "; split it");
+      }
       r->single_shard = (r->single_shard == -1) ? static_cast<int>(s) : -2;
     }
     if (r->single_shard < 0) r->single_shard = -1;

@@ -169,7 +169,14 @@ void ShardConnection::OnHeader() {
                " bytes, expected " + std::to_string(request->expected_reply_bytes)));
     return;
   }
-  char* dest = request->ReplyBuffer(reply_prefix_.payload_len);
+  // An error reply's payload (normally empty) must never land in the caller's buffer.
+  char* dest;
+  if (ok) {
+    dest = request->ReplyBuffer(reply_prefix_.payload_len);
+  } else {
+    error_scratch_.Resize(reply_prefix_.payload_len);
+    dest = error_scratch_.data();
+  }
   auto finish = [this, request, ok, dest]() {
     sent_.pop_front();
     if (ok) {

@@ -82,6 +82,7 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
   FramePrefix reply_prefix_;
   std::string reply_header_bytes_;
   proto::ResponseHeader reply_header_;
+  PayloadBuffer error_scratch_;
   uint64_t generation_ = 0;  // bumps on every close, so stale handlers can tell
 };
 

@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
   st = pepnet::EmbeddingTable::Create(table_options, &table);
   if (!st.ok()) Die(st.ToString());
 
-  pepnet::RequestHandler handler(table.get(), FLAGS_shard_id, FLAGS_num_shards);
+  pepnet::RequestHandler handler(table.get(), FLAGS_shard_id, FLAGS_num_shards,
+                                 FLAGS_max_frame_bytes);
   pepnet::ServerOptions options;
   options.host = FLAGS_host;
   options.port = static_cast<uint16_t>(FLAGS_port);

@@ -31,10 +31,12 @@ Status CheckOwnership(const uint64_t* keys, uint64_t n, uint32_t shard_id, uint3
 
 }  // namespace
 
-RequestHandler::RequestHandler(EmbeddingTable* table, uint32_t shard_id, uint32_t num_shards)
+RequestHandler::RequestHandler(EmbeddingTable* table, uint32_t shard_id, uint32_t num_shards,
+                               uint64_t max_reply_bytes)
     : table_(table),
       shard_id_(shard_id),
       num_shards_(num_shards),
+      max_reply_bytes_(max_reply_bytes),
       start_(std::chrono::steady_clock::now()) {}
 
 Status RequestHandler::Handle(const proto::RequestHeader& request, const char* payload,
@@ -88,6 +90,12 @@ Status RequestHandler::HandlePull(const proto::RequestHeader& request, const cha
   PEPNET_RETURN_IF_ERROR(CheckOwnership(keys, n, shard_id_, num_shards_));
   uint64_t num_values;
   PEPNET_RETURN_IF_ERROR(table_->CountValues(keys, n, &num_values));
+  if (4 * num_values > max_reply_bytes_) {
+    return Status::ResourceExhausted("pull of " + std::to_string(n) + " keys needs a reply of " +
+                                     std::to_string(4 * num_values) +
+                                     " bytes, over the frame limit of " +
+                                     std::to_string(max_reply_bytes_) + "; split the request");
+  }
   reply_payload->Resize(4 * num_values);
   PEPNET_RETURN_IF_ERROR(
       table_->Pull(keys, n, reinterpret_cast<float*>(reply_payload->data())));

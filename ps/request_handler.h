@@ -33,8 +33,10 @@ struct ServerCounters {
 
 class RequestHandler {
  public:
-  // `table` is borrowed and must outlive the handler.
-  RequestHandler(EmbeddingTable* table, uint32_t shard_id, uint32_t num_shards);
+  // `table` is borrowed and must outlive the handler. Replies larger than
+  // `max_reply_bytes` are refused (the client's frame limit is the same by default).
+  RequestHandler(EmbeddingTable* table, uint32_t shard_id, uint32_t num_shards,
+                 uint64_t max_reply_bytes);
 
   // Handles one request whose header parsed. Fills `reply` (request id, code, error,
   // results) and `reply_payload`. Returns the status also put in the reply, so the
@@ -53,6 +55,7 @@ class RequestHandler {
   EmbeddingTable* const table_;
   const uint32_t shard_id_;
   const uint32_t num_shards_;
+  const uint64_t max_reply_bytes_;
   const std::chrono::steady_clock::time_point start_;
   ServerCounters counters_;
 };

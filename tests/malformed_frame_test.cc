@@ -176,6 +176,21 @@ TEST_F(MalformedFrameTest, KeyOfUnconfiguredSlot) {
   ExpectErrorThenUsable(&c, "slot 9, which is not configured");
 }
 
+TEST_F(MalformedFrameTest, PullWhoseReplyWouldExceedTheFrameLimit) {
+  RawConnection c(server_.port());
+  // 100k keys fit in a 1 MiB request (800 kB) but their rows would not (1.6 MB).
+  std::vector<uint64_t> keys(100000);
+  for (size_t i = 0; i < keys.size(); ++i) keys[i] = MakeKey(1, i);
+  c.Send(RawConnection::Request(proto::PULL, keys.size(), 0, Keys(keys)));
+  proto::ResponseHeader reply;
+  ASSERT_TRUE(c.ReadReply(&reply));
+  EXPECT_EQ(reply.code(), proto::RESOURCE_EXHAUSTED);
+  EXPECT_NE(reply.error().find("split the request"), std::string::npos) << reply.error();
+  c.Send(RawConnection::Request(proto::PING, 0, 0, ""));
+  ASSERT_TRUE(c.ReadReply(&reply));
+  EXPECT_EQ(reply.code(), proto::OK);
+}
+
 TEST_F(MalformedFrameTest, UnparsableHeader) {
   RawConnection c(server_.port());
   c.Send(RawConnection::Frame(std::string(5, '\xff'), ""));
