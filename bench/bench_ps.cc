@@ -117,11 +117,11 @@ int main(int argc, char** argv) {
     const std::string config = tmpdir + "/table.pbtxt";
     std::ofstream(config) << "slot { id: 0 dim: " << FLAGS_dim << " }\n";
     const std::string port_file = tmpdir + "/port";
-    pepnet::Status st = server.Start(
-        {pepnet::ExecutableDir() + "/pepnet_ps", "--port=0", "--host=127.0.0.1",
-         "--port_file=" + port_file, "--table_config=" + config,
-         "--threads=" + std::to_string(FLAGS_server_threads)},
-        tmpdir + "/server.log");
+    pepnet::Status st =
+        server.Start({pepnet::ExecutableDir() + "/pepnet_ps", "--port=0", "--host=127.0.0.1",
+                      "--port_file=" + port_file, "--table_config=" + config,
+                      "--threads=" + std::to_string(FLAGS_server_threads)},
+                     tmpdir + "/server.log");
     if (!st.ok()) return Fail(st.ToString());
     uint16_t port;
     st = pepnet::WaitForPortFile(port_file, 10000, &server, &port);
@@ -139,9 +139,8 @@ int main(int argc, char** argv) {
   const uint32_t dim = client->DimOf(KeyOfRank(0));
   if (dim == 0) return Fail("the servers have no slot 0");
 
-  printf("generating %d requests of %d distinct keys (universe %llu, zipf %.2f)\n",
-         FLAGS_requests, FLAGS_keys_per_request, (unsigned long long)FLAGS_universe,
-         FLAGS_zipf);
+  printf("generating %d requests of %d distinct keys (universe %llu, zipf %.2f)\n", FLAGS_requests,
+         FLAGS_keys_per_request, (unsigned long long)FLAGS_universe, FLAGS_zipf);
   std::mt19937_64 rng(FLAGS_seed);
   ZipfSampler zipf(FLAGS_universe, FLAGS_zipf);
   std::vector<std::vector<uint64_t>> requests(FLAGS_requests);
@@ -193,16 +192,16 @@ int main(int argc, char** argv) {
   const double payload_per_row = rows ? double(payload) / rows : 0;
   printf("warm-up pull (creates rows): %.2fM rows/s\n", warm.rows / warm.seconds / 1e6);
   printf("pull: %.2fM rows/s, %.0f MB/s payload over the wire\n", pull_rps / 1e6, pull_mbps);
-  printf("push: %.2fM rows/s, %.0f MB/s payload over the wire (AdaGrad applied)\n",
-         push_rps / 1e6, push_mbps);
+  printf("push: %.2fM rows/s, %.0f MB/s payload over the wire (AdaGrad applied)\n", push_rps / 1e6,
+         push_mbps);
   printf("table: %llu rows, %.1f bytes/row (payload+optimizer %.1f, target <= %.1f)\n",
-         (unsigned long long)rows, bytes_per_row, payload_per_row,
-         1.10 * (payload_per_row + 16));
-  printf("{\"pull_rows_per_s\": %.0f, \"push_rows_per_s\": %.0f, \"pull_mb_per_s\": %.1f, "
-         "\"push_mb_per_s\": %.1f, \"payload_bytes_per_row\": %.2f, \"bytes_per_row\": %.2f, "
-         "\"rows\": %llu}\n",
-         pull_rps, push_rps, pull_mbps, push_mbps, payload_per_row, bytes_per_row,
-         (unsigned long long)rows);
+         (unsigned long long)rows, bytes_per_row, payload_per_row, 1.10 * (payload_per_row + 16));
+  printf(
+      "{\"pull_rows_per_s\": %.0f, \"push_rows_per_s\": %.0f, \"pull_mb_per_s\": %.1f, "
+      "\"push_mb_per_s\": %.1f, \"payload_bytes_per_row\": %.2f, \"bytes_per_row\": %.2f, "
+      "\"rows\": %llu}\n",
+      pull_rps, push_rps, pull_mbps, push_mbps, payload_per_row, bytes_per_row,
+      (unsigned long long)rows);
   client.reset();
   if (server.running()) {
     server.Signal(SIGTERM);

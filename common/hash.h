@@ -18,8 +18,7 @@ inline uint64_t Mix64(uint64_t x) {
 
 // The shard that owns `key` among `num_shards` (see docs/architecture.md).
 inline uint32_t ShardOfKey(uint64_t key, uint32_t num_shards) {
-  return static_cast<uint32_t>(
-      (static_cast<unsigned __int128>(Mix64(key)) * num_shards) >> 64);
+  return static_cast<uint32_t>((static_cast<unsigned __int128>(Mix64(key)) * num_shards) >> 64);
 }
 
 // Slot of a feature key: its top `slot_bits` bits.

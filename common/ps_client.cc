@@ -27,8 +27,7 @@ Status ParseServerList(const std::string& list, std::vector<std::string>* out) {
     if (comma == std::string::npos) comma = list.size();
     std::string entry = list.substr(start, comma - start);
     const size_t colon = entry.rfind(':');
-    if (entry.empty() || colon == std::string::npos || colon == 0 ||
-        colon + 1 == entry.size() ||
+    if (entry.empty() || colon == std::string::npos || colon == 0 || colon + 1 == entry.size() ||
         entry.find_first_not_of("0123456789", colon + 1) != std::string::npos ||
         std::stoul(entry.substr(colon + 1)) > 65535) {
       return Status::InvalidArgument("bad server address '" + entry +
@@ -156,13 +155,13 @@ class PsClientImpl : public PsClient {
       boost::system::error_code ec;
       auto results = resolver.resolve(addr.substr(0, colon), addr.substr(colon + 1), ec);
       if (ec || results.empty()) {
-        return Status::InvalidArgument("shard " + std::to_string(s) + ": cannot resolve " +
-                                       addr + ": " + ec.message());
+        return Status::InvalidArgument("shard " + std::to_string(s) + ": cannot resolve " + addr +
+                                       ": " + ec.message());
       }
       for (int c = 0; c < options_.connections_per_shard; ++c) {
         conns_[s].push_back(std::make_shared<ShardConnection>(
-            io_, static_cast<uint32_t>(s), addr, results.begin()->endpoint(),
-            options_.timeout_ms, options_.connect_timeout_ms, options_.max_frame_bytes));
+            io_, static_cast<uint32_t>(s), addr, results.begin()->endpoint(), options_.timeout_ms,
+            options_.connect_timeout_ms, options_.max_frame_bytes));
       }
     }
     io_thread_ = std::thread([this] { io_.run(); });
@@ -181,10 +180,10 @@ class PsClientImpl : public PsClient {
     for (uint32_t s = 0; s < num_shards(); ++s) {
       const proto::PingReply& p = pings[s];
       if (p.shard_id() != s || p.num_shards() != num_shards()) {
-        return Status::InvalidArgument(
-            "server " + options_.servers[s] + " is shard " + std::to_string(p.shard_id()) +
-            " of " + std::to_string(p.num_shards()) + " but is listed as shard " +
-            std::to_string(s) + " of " + std::to_string(num_shards()));
+        return Status::InvalidArgument("server " + options_.servers[s] + " is shard " +
+                                       std::to_string(p.shard_id()) + " of " +
+                                       std::to_string(p.num_shards()) + " but is listed as shard " +
+                                       std::to_string(s) + " of " + std::to_string(num_shards()));
       }
       if (s == 0) {
         slot_bits_ = p.slot_bits();
@@ -225,8 +224,7 @@ class PsClientImpl : public PsClient {
     } else {
       for (size_t i = 0; i < n; ++i) {
         const uint32_t u = r.position[i];
-        parts[r.unique_shard[u]]->copies.push_back(
-            {r.unique_offset[u], r.out_offset[i], r.dim[i]});
+        parts[r.unique_shard[u]]->copies.push_back({r.unique_offset[u], r.out_offset[i], r.dim[i]});
       }
     }
     return Launch(ticket, call, parts);
@@ -322,12 +320,12 @@ class PsClientImpl : public PsClient {
   struct Route {
     KeyDeduper dedup;
     std::vector<uint64_t> unique;
-    std::vector<uint32_t> position;        // key index -> unique index
-    std::vector<uint32_t> dim;             // per key
-    std::vector<uint64_t> out_offset;      // per key: float offset in the caller's values
-    std::vector<uint32_t> unique_shard;    // per unique key
+    std::vector<uint32_t> position;      // key index -> unique index
+    std::vector<uint32_t> dim;           // per key
+    std::vector<uint64_t> out_offset;    // per key: float offset in the caller's values
+    std::vector<uint32_t> unique_shard;  // per unique key
     std::vector<uint32_t> unique_index_in_shard;
-    std::vector<uint64_t> unique_offset;   // float offset in its shard's request/reply
+    std::vector<uint64_t> unique_offset;  // float offset in its shard's request/reply
     std::vector<std::vector<uint64_t>> shard_keys;
     std::vector<uint64_t> shard_values;
     uint64_t total_values = 0;
@@ -351,8 +349,8 @@ class PsClientImpl : public PsClient {
       const uint32_t dim = DimOf(keys[i]);
       if (dim == 0) {
         return Status::InvalidArgument("key " + std::to_string(keys[i]) + " (slot " +
-                                        std::to_string(SlotOfKey(keys[i], slot_bits_)) +
-                                        ") has no slot configured on the servers");
+                                       std::to_string(SlotOfKey(keys[i], slot_bits_)) +
+                                       ") has no slot configured on the servers");
       }
       r->dim[i] = dim;
       r->out_offset[i] = total;
@@ -382,8 +380,8 @@ class PsClientImpl : public PsClient {
       if (frame > options_.max_frame_bytes) {
         return Status::InvalidArgument(
             "call of " + std::to_string(n) + " keys needs a " + std::to_string(frame) +
-            "-byte frame for shard " + std::to_string(s) + ", over max_frame_bytes=" +
-            std::to_string(options_.max_frame_bytes) + "; split it");
+            "-byte frame for shard " + std::to_string(s) +
+            ", over max_frame_bytes=" + std::to_string(options_.max_frame_bytes) + "; split it");
       }
       r->single_shard = (r->single_shard == -1) ? static_cast<int>(s) : -2;
     }

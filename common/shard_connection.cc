@@ -79,9 +79,9 @@ void ShardConnection::ArmTimer() {
   timer_.expires_after(timeout_);
   timer_.async_wait([this, self, gen](const boost::system::error_code& ec) {
     if (ec || gen != generation_ || sent_.empty()) return;
-    Status why = Status::DeadlineExceeded("shard " + std::to_string(shard_) + " (" + address_ +
-                                          "): no reply within " +
-                                          std::to_string(timeout_.count()) + " ms");
+    Status why =
+        Status::DeadlineExceeded("shard " + std::to_string(shard_) + " (" + address_ +
+                                 "): no reply within " + std::to_string(timeout_.count()) + " ms");
     Fail(why);
   });
 }
@@ -182,11 +182,10 @@ void ShardConnection::OnHeader() {
     if (ok) {
       request->Complete(Status::OK(), &reply_header_, dest);
     } else {
-      request->Complete(
-          Status(static_cast<Status::Code>(reply_header_.code()),
-                 "shard " + std::to_string(shard_) + " (" + address_ + "): " +
-                     reply_header_.error()),
-          &reply_header_, nullptr);
+      request->Complete(Status(static_cast<Status::Code>(reply_header_.code()),
+                               "shard " + std::to_string(shard_) + " (" + address_ +
+                                   "): " + reply_header_.error()),
+                        &reply_header_, nullptr);
     }
     if (sent_.empty()) {
       reading_ = false;
@@ -203,8 +202,7 @@ void ShardConnection::OnHeader() {
   const uint64_t gen = generation_;
   auto self = shared_from_this();
   asio::async_read(socket_, asio::buffer(dest, reply_prefix_.payload_len),
-                   [this, self, gen, request, finish](const boost::system::error_code& ec,
-                                                      size_t) {
+                   [this, self, gen, request, finish](const boost::system::error_code& ec, size_t) {
                      if (gen != generation_) return;
                      if (ec) {
                        Fail(Error("receive failed: " + ec.message()));

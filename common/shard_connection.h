@@ -42,8 +42,8 @@ class ShardRequest {
 class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
  public:
   ShardConnection(boost::asio::io_context& io, uint32_t shard, std::string address,
-                  boost::asio::ip::tcp::endpoint endpoint, int timeout_ms,
-                  int connect_timeout_ms, uint64_t max_frame_bytes);
+                  boost::asio::ip::tcp::endpoint endpoint, int timeout_ms, int connect_timeout_ms,
+                  uint64_t max_frame_bytes);
 
   // Queues the request; connects first if needed.
   void Send(std::shared_ptr<ShardRequest> request);

@@ -71,8 +71,7 @@ void JsonObject(const proto::ServerStats& s, std::string* out) {
            (unsigned long long)t.slack_bytes(), (unsigned long long)t.rows_created(),
            (unsigned long long)s.pull_requests(), (unsigned long long)s.pull_rows(),
            (unsigned long long)s.push_requests(), (unsigned long long)s.push_rows(),
-           (unsigned long long)s.bad_requests(), (unsigned long long)s.connections(),
-           s.uptime_s());
+           (unsigned long long)s.bad_requests(), (unsigned long long)s.connections(), s.uptime_s());
   *out += buf;
   for (int i = 0; i < t.slots_size(); ++i) {
     const auto& slot = t.slots(i);

@@ -6,8 +6,7 @@ Status::Status(Code code, std::string message) {
   if (code != kOk) state_.reset(new State{code, std::move(message)});
 }
 
-Status::Status(const Status& other)
-    : state_(other.state_ ? new State(*other.state_) : nullptr) {}
+Status::Status(const Status& other) : state_(other.state_ ? new State(*other.state_) : nullptr) {}
 
 Status& Status::operator=(const Status& other) {
   if (this != &other) state_.reset(other.state_ ? new State(*other.state_) : nullptr);
@@ -21,14 +20,22 @@ const std::string& Status::message() const {
 
 const char* StatusCodeName(Status::Code code) {
   switch (code) {
-    case Status::kOk: return "OK";
-    case Status::kInvalidArgument: return "InvalidArgument";
-    case Status::kNotFound: return "NotFound";
-    case Status::kUnavailable: return "Unavailable";
-    case Status::kDeadlineExceeded: return "DeadlineExceeded";
-    case Status::kInternal: return "Internal";
-    case Status::kCorruption: return "Corruption";
-    case Status::kResourceExhausted: return "ResourceExhausted";
+    case Status::kOk:
+      return "OK";
+    case Status::kInvalidArgument:
+      return "InvalidArgument";
+    case Status::kNotFound:
+      return "NotFound";
+    case Status::kUnavailable:
+      return "Unavailable";
+    case Status::kDeadlineExceeded:
+      return "DeadlineExceeded";
+    case Status::kInternal:
+      return "Internal";
+    case Status::kCorruption:
+      return "Corruption";
+    case Status::kResourceExhausted:
+      return "ResourceExhausted";
   }
   return "Unknown";
 }

@@ -32,7 +32,9 @@ class Status {
   Status& operator=(Status&&) noexcept = default;
 
   static Status OK() { return Status(); }
-  static Status InvalidArgument(std::string msg) { return Status(kInvalidArgument, std::move(msg)); }
+  static Status InvalidArgument(std::string msg) {
+    return Status(kInvalidArgument, std::move(msg));
+  }
   static Status NotFound(std::string msg) { return Status(kNotFound, std::move(msg)); }
   static Status Unavailable(std::string msg) { return Status(kUnavailable, std::move(msg)); }
   static Status DeadlineExceeded(std::string msg) {
@@ -66,10 +68,10 @@ const char* StatusCodeName(Status::Code code);
 
 }  // namespace pepnet
 
-#define PEPNET_RETURN_IF_ERROR(expr)        \
-  do {                                      \
-    ::pepnet::Status _st = (expr);          \
-    if (!_st.ok()) return _st;              \
+#define PEPNET_RETURN_IF_ERROR(expr) \
+  do {                               \
+    ::pepnet::Status _st = (expr);   \
+    if (!_st.ok()) return _st;       \
   } while (0)
 
 #endif  // PEPNET_COMMON_STATUS_H_

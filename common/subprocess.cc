@@ -68,8 +68,8 @@ Status Subprocess::Wait(int timeout_ms, int* exit_code) {
       return Status::OK();
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      return Status::DeadlineExceeded("process still running after " +
-                                      std::to_string(timeout_ms) + " ms");
+      return Status::DeadlineExceeded("process still running after " + std::to_string(timeout_ms) +
+                                      " ms");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -83,8 +83,7 @@ std::string ExecutableDir() {
   return path.substr(0, path.rfind('/'));
 }
 
-Status WaitForPortFile(const std::string& path, int timeout_ms, Subprocess* child,
-                       uint16_t* port) {
+Status WaitForPortFile(const std::string& path, int timeout_ms, Subprocess* child, uint16_t* port) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (std::chrono::steady_clock::now() < deadline) {
     std::ifstream in(path);

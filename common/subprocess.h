@@ -42,8 +42,7 @@ std::string ExecutableDir();
 
 // Waits for a server started with --port_file to write its port. Fails early if the
 // process `child` exits first.
-Status WaitForPortFile(const std::string& path, int timeout_ms, Subprocess* child,
-                       uint16_t* port);
+Status WaitForPortFile(const std::string& path, int timeout_ms, Subprocess* child, uint16_t* port);
 
 }  // namespace pepnet
 

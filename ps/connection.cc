@@ -10,8 +10,8 @@ namespace pepnet {
 
 namespace asio = boost::asio;
 
-Connection::Connection(asio::ip::tcp::socket socket, RequestHandler* handler,
-                       ConnectionSet* owner, uint64_t max_frame_bytes)
+Connection::Connection(asio::ip::tcp::socket socket, RequestHandler* handler, ConnectionSet* owner,
+                       uint64_t max_frame_bytes)
     : socket_(std::move(socket)),
       handler_(handler),
       owner_(owner),
@@ -82,8 +82,8 @@ void Connection::ReadBody() {
     if (ec) {
       if (ec == asio::error::operation_aborted) return;
       LOG(WARNING) << "truncated frame from " << peer_ << ": got " << got << " of "
-                   << uint64_t{frame_.header_len} + frame_.payload_len
-                   << " header+payload bytes (" << ec.message() << ")";
+                   << uint64_t{frame_.header_len} + frame_.payload_len << " header+payload bytes ("
+                   << ec.message() << ")";
       Close();
       return;
     }
@@ -104,8 +104,8 @@ void Connection::Dispatch() {
     WriteReply(false);
     return;
   }
-  Status st = handler_->Handle(request_, payload_.data(), payload_.size(), &reply_,
-                               &reply_payload_);
+  Status st =
+      handler_->Handle(request_, payload_.data(), payload_.size(), &reply_, &reply_payload_);
   if (!st.ok()) LOG(WARNING) << "request from " << peer_ << ": " << st.ToString();
   // A big request's buffer is not worth keeping for an idle connection.
   if (payload_.capacity_bytes() > (64u << 20)) payload_.Release();

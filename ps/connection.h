@@ -22,8 +22,8 @@ class ConnectionSet;
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(boost::asio::ip::tcp::socket socket, RequestHandler* handler,
-             ConnectionSet* owner, uint64_t max_frame_bytes);
+  Connection(boost::asio::ip::tcp::socket socket, RequestHandler* handler, ConnectionSet* owner,
+             uint64_t max_frame_bytes);
 
   void Start();
   // Graceful stop: an idle connection closes now, a busy one after its reply is written.

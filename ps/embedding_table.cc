@@ -23,12 +23,12 @@ struct EmbeddingTable::Partition {
 // Per-thread working memory of one request, kept between requests to avoid allocation.
 struct EmbeddingTable::Scratch {
   std::vector<uint64_t> hash;
-  std::vector<uint32_t> slot;      // dense slot index per key
-  std::vector<uint64_t> offset;    // first float of the key's row in values
-  std::vector<uint32_t> order;     // key indices grouped by partition
+  std::vector<uint32_t> slot;    // dense slot index per key
+  std::vector<uint64_t> offset;  // first float of the key's row in values
+  std::vector<uint32_t> order;   // key indices grouped by partition
   std::vector<uint32_t> part_begin;
   std::vector<uint32_t> part_next;
-  std::vector<char*> rows;         // per position in `order`, for the current partition
+  std::vector<char*> rows;  // per position in `order`, for the current partition
   uint64_t num_values = 0;
   // Push with duplicate keys: the summed request.
   KeyDeduper dedup;
@@ -145,8 +145,7 @@ Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, Scratch* s, Fn fn)
     for (uint32_t j = begin; j < end; ++j) {
       const uint32_t i = s->order[j];
       bool created;
-      char* row = part->shards[s->slot[i]]->FindOrInsert(keys[i], s->hash[i], seed, pass,
-                                                         &created);
+      char* row = part->shards[s->slot[i]]->FindOrInsert(keys[i], s->hash[i], seed, pass, &created);
       if (row == nullptr) {
         return Status::ResourceExhausted("slot " + std::to_string(options_.slots[s->slot[i]].id) +
                                          " is full in partition " + std::to_string(p));
@@ -169,8 +168,8 @@ Status EmbeddingTable::Pull(const uint64_t* keys, size_t n, float* out) {
   });
 }
 
-Status EmbeddingTable::Push(const uint64_t* keys, size_t n, const float* grads,
-                            const float* shows, const float* clicks) {
+Status EmbeddingTable::Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
+                            const float* clicks) {
   thread_local Scratch scratch;
   Scratch* s = &scratch;
   if (!s->dedup.AllDistinct(keys, n)) {
@@ -215,9 +214,10 @@ Status EmbeddingTable::Lookup(uint64_t key, RowSnapshot* out) const {
   const int32_t index = slot_index_[SlotOfKey(key, options_.slot_bits)];
   if (index < 0) return Status::InvalidArgument(KeyError(key, options_.slot_bits));
   const uint64_t h = TableHash(key);
-  const Partition& part = partitions_[options_.partition_bits == 0
-                                    ? 0
-                                    : static_cast<uint32_t>(h >> (64 - options_.partition_bits))];
+  const Partition& part =
+      partitions_[options_.partition_bits == 0
+                      ? 0
+                      : static_cast<uint32_t>(h >> (64 - options_.partition_bits))];
   std::lock_guard<std::mutex> lock(part.mu);
   const SlotShard* shard = part.shards[index];
   const char* row = shard ? shard->Find(key, h) : nullptr;

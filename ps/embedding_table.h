@@ -94,8 +94,8 @@ class EmbeddingTable {
   SlotShard* ShardFor(Partition* p, uint32_t slot_index);
 
   TableOptions options_;
-  std::vector<RowLayout> layouts_;      // by dense slot index
-  std::vector<int32_t> slot_index_;     // slot id -> dense index, -1 if absent
+  std::vector<RowLayout> layouts_;   // by dense slot index
+  std::vector<int32_t> slot_index_;  // slot id -> dense index, -1 if absent
   std::vector<Partition> partitions_;
   uint32_t num_partitions_ = 1;
   std::atomic<uint32_t> pass_{0};

@@ -39,8 +39,8 @@ int main(int argc, char** argv) {
   if (argc > 1) Die(std::string("unexpected argument '") + argv[1] + "'");
   if (FLAGS_num_shards < 1) Die("--num_shards must be >= 1");
   if (FLAGS_shard_id < 0 || FLAGS_shard_id >= FLAGS_num_shards) {
-    Die("--shard_id=" + std::to_string(FLAGS_shard_id) + " must be in [0, --num_shards=" +
-        std::to_string(FLAGS_num_shards) + ")");
+    Die("--shard_id=" + std::to_string(FLAGS_shard_id) +
+        " must be in [0, --num_shards=" + std::to_string(FLAGS_num_shards) + ")");
   }
   if (FLAGS_port < 0 || FLAGS_port > 65535) Die("--port must be in [0, 65535]");
   if (FLAGS_threads < 1 || FLAGS_threads > 256) Die("--threads must be in [1, 256]");

@@ -97,8 +97,7 @@ Status RequestHandler::HandlePull(const proto::RequestHeader& request, const cha
                                      std::to_string(max_reply_bytes_) + "; split the request");
   }
   reply_payload->Resize(4 * num_values);
-  PEPNET_RETURN_IF_ERROR(
-      table_->Pull(keys, n, reinterpret_cast<float*>(reply_payload->data())));
+  PEPNET_RETURN_IF_ERROR(table_->Pull(keys, n, reinterpret_cast<float*>(reply_payload->data())));
   reply->set_num_values(num_values);
   counters_.pull_requests.fetch_add(1, std::memory_order_relaxed);
   counters_.pull_rows.fetch_add(n, std::memory_order_relaxed);

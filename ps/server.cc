@@ -2,8 +2,8 @@
 
 #include <glog/logging.h>
 
-#include <boost/asio.hpp>
 #include <atomic>
+#include <boost/asio.hpp>
 #include <thread>
 #include <vector>
 
@@ -78,8 +78,8 @@ class Server::Impl {
           w->guard.reset();
         });
       }
-      grace_deadline_ = std::chrono::steady_clock::now() +
-                        std::chrono::milliseconds(options_.shutdown_grace_ms);
+      grace_deadline_ =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.shutdown_grace_ms);
       grace_timer_ = std::make_unique<asio::steady_timer>(workers_[0]->io);
       WatchShutdown();
     });
@@ -110,23 +110,23 @@ class Server::Impl {
 
   void Accept() {
     Worker* target = workers_[next_worker_++ % workers_.size()].get();
-    acceptor_->async_accept(target->io, [this, target](const boost::system::error_code& ec,
-                                                       tcp::socket socket) {
-      if (ec) {
-        if (ec == asio::error::operation_aborted || stopping_) return;
-        LOG(WARNING) << "accept failed: " << ec.message();
-      } else {
-        handler_->counters().connections.fetch_add(1, std::memory_order_relaxed);
-        // The socket belongs to target's io_context; start it on that thread.
-        auto conn = std::make_shared<Connection>(std::move(socket), handler_,
-                                                 &target->connections, options_.max_frame_bytes);
-        asio::post(target->io, [target, conn] {
-          target->connections.Add(conn);
-          conn->Start();
+    acceptor_->async_accept(
+        target->io, [this, target](const boost::system::error_code& ec, tcp::socket socket) {
+          if (ec) {
+            if (ec == asio::error::operation_aborted || stopping_) return;
+            LOG(WARNING) << "accept failed: " << ec.message();
+          } else {
+            handler_->counters().connections.fetch_add(1, std::memory_order_relaxed);
+            // The socket belongs to target's io_context; start it on that thread.
+            auto conn = std::make_shared<Connection>(
+                std::move(socket), handler_, &target->connections, options_.max_frame_bytes);
+            asio::post(target->io, [target, conn] {
+              target->connections.Add(conn);
+              conn->Start();
+            });
+          }
+          if (!stopping_) Accept();
         });
-      }
-      if (!stopping_) Accept();
-    });
   }
 
   ServerOptions options_;

@@ -113,8 +113,7 @@ char* SlotShard::AppendRow() {
       chunks_ = static_cast<char**>(std::realloc(chunks_, sizeof(char*) * chunk_slots_));
       CHECK(chunks_ != nullptr) << "out of memory growing the chunk directory";
     }
-    chunks_[num_chunks_++] =
-        static_cast<char*>(CheckedCalloc(kRowsPerChunk, layout_->row_bytes));
+    chunks_[num_chunks_++] = static_cast<char*>(CheckedCalloc(kRowsPerChunk, layout_->row_bytes));
   }
   ++num_rows_;
   return RowAt(id);

@@ -17,8 +17,8 @@ class CollectErrors : public google::protobuf::io::ErrorCollector {
   explicit CollectErrors(std::string source) : source_(std::move(source)) {}
   void AddError(int line, int column, const std::string& message) override {
     if (first_.empty()) {
-      first_ = source_ + ":" + std::to_string(line + 1) + ":" + std::to_string(column + 1) +
-               ": " + message;
+      first_ = source_ + ":" + std::to_string(line + 1) + ":" + std::to_string(column + 1) + ": " +
+               message;
     }
   }
   const std::string& first() const { return first_; }
@@ -47,8 +47,8 @@ Status ValidateTableOptions(const TableOptions& o) {
   std::set<uint32_t> seen;
   for (const SlotOptions& s : o.slots) {
     if (s.id >= (1u << o.slot_bits)) {
-      return Status::InvalidArgument(SlotName(s) + ": id does not fit in slot_bits=" +
-                                     std::to_string(o.slot_bits));
+      return Status::InvalidArgument(
+          SlotName(s) + ": id does not fit in slot_bits=" + std::to_string(o.slot_bits));
     }
     if (!seen.insert(s.id).second) {
       return Status::InvalidArgument(SlotName(s) + ": configured twice");
@@ -72,8 +72,7 @@ Status ValidateTableOptions(const TableOptions& o) {
       return Status::InvalidArgument(SlotName(s) + ": weight_bound must be > 0");
     }
     if (!(a.init_range >= 0) || a.init_range > a.weight_bound) {
-      return Status::InvalidArgument(SlotName(s) +
-                                     ": init_range must be in [0, weight_bound]");
+      return Status::InvalidArgument(SlotName(s) + ": init_range must be in [0, weight_bound]");
     }
   }
   return Status::OK();

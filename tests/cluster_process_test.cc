@@ -106,9 +106,9 @@ TEST_F(ClusterProcessTest, CtlReportsADeadShardByName) {
   int code;
   ASSERT_TRUE(servers_[1].process().Wait(10000, &code).ok());
   std::string out;
-  EXPECT_EQ(RunCommand({Ctl(), "stats", "--servers=" + server_list_, "--timeout_ms=3000"}, dir_,
-                       &out),
-            1);
+  EXPECT_EQ(
+      RunCommand({Ctl(), "stats", "--servers=" + server_list_, "--timeout_ms=3000"}, dir_, &out),
+      1);
   EXPECT_NE(out.find("shard 1 (" + servers_[1].address() + ")"), std::string::npos) << out;
 }
 

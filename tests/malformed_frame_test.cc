@@ -108,8 +108,8 @@ class MalformedFrameTest : public ::testing::Test {
   void SetUp() override {
     const std::string config = dir_.File("t.pbtxt");
     testing::WriteFile(config, "slot { id: 1 dim: 4 }\n");
-    Status st = server_.Start(dir_, config, 0, 1,
-                              {"--max_frame_bytes=" + std::to_string(kMaxFrame)});
+    Status st =
+        server_.Start(dir_, config, 0, 1, {"--max_frame_bytes=" + std::to_string(kMaxFrame)});
     ASSERT_TRUE(st.ok()) << st.ToString();
   }
 
@@ -227,8 +227,7 @@ TEST_F(MalformedFrameTest, OversizedFrameGetsErrorAndClose) {
 TEST_F(MalformedFrameTest, TruncatedFrameIsLoggedAndOthersAreServed) {
   {
     RawConnection c(server_.port());
-    const std::string frame =
-        RawConnection::Request(proto::PULL, 4, 0, Keys({1, 2, 3, 4}));
+    const std::string frame = RawConnection::Request(proto::PULL, 4, 0, Keys({1, 2, 3, 4}));
     c.Send(frame.substr(0, frame.size() - 9));
     // While this peer holds a half frame, others are served.
     ExpectServerHealthy();

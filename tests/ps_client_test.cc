@@ -85,8 +85,7 @@ TEST_F(PsClientTest, PullPushMatchLocalTableAndLandOnTheRightShard) {
         client_->Push(keys.data(), keys.size(), grads.data(), shows.data(), clicks.data()));
     ASSERT_TRUE(st.ok()) << st.ToString();
     ASSERT_TRUE(
-        reference_->Push(keys.data(), keys.size(), grads.data(), shows.data(), clicks.data())
-            .ok());
+        reference_->Push(keys.data(), keys.size(), grads.data(), shows.data(), clicks.data()).ok());
   }
   std::vector<proto::ServerStats> stats;
   ASSERT_TRUE(client_->Stats(&stats).ok());
