@@ -66,7 +66,7 @@ class ZipfSampler {
 };
 
 // Keys of slot 0 with slot_bits = 10: a rank's stable hash in the low 54 bits.
-uint64_t KeyOfRank(uint64_t rank) { return pepnet::Mix64(rank) >> 10; }
+uint64_t KeyOfRank(uint64_t rank) { return pepnet::MakeFeatureKey(0, pepnet::Mix64(rank), 10); }
 
 struct Phase {
   double seconds = 0;

@@ -26,6 +26,11 @@ inline uint32_t SlotOfKey(uint64_t key, uint32_t slot_bits) {
   return static_cast<uint32_t>(key >> (64 - slot_bits));
 }
 
+// A feature key: `slot` in the top slot_bits bits, the top bits of `value_hash` below.
+inline uint64_t MakeFeatureKey(uint32_t slot, uint64_t value_hash, uint32_t slot_bits) {
+  return (uint64_t{slot} << (64 - slot_bits)) | (value_hash >> slot_bits);
+}
+
 }  // namespace pepnet
 
 #endif  // PEPNET_COMMON_HASH_H_

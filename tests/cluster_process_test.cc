@@ -16,24 +16,17 @@ using testing::RunCommand;
 
 constexpr char kConfig[] = "slot { id: 1 dim: 16 }\nslot { id: 2 dim: 8 }\n";
 
-uint64_t MakeKey(uint32_t slot, uint64_t id) { return (uint64_t{slot} << 54) | (Mix64(id) >> 10); }
-
 class ClusterProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    config_ = dir_.File("table.pbtxt");
-    testing::WriteFile(config_, kConfig);
-    for (int s = 0; s < 2; ++s) {
-      Status st = servers_[s].Start(dir_, config_, s, 2);
-      ASSERT_TRUE(st.ok()) << st.ToString() << testing::ReadFile(servers_[s].log_path());
-    }
-    server_list_ = servers_[0].address() + "," + servers_[1].address();
+    Status st = testing::StartShards(dir_, kConfig, 2, servers_);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    server_list_ = testing::ServerList(servers_, 2);
   }
 
   std::string Ctl() const { return testing::BinDir() + "/pepnet_ctl"; }
 
   testing::TempDir dir_;
-  std::string config_;
   std::string server_list_;
   testing::ServerProcess servers_[2];
 };
@@ -57,7 +50,7 @@ TEST_F(ClusterProcessTest, CtlStatsTotalsMatchWhatWasPushed) {
   std::vector<uint64_t> keys;
   uint64_t on_shard[2] = {0, 0};
   for (int i = 0; i < 3000; ++i) {
-    keys.push_back(MakeKey(1 + i % 2, i));
+    keys.push_back(testing::TestKey(1 + i % 2, i));
     ++on_shard[ShardOfKey(keys.back(), 2)];
   }
   std::vector<float> values;

@@ -15,8 +15,14 @@ namespace {
 
 constexpr uint32_t kSlotBits = 10;
 
-uint64_t MakeKey(uint32_t slot, uint64_t id) {
-  return (uint64_t{slot} << (64 - kSlotBits)) | (Mix64(id) >> kSlotBits);
+uint64_t MakeKey(uint32_t slot, uint64_t id) { return MakeFeatureKey(slot, Mix64(id), kSlotBits); }
+
+SlotOptions Slot(uint32_t id, uint32_t dim, bool per_dim) {
+  SlotOptions s;
+  s.id = id;
+  s.dim = dim;
+  s.adagrad.per_dim = per_dim;
+  return s;
 }
 
 TableOptions ThreeSlots(uint32_t partition_bits) {
@@ -24,17 +30,10 @@ TableOptions ThreeSlots(uint32_t partition_bits) {
   o.slot_bits = kSlotBits;
   o.partition_bits = partition_bits;
   o.seed = 11;
-  SlotOptions a;
-  a.id = 1;
-  a.dim = 4;
-  SlotOptions b;
-  b.id = 2;
-  b.dim = 8;
-  b.adagrad.per_dim = true;
+  SlotOptions a = Slot(1, 4, false);
+  SlotOptions b = Slot(2, 8, true);
   b.adagrad.learning_rate = 0.2f;
-  SlotOptions c;
-  c.id = 700;
-  c.dim = 16;
+  SlotOptions c = Slot(700, 16, false);
   c.adagrad.weight_bound = 0.05f;
   o.slots = {a, b, c};
   return o;
@@ -265,10 +264,7 @@ TEST(EmbeddingTableTest, ConcurrentPushesLoseNoUpdate) {
   TableOptions o;
   o.slot_bits = kSlotBits;
   o.partition_bits = 3;
-  SlotOptions s;
-  s.id = 3;
-  s.dim = 8;
-  s.adagrad.per_dim = true;
+  SlotOptions s = Slot(3, 8, true);
   s.adagrad.initial_accumulator = 1.0f;
   o.slots = {s};
   std::unique_ptr<EmbeddingTable> table;
@@ -313,10 +309,7 @@ TEST(EmbeddingTableTest, ConcurrentPushesLoseNoUpdate) {
 TEST(EmbeddingTableTest, BytesPerRowStayWithinBudget) {
   TableOptions o;
   o.slot_bits = kSlotBits;
-  SlotOptions s;
-  s.id = 0;
-  s.dim = 16;
-  o.slots = {s};
+  o.slots = {Slot(0, 16, false)};
   std::unique_ptr<EmbeddingTable> table;
   ASSERT_TRUE(EmbeddingTable::Create(o, &table).ok());
   std::vector<uint64_t> keys(10000);

@@ -19,8 +19,6 @@ namespace {
 
 constexpr uint64_t kMaxFrame = 1 << 20;
 
-uint64_t MakeKey(uint32_t slot, uint64_t id) { return (uint64_t{slot} << 54) | (Mix64(id) >> 10); }
-
 // A blocking TCP connection that speaks raw bytes.
 class RawConnection {
  public:
@@ -119,7 +117,7 @@ class MalformedFrameTest : public ::testing::Test {
     options.servers = {server_.address()};
     std::unique_ptr<PsClient> client;
     ASSERT_TRUE(PsClient::Connect(options, &client).ok());
-    const uint64_t key = MakeKey(1, 1);
+    const uint64_t key = testing::TestKey(1, 1);
     std::vector<float> out;
     Status st = client->Wait(client->Pull(&key, 1, &out));
     EXPECT_TRUE(st.ok()) << st.ToString();
@@ -155,14 +153,16 @@ TEST_F(MalformedFrameTest, UnknownRequestType) {
 
 TEST_F(MalformedFrameTest, PullKeysDisagreeWithPayload) {
   RawConnection c(server_.port());
-  c.Send(RawConnection::Request(proto::PULL, 10, 0, Keys({MakeKey(1, 1), MakeKey(1, 2)})));
+  c.Send(RawConnection::Request(proto::PULL, 10, 0,
+                                Keys({testing::TestKey(1, 1), testing::TestKey(1, 2)})));
   ExpectErrorThenUsable(&c, "payload is 16 bytes but the header implies 80");
 }
 
 TEST_F(MalformedFrameTest, PushFloatsDisagreeWithKeys) {
   RawConnection c(server_.port());
   // Two keys of dim 4 need 8 gradient floats; the header claims 6 (and sends 6).
-  std::string payload = Keys({MakeKey(1, 1), MakeKey(1, 2)}) + std::string(4 * 6 + 16, '\0');
+  std::string payload =
+      Keys({testing::TestKey(1, 1), testing::TestKey(1, 2)}) + std::string(4 * 6 + 16, '\0');
   c.Send(RawConnection::Request(proto::PUSH, 2, 6, payload));
   ExpectErrorThenUsable(&c, "header says 6 gradient floats but the keys' slot dims sum to 8");
   // A payload whose length does not even fit the header.
@@ -172,7 +172,7 @@ TEST_F(MalformedFrameTest, PushFloatsDisagreeWithKeys) {
 
 TEST_F(MalformedFrameTest, KeyOfUnconfiguredSlot) {
   RawConnection c(server_.port());
-  c.Send(RawConnection::Request(proto::PULL, 1, 0, Keys({MakeKey(9, 1)})));
+  c.Send(RawConnection::Request(proto::PULL, 1, 0, Keys({testing::TestKey(9, 1)})));
   ExpectErrorThenUsable(&c, "slot 9, which is not configured");
 }
 
@@ -180,7 +180,7 @@ TEST_F(MalformedFrameTest, PullWhoseReplyWouldExceedTheFrameLimit) {
   RawConnection c(server_.port());
   // 100k keys fit in a 1 MiB request (800 kB) but their rows would not (1.6 MB).
   std::vector<uint64_t> keys(100000);
-  for (size_t i = 0; i < keys.size(); ++i) keys[i] = MakeKey(1, i);
+  for (size_t i = 0; i < keys.size(); ++i) keys[i] = testing::TestKey(1, i);
   c.Send(RawConnection::Request(proto::PULL, keys.size(), 0, Keys(keys)));
   proto::ResponseHeader reply;
   ASSERT_TRUE(c.ReadReply(&reply));

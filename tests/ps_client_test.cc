@@ -25,21 +25,15 @@ slot { id: 2 dim: 4 accumulator: PER_DIM learning_rate: 0.1 }
 seed: 5
 )";
 
-uint64_t MakeKey(uint32_t slot, uint64_t id) { return (uint64_t{slot} << 54) | (Mix64(id) >> 10); }
-
 class PsClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    config_ = dir_.File("table.pbtxt");
-    testing::WriteFile(config_, kConfig);
-    for (int s = 0; s < 2; ++s) {
-      Status st = servers_[s].Start(dir_, config_, s, 2);
-      ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << testing::ReadFile(servers_[s].log_path());
-    }
+    Status st = testing::StartShards(dir_, kConfig, 2, servers_);
+    ASSERT_TRUE(st.ok()) << st.ToString();
     ClientOptions options;
     options.servers = {servers_[0].address(), servers_[1].address()};
     options.timeout_ms = 10000;
-    Status st = PsClient::Connect(options, &client_);
+    st = PsClient::Connect(options, &client_);
     ASSERT_TRUE(st.ok()) << st.ToString();
     TableOptions table_options;
     ASSERT_TRUE(ParseTableConfig(kConfig, "kConfig", &table_options).ok());
@@ -47,7 +41,6 @@ class PsClientTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
-  std::string config_;
   testing::ServerProcess servers_[2];
   std::unique_ptr<PsClient> client_;
   std::unique_ptr<EmbeddingTable> reference_;
@@ -55,9 +48,9 @@ class PsClientTest : public ::testing::Test {
 
 TEST_F(PsClientTest, LearnsSchemaAndShardCount) {
   EXPECT_EQ(client_->num_shards(), 2u);
-  EXPECT_EQ(client_->DimOf(MakeKey(1, 3)), 16u);
-  EXPECT_EQ(client_->DimOf(MakeKey(2, 3)), 4u);
-  EXPECT_EQ(client_->DimOf(MakeKey(3, 3)), 0u);
+  EXPECT_EQ(client_->DimOf(testing::TestKey(1, 3)), 16u);
+  EXPECT_EQ(client_->DimOf(testing::TestKey(2, 3)), 4u);
+  EXPECT_EQ(client_->DimOf(testing::TestKey(3, 3)), 0u);
 }
 
 TEST_F(PsClientTest, PullPushMatchLocalTableAndLandOnTheRightShard) {
@@ -65,7 +58,7 @@ TEST_F(PsClientTest, PullPushMatchLocalTableAndLandOnTheRightShard) {
   std::map<uint32_t, std::set<uint64_t>> keys_by_shard;
   for (int round = 0; round < 20; ++round) {
     std::vector<uint64_t> keys(500);
-    for (auto& k : keys) k = MakeKey(1 + rng() % 2, rng() % 2000);
+    for (auto& k : keys) k = testing::TestKey(1 + rng() % 2, rng() % 2000);
     keys[10] = keys[20];  // a duplicate
     for (uint64_t k : keys) keys_by_shard[ShardOfKey(k, 2)].insert(k);
 
@@ -114,7 +107,7 @@ TEST_F(PsClientTest, ManyCallsInFlightFromSeveralThreads) {
   for (int t = 0; t < 3; ++t) {
     threads.emplace_back([&, t] {
       std::vector<uint64_t> keys(256);
-      for (int i = 0; i < 256; ++i) keys[i] = MakeKey(1, t * 1000 + i);
+      for (int i = 0; i < 256; ++i) keys[i] = testing::TestKey(1, t * 1000 + i);
       std::vector<std::vector<float>> outs(8);
       std::vector<PsClient::Ticket> tickets;
       for (int i = 0; i < 8; ++i) tickets.push_back(client_->Pull(keys.data(), 256, &outs[i]));
@@ -127,7 +120,7 @@ TEST_F(PsClientTest, ManyCallsInFlightFromSeveralThreads) {
 }
 
 TEST_F(PsClientTest, UnknownSlotFailsWithoutSending) {
-  const uint64_t keys[2] = {MakeKey(1, 1), MakeKey(9, 1)};
+  const uint64_t keys[2] = {testing::TestKey(1, 1), testing::TestKey(9, 1)};
   std::vector<float> out;
   Status st = client_->Wait(client_->Pull(keys, 2, &out));
   EXPECT_EQ(st.code(), Status::kInvalidArgument);
@@ -156,7 +149,7 @@ TEST_F(PsClientTest, DeadServerIsReportedByNameNotAHang) {
   int code;
   ASSERT_TRUE(servers_[1].process().Wait(10000, &code).ok());
   std::vector<uint64_t> keys;
-  for (int i = 0; i < 100; ++i) keys.push_back(MakeKey(1, i));
+  for (int i = 0; i < 100; ++i) keys.push_back(testing::TestKey(1, i));
   std::vector<float> out;
   const auto start = std::chrono::steady_clock::now();
   Status st = client_->Wait(client_->Pull(keys.data(), keys.size(), &out));
@@ -180,9 +173,9 @@ TEST_F(PsClientTest, StalledServerTimesOut) {
   options.timeout_ms = 500;
   std::unique_ptr<PsClient> client;
   ASSERT_TRUE(PsClient::Connect(options, &client).ok());
-  servers_[0].process().Signal(SIGSTOP);
+  ASSERT_TRUE(testing::StopProcess(&servers_[0].process()));
   std::vector<uint64_t> keys;
-  for (int i = 0; i < 100; ++i) keys.push_back(MakeKey(1, i));
+  for (int i = 0; i < 100; ++i) keys.push_back(testing::TestKey(1, i));
   std::vector<float> out;
   Status st = client->Wait(client->Pull(keys.data(), keys.size(), &out));
   servers_[0].process().Signal(SIGCONT);

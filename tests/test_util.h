@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -13,10 +14,14 @@
 #include <string>
 #include <vector>
 
+#include "common/hash.h"
 #include "common/subprocess.h"
 
 namespace pepnet {
 namespace testing {
+
+// Key number `id` of `slot`, with the default slot_bits of 10.
+inline uint64_t TestKey(uint32_t slot, uint64_t id) { return MakeFeatureKey(slot, Mix64(id), 10); }
 
 // Where the pepnet binaries are: $PEPNET_BIN_DIR (set by ctest) or next to the test.
 inline std::string BinDir() {
@@ -105,6 +110,40 @@ class ServerProcess {
   std::string log_;
   uint16_t port_ = 0;
 };
+
+// Writes `config_text` to dir/table.pbtxt and starts shards 0..count-1 of a
+// `count`-shard cluster with it. On failure the status carries the server's log.
+inline Status StartShards(const TempDir& dir, const std::string& config_text, int count,
+                          ServerProcess* servers) {
+  const std::string config = dir.File("table.pbtxt");
+  WriteFile(config, config_text);
+  for (int s = 0; s < count; ++s) {
+    Status st = servers[s].Start(dir, config, s, count);
+    if (!st.ok()) return st.WithContext(ReadFile(servers[s].log_path()));
+  }
+  return Status::OK();
+}
+
+// "host:port,host:port" of the first `count` servers.
+inline std::string ServerList(const ServerProcess* servers, int count) {
+  std::string list;
+  for (int s = 0; s < count; ++s) list += (s ? "," : "") + servers[s].address();
+  return list;
+}
+
+// SIGSTOP is delivered asynchronously; returns once `pid` is really stopped.
+inline bool StopProcess(Subprocess* p) {
+  p->Signal(SIGSTOP);
+  for (int i = 0; i < 500; ++i) {
+    std::string stat = ReadFile("/proc/" + std::to_string(p->pid()) + "/stat");
+    const size_t paren = stat.rfind(')');
+    if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'T') {
+      return true;
+    }
+    usleep(2000);
+  }
+  return false;
+}
 
 // Runs a command to completion; returns its exit code and captures stdout+stderr.
 inline int RunCommand(const std::vector<std::string>& argv, const TempDir& dir,
