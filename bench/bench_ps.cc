@@ -28,7 +28,7 @@ DEFINE_uint64(universe, 1000000, "Number of distinct keys requests are drawn fro
 DEFINE_double(zipf, 0.99, "Zipf exponent of key popularity (0 = uniform).");
 DEFINE_int32(keys_per_request, 16384, "Distinct keys per request.");
 DEFINE_int32(requests, 128, "Distinct requests generated before timing.");
-DEFINE_int32(rounds, 4, "Timed passes over all requests, for pull and for push.");
+DEFINE_int32(rounds, 8, "Timed passes over all requests, for pull and for push.");
 DEFINE_int32(inflight, 8, "Requests kept in flight.");
 DEFINE_int32(connections, 2, "Connections per shard.");
 DEFINE_int32(server_threads, 2, "--threads of the server started here.");

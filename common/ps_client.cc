@@ -259,6 +259,14 @@ class PsClientImpl : public PsClient {
       parts[s] = req;
       ++call->pending;
     }
+    if (r.identity && r.single_shard >= 0) {
+      // The shard's request is the call itself: whole-array copies.
+      const int s = r.single_shard;
+      std::memcpy(grad_out[s], grads, 4 * r.total_values);
+      std::memcpy(show_out[s], shows, 4 * n);
+      std::memcpy(click_out[s], clicks, 4 * n);
+      return Launch(ticket, call, parts);
+    }
     // Sum duplicates while scattering into the per-shard payloads.
     uint64_t in = 0;
     for (size_t i = 0; i < n; ++i) {

@@ -97,9 +97,9 @@ struct RowLayout {
   // One AdaGrad step with an already-summed gradient:
   //   acc += g^2 (per dim) or mean(g^2) (per row);  w -= lr * g / sqrt(acc + eps);
   //   w clipped to [-weight_bound, weight_bound].
-  void ApplyAdagrad(char* row, const float* grad) const {
-    float* w = Weights(row);
-    float* acc = Accumulator(row);
+  void ApplyAdagrad(char* row, const float* __restrict grad) const {
+    float* __restrict w = Weights(row);
+    float* __restrict acc = Accumulator(row);
     const float lr = adagrad.learning_rate, eps = adagrad.epsilon, bound = adagrad.weight_bound;
     if (acc_floats == 1) {
       float sq = 0;
