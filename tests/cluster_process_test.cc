@@ -121,6 +121,34 @@ TEST_F(ClusterProcessTest, SigtermStopsTheServerCleanly) {
   EXPECT_NE(testing::ReadFile(servers_[0].log_path()).find("stopped"), std::string::npos);
 }
 
+TEST(ServerFlagsTest, FlagfileConfiguresTheServer) {
+  testing::TempDir dir;
+  const std::string config = dir.File("t.pbtxt");
+  testing::WriteFile(config, kConfig);
+  const std::string flagfile = dir.File("ps.flags");
+  testing::WriteFile(flagfile, "--table_config=" + config +
+                                   "\n--host=127.0.0.1\n--port=0\n--port_file=" +
+                                   dir.File("ps.port") + "\n--shard_id=1\n--num_shards=3\n");
+  Subprocess ps;
+  ASSERT_TRUE(
+      ps.Start({testing::BinDir() + "/pepnet_ps", "--flagfile=" + flagfile}, dir.File("ps.log"))
+          .ok());
+  uint16_t port;
+  Status st = WaitForPortFile(dir.File("ps.port"), 20000, &ps, &port);
+  ASSERT_TRUE(st.ok()) << st.ToString() << testing::ReadFile(dir.File("ps.log"));
+  std::string out;
+  // Listed as shard 0 of 1, the server says what it really is.
+  EXPECT_EQ(RunCommand({testing::BinDir() + "/pepnet_ctl", "stats",
+                        "--servers=127.0.0.1:" + std::to_string(port)},
+                       dir, &out),
+            1);
+  EXPECT_NE(out.find("is shard 1 of 3"), std::string::npos) << out;
+  ps.Signal(SIGTERM);
+  int code = -1;
+  ASSERT_TRUE(ps.Wait(20000, &code).ok());
+  EXPECT_EQ(code, 0);
+}
+
 TEST(ServerFlagsTest, BadFlagsExitWithOneLine) {
   testing::TempDir dir;
   const std::string config = dir.File("t.pbtxt");
