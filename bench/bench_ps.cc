@@ -65,8 +65,10 @@ class ZipfSampler {
   std::vector<double> cdf_;
 };
 
-// Keys of slot 0 with slot_bits = 10: a rank's stable hash in the low 54 bits.
-uint64_t KeyOfRank(uint64_t rank) { return pepnet::MakeFeatureKey(0, pepnet::Mix64(rank), 10); }
+// Key of slot 0 for a popularity rank.
+uint64_t KeyOfRank(uint64_t rank, uint32_t slot_bits) {
+  return pepnet::MakeFeatureKey(0, pepnet::Mix64(rank), slot_bits);
+}
 
 struct Phase {
   double seconds = 0;
@@ -136,7 +138,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<pepnet::PsClient> client;
   st = pepnet::PsClient::Connect(options, &client);
   if (!st.ok()) return Fail(st.ToString());
-  const uint32_t dim = client->DimOf(KeyOfRank(0));
+  const uint32_t dim = client->DimOf(KeyOfRank(0, client->slot_bits()));
   if (dim == 0) return Fail("the servers have no slot 0");
 
   printf("generating %d requests of %d distinct keys (universe %llu, zipf %.2f)\n", FLAGS_requests,
@@ -149,7 +151,7 @@ int main(int argc, char** argv) {
     seen.clear();
     while (keys.size() < size_t(FLAGS_keys_per_request)) {
       const uint64_t rank = zipf(rng);
-      if (seen.insert(rank).second) keys.push_back(KeyOfRank(rank));
+      if (seen.insert(rank).second) keys.push_back(KeyOfRank(rank, client->slot_bits()));
     }
   }
   const size_t n = FLAGS_keys_per_request;

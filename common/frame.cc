@@ -35,9 +35,10 @@ Status DecodeFramePrefix(const char* in, uint64_t max_frame_bytes, FramePrefix* 
   }
   out->header_len = GetU32(in + 4);
   out->payload_len = GetU32(in + 8);
-  if (out->header_len == 0 || out->header_len > kMaxHeaderBytes) {
+  // An all-default protobuf message encodes to zero bytes, so 0 is a valid length.
+  if (out->header_len > kMaxHeaderBytes) {
     return Status::InvalidArgument("frame header length " + std::to_string(out->header_len) +
-                                   " outside [1, " + std::to_string(kMaxHeaderBytes) + "]");
+                                   " over the maximum of " + std::to_string(kMaxHeaderBytes));
   }
   uint64_t total = uint64_t{out->header_len} + out->payload_len;
   if (total > max_frame_bytes) {

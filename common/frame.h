@@ -28,6 +28,9 @@ constexpr uint64_t kDefaultMaxFrameBytes = 256ull << 20;
 // net.core.wmem_max / rmem_max).
 constexpr int kSocketBufferBytes = 4 << 20;
 
+// Room kept for the protobuf header when sizing payloads against a frame limit.
+constexpr uint64_t kHeaderAllowance = 4096;
+
 struct FramePrefix {
   uint32_t header_len = 0;
   uint32_t payload_len = 0;

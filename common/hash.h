@@ -4,7 +4,10 @@
 #ifndef PEPNET_COMMON_HASH_H_
 #define PEPNET_COMMON_HASH_H_
 
+#include <cinttypes>
 #include <cstdint>
+#include <cstdio>
+#include <string>
 
 namespace pepnet {
 
@@ -24,6 +27,13 @@ inline uint32_t ShardOfKey(uint64_t key, uint32_t num_shards) {
 // Slot of a feature key: its top `slot_bits` bits.
 inline uint32_t SlotOfKey(uint64_t key, uint32_t slot_bits) {
   return static_cast<uint32_t>(key >> (64 - slot_bits));
+}
+
+// How keys appear in messages: fixed-width hex, so the slot bits stand out.
+inline std::string FormatKey(uint64_t key) {
+  char buf[24];
+  snprintf(buf, sizeof(buf), "0x%016" PRIx64, key);
+  return buf;
 }
 
 // A feature key: `slot` in the top slot_bits bits, the top bits of `value_hash` below.

@@ -27,9 +27,9 @@ Status ParseServerList(const std::string& list, std::vector<std::string>* out) {
     if (comma == std::string::npos) comma = list.size();
     std::string entry = list.substr(start, comma - start);
     const size_t colon = entry.rfind(':');
-    if (entry.empty() || colon == std::string::npos || colon == 0 || colon + 1 == entry.size() ||
-        entry.find_first_not_of("0123456789", colon + 1) != std::string::npos ||
-        std::stoul(entry.substr(colon + 1)) > 65535) {
+    const std::string port = colon == std::string::npos ? "" : entry.substr(colon + 1);
+    if (colon == std::string::npos || colon == 0 || port.empty() || port.size() > 5 ||
+        port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535) {
       return Status::InvalidArgument("bad server address '" + entry +
                                      "' in server list (want host:port,host:port)");
     }
@@ -68,11 +68,14 @@ class BufferPool {
   }
   void Give(PayloadBuffer b) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (free_.size() < kMaxPooled) free_.push_back(std::move(b));
+    if (free_.size() < kMaxPooled && b.capacity_bytes() <= kMaxPooledBytes) {
+      free_.push_back(std::move(b));
+    }
   }
 
  private:
   static constexpr size_t kMaxPooled = 64;
+  static constexpr size_t kMaxPooledBytes = 64 << 20;
   std::mutex mu_;
   std::vector<PayloadBuffer> free_;
 };
@@ -185,14 +188,21 @@ class PsClientImpl : public PsClient {
                                        std::to_string(p.num_shards()) + " but is listed as shard " +
                                        std::to_string(s) + " of " + std::to_string(num_shards()));
       }
+      if (p.slot_bits() < 1 || p.slot_bits() > 16) {
+        return Status::InvalidArgument("shard " + std::to_string(s) + " reports slot_bits " +
+                                       std::to_string(p.slot_bits()));
+      }
+      std::vector<uint32_t> dims(size_t{1} << p.slot_bits(), 0);
+      for (const auto& slot : p.slots()) {
+        if (slot.slot() < dims.size()) dims[slot.slot()] = slot.dim();
+      }
       if (s == 0) {
         slot_bits_ = p.slot_bits();
-        dims_.assign(size_t{1} << slot_bits_, 0);
-        for (const auto& slot : p.slots()) dims_[slot.slot()] = slot.dim();
-      } else if (p.slot_bits() != slot_bits_ ||
-                 static_cast<size_t>(p.slots_size()) != SchemaSize()) {
-        return Status::InvalidArgument("shard " + std::to_string(s) +
-                                       " has a different slot schema from shard 0");
+        dims_ = std::move(dims);
+      } else if (p.slot_bits() != slot_bits_ || dims != dims_) {
+        return Status::InvalidArgument("shard " + std::to_string(s) + " (" + options_.servers[s] +
+                                       ") has different slots or dims from shard 0; all shards "
+                                       "must run the same table config");
       }
     }
     return Status::OK();
@@ -318,6 +328,7 @@ class PsClientImpl : public PsClient {
   }
 
   uint32_t num_shards() const override { return static_cast<uint32_t>(conns_.size()); }
+  uint32_t slot_bits() const override { return slot_bits_; }
 
   uint32_t DimOf(uint64_t key) const override {
     return dims_.empty() ? 0 : dims_[SlotOfKey(key, slot_bits_)];
@@ -341,12 +352,6 @@ class PsClientImpl : public PsClient {
     int single_shard = -1;  // the only shard with keys, or -1
   };
 
-  size_t SchemaSize() const {
-    size_t n = 0;
-    for (uint32_t d : dims_) n += d != 0;
-    return n;
-  }
-
   Status Plan(const uint64_t* keys, size_t n, Route* r) {
     const size_t u = r->dedup.Dedup(keys, n, &r->unique, &r->position);
     r->identity = (u == n);
@@ -356,7 +361,7 @@ class PsClientImpl : public PsClient {
     for (size_t i = 0; i < n; ++i) {
       const uint32_t dim = DimOf(keys[i]);
       if (dim == 0) {
-        return Status::InvalidArgument("key " + std::to_string(keys[i]) + " (slot " +
+        return Status::InvalidArgument("key " + FormatKey(keys[i]) + " (slot " +
                                        std::to_string(SlotOfKey(keys[i], slot_bits_)) +
                                        ") has no slot configured on the servers");
       }
@@ -384,7 +389,8 @@ class PsClientImpl : public PsClient {
     for (uint32_t s = 0; s < num_shards(); ++s) {
       if (r->shard_keys[s].empty()) continue;
       // The larger of the push request and the pull reply must fit in one frame.
-      const uint64_t frame = 16 * r->shard_keys[s].size() + 4 * r->shard_values[s];
+      const uint64_t frame =
+          16 * r->shard_keys[s].size() + 4 * r->shard_values[s] + kHeaderAllowance;
       if (frame > options_.max_frame_bytes) {
         return Status::InvalidArgument(
             "call of " + std::to_string(n) + " keys needs a " + std::to_string(frame) +

@@ -68,6 +68,8 @@ class PsClient {
   virtual Status Stats(std::vector<proto::ServerStats>* stats) = 0;
 
   virtual uint32_t num_shards() const = 0;
+  // The servers' slot_bits: keys carry their slot in that many top bits.
+  virtual uint32_t slot_bits() const = 0;
   // Dim of the key's slot as the servers configure it; 0 if unknown.
   virtual uint32_t DimOf(uint64_t key) const = 0;
 };

@@ -108,12 +108,15 @@ void ShardConnection::WriteNext() {
                       if (gen != generation_) return;
                       writing_ = false;
                       if (ec) {
-                        Fail(Error("send failed: " + ec.message()));
+                        // A server refusing the frame replies with its reason and closes;
+                        // the pending read delivers that reason, so let it.
+                        if (!reading_) Fail(Error("send failed: " + ec.message()));
                         return;
                       }
-                      if (!reading_) ReadReply();
                       WriteNext();
                     });
+  // Reading starts with the first write, so an early error reply is seen.
+  if (!reading_) ReadReply();
 }
 
 void ShardConnection::ReadReply() {
@@ -156,6 +159,11 @@ void ShardConnection::OnHeader() {
   std::shared_ptr<ShardRequest> request = sent_.front();
   if (!reply_header_.ParseFromString(reply_header_bytes_)) {
     Fail(Error("unparsable reply header"));
+    return;
+  }
+  if (reply_header_.request_id() == 0 && reply_header_.code() != proto::OK) {
+    // The server could not read our frame at all and says why.
+    Fail(Error("server rejected a frame: " + reply_header_.error()));
     return;
   }
   if (reply_header_.request_id() != request->header.request_id()) {

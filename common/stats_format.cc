@@ -54,24 +54,30 @@ void Block(const std::string& title, const proto::ServerStats& s, std::string* o
   Line(out, "pulls", U(s.pull_requests()) + " requests, " + U(s.pull_rows()) + " rows");
   Line(out, "pushes", U(s.push_requests()) + " requests, " + U(s.push_rows()) + " rows");
   Line(out, "bad requests", U(s.bad_requests()));
+  Line(out, "connections", U(s.connections()) + " accepted");
+  char uptime[32];
+  snprintf(uptime, sizeof(uptime), "%.1f s", s.uptime_s());
+  Line(out, "uptime", uptime);
 }
 
 void JsonObject(const proto::ServerStats& s, std::string* out) {
   const proto::TableStats& t = s.table();
   char buf[1024];
-  snprintf(buf, sizeof(buf),
-           "{\"shard_id\":%u,\"rows\":%llu,\"bytes_used\":%llu,\"payload_bytes\":%llu,"
-           "\"optimizer_bytes\":%llu,\"metadata_bytes\":%llu,\"index_bytes\":%llu,"
-           "\"slack_bytes\":%llu,\"rows_created\":%llu,\"pull_requests\":%llu,"
-           "\"pull_rows\":%llu,\"push_requests\":%llu,\"push_rows\":%llu,"
-           "\"bad_requests\":%llu,\"connections\":%llu,\"uptime_s\":%.3f,\"slots\":[",
-           s.shard_id(), (unsigned long long)t.rows(), (unsigned long long)t.bytes_used(),
-           (unsigned long long)t.payload_bytes(), (unsigned long long)t.optimizer_bytes(),
-           (unsigned long long)t.metadata_bytes(), (unsigned long long)t.index_bytes(),
-           (unsigned long long)t.slack_bytes(), (unsigned long long)t.rows_created(),
-           (unsigned long long)s.pull_requests(), (unsigned long long)s.pull_rows(),
-           (unsigned long long)s.push_requests(), (unsigned long long)s.push_rows(),
-           (unsigned long long)s.bad_requests(), (unsigned long long)s.connections(), s.uptime_s());
+  snprintf(
+      buf, sizeof(buf),
+      "{\"shard_id\":%u,\"num_shards\":%u,\"rows\":%llu,\"bytes_used\":%llu,\"payload_bytes\":%llu,"
+      "\"optimizer_bytes\":%llu,\"metadata_bytes\":%llu,\"index_bytes\":%llu,"
+      "\"slack_bytes\":%llu,\"rows_created\":%llu,\"pull_requests\":%llu,"
+      "\"pull_rows\":%llu,\"push_requests\":%llu,\"push_rows\":%llu,"
+      "\"bad_requests\":%llu,\"connections_accepted\":%llu,\"uptime_s\":%.3f,\"slots\":[",
+      s.shard_id(), s.num_shards(), (unsigned long long)t.rows(),
+      (unsigned long long)t.bytes_used(), (unsigned long long)t.payload_bytes(),
+      (unsigned long long)t.optimizer_bytes(), (unsigned long long)t.metadata_bytes(),
+      (unsigned long long)t.index_bytes(), (unsigned long long)t.slack_bytes(),
+      (unsigned long long)t.rows_created(), (unsigned long long)s.pull_requests(),
+      (unsigned long long)s.pull_rows(), (unsigned long long)s.push_requests(),
+      (unsigned long long)s.push_rows(), (unsigned long long)s.bad_requests(),
+      (unsigned long long)s.connections(), s.uptime_s());
   *out += buf;
   for (int i = 0; i < t.slots_size(); ++i) {
     const auto& slot = t.slots(i);

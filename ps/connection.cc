@@ -10,6 +10,13 @@ namespace pepnet {
 
 namespace asio = boost::asio;
 
+namespace {
+// Per-connection buffers above this size are freed after use instead of kept.
+constexpr size_t kKeepBufferBytes = 64 << 20;
+// How much a peer may still send after its frame was refused before we just close.
+constexpr uint64_t kMaxDrainBytes = 512ull << 20;
+}  // namespace
+
 Connection::Connection(asio::ip::tcp::socket socket, RequestHandler* handler, ConnectionSet* owner,
                        uint64_t max_frame_bytes)
     : socket_(std::move(socket)),
@@ -33,7 +40,7 @@ void Connection::Start() {
 
 void Connection::Shutdown() {
   stopping_ = true;
-  if (idle_) Close();
+  if (idle_ || draining_) Close();
 }
 
 void Connection::Close() {
@@ -108,7 +115,7 @@ void Connection::Dispatch() {
       handler_->Handle(request_, payload_.data(), payload_.size(), &reply_, &reply_payload_);
   if (!st.ok()) LOG(WARNING) << "request from " << peer_ << ": " << st.ToString();
   // A big request's buffer is not worth keeping for an idle connection.
-  if (payload_.capacity_bytes() > (64u << 20)) payload_.Release();
+  if (payload_.capacity_bytes() > kKeepBufferBytes) payload_.Release();
   WriteReply(false);
 }
 
@@ -134,12 +141,43 @@ void Connection::WriteReply(bool close_after) {
   asio::async_write(socket_, buffers,
                     [this, self, close_after](const boost::system::error_code& ec, size_t) {
                       if (ec == asio::error::operation_aborted) return;
-                      if (ec || close_after) {
+                      if (ec) {
                         Close();
                         return;
                       }
+                      if (close_after) {
+                        DrainAndClose();
+                        return;
+                      }
+                      if (reply_payload_.capacity_bytes() > kKeepBufferBytes) {
+                        reply_payload_.Release();
+                      }
                       ReadPrefix();
                     });
+}
+
+void Connection::DrainAndClose() {
+  // Closing with unread input would make the kernel send a reset, which can destroy
+  // the error reply before the peer reads it. Half-close, then swallow what the peer
+  // still sends (up to a bound) until it closes too.
+  boost::system::error_code ignored;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  draining_ = true;
+  if (stopping_ || drained_bytes_ > kMaxDrainBytes) {
+    Close();
+    return;
+  }
+  drain_buffer_.Resize(64 << 10);
+  auto self = shared_from_this();
+  socket_.async_read_some(asio::buffer(drain_buffer_.data(), drain_buffer_.size()),
+                          [this, self](const boost::system::error_code& ec, size_t got) {
+                            drained_bytes_ += got;
+                            if (ec) {
+                              if (ec != asio::error::operation_aborted) Close();
+                              return;
+                            }
+                            DrainAndClose();
+                          });
 }
 
 void ConnectionSet::Add(std::shared_ptr<Connection> c) {

@@ -40,6 +40,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Replies with an error that names the problem, then closes: used when the byte
   // stream cannot be trusted any more.
   void RejectAndClose(const Status& why);
+  void DrainAndClose();
 
   boost::asio::ip::tcp::socket socket_;
   RequestHandler* handler_;
@@ -57,6 +58,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   proto::ResponseHeader reply_;
   std::string reply_head_;
   PayloadBuffer reply_payload_;
+  PayloadBuffer drain_buffer_;
+  uint64_t drained_bytes_ = 0;
+  bool draining_ = false;  // refused a frame; reading only to close without a reset
 };
 
 // The connections of one io_context thread; only touched on that thread.

@@ -41,10 +41,8 @@ struct EmbeddingTable::Scratch {
 namespace {
 
 std::string KeyError(uint64_t key, uint32_t slot_bits) {
-  char buf[96];
-  snprintf(buf, sizeof(buf), "key 0x%016" PRIx64 " belongs to slot %u, which is not configured",
-           key, SlotOfKey(key, slot_bits));
-  return buf;
+  return "key " + FormatKey(key) + " belongs to slot " + std::to_string(SlotOfKey(key, slot_bits)) +
+         ", which is not configured";
 }
 
 }  // namespace
@@ -221,7 +219,7 @@ Status EmbeddingTable::Lookup(uint64_t key, RowSnapshot* out) const {
   std::lock_guard<std::mutex> lock(part.mu);
   const SlotShard* shard = part.shards[index];
   const char* row = shard ? shard->Find(key, h) : nullptr;
-  if (row == nullptr) return Status::NotFound("no row for key " + std::to_string(key));
+  if (row == nullptr) return Status::NotFound("no row for key " + FormatKey(key));
   const RowLayout& layout = layouts_[index];
   out->key = key;
   out->meta = *RowLayout::Meta(row);

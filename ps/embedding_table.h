@@ -66,7 +66,9 @@ class EmbeddingTable {
 
   // For each distinct key, sums its gradients (rows laid out as in Pull), shows and
   // clicks over the request, then applies one AdaGrad step and adds the counts. Absent
-  // rows are created first. Either every key is applied or, on InvalidArgument, none.
+  // rows are created first. InvalidArgument (a key of an unconfigured slot) applies
+  // nothing; ResourceExhausted (a slot full in a partition) may have applied the keys of
+  // the partitions handled before it.
   Status Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
               const float* clicks);
 

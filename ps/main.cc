@@ -33,7 +33,7 @@ namespace {
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("pepnet_ps --table_config=FILE [--port=N --shard_id=I --num_shards=N]");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
-  FLAGS_logtostderr = true;
+  if (FLAGS_log_dir.empty()) FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
 
   if (argc > 1) Die(std::string("unexpected argument '") + argv[1] + "'");

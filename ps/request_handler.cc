@@ -21,7 +21,7 @@ Status CheckOwnership(const uint64_t* keys, uint64_t n, uint32_t shard_id, uint3
   for (uint64_t i = 0; i < n; ++i) {
     const uint32_t owner = ShardOfKey(keys[i], num_shards);
     if (owner != shard_id) {
-      return Status::InvalidArgument("key " + std::to_string(keys[i]) + " belongs to shard " +
+      return Status::InvalidArgument("key " + FormatKey(keys[i]) + " belongs to shard " +
                                      std::to_string(owner) + " of " + std::to_string(num_shards) +
                                      ", not to this shard " + std::to_string(shard_id));
     }
@@ -90,7 +90,7 @@ Status RequestHandler::HandlePull(const proto::RequestHeader& request, const cha
   PEPNET_RETURN_IF_ERROR(CheckOwnership(keys, n, shard_id_, num_shards_));
   uint64_t num_values;
   PEPNET_RETURN_IF_ERROR(table_->CountValues(keys, n, &num_values));
-  if (4 * num_values > max_reply_bytes_) {
+  if (4 * num_values + kHeaderAllowance > max_reply_bytes_) {
     return Status::ResourceExhausted("pull of " + std::to_string(n) + " keys needs a reply of " +
                                      std::to_string(4 * num_values) +
                                      " bytes, over the frame limit of " +

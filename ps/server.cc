@@ -48,14 +48,9 @@ class Server::Impl {
   uint16_t port() const { return port_; }
 
   void Run(bool handle_signals) {
-    std::unique_ptr<asio::signal_set> signals;
     if (handle_signals) {
-      signals = std::make_unique<asio::signal_set>(workers_[0]->io, SIGINT, SIGTERM);
-      signals->async_wait([this](const boost::system::error_code& ec, int sig) {
-        if (ec) return;
-        LOG(INFO) << "signal " << sig << " received; shutting down";
-        Stop();
-      });
+      signals_ = std::make_unique<asio::signal_set>(workers_[0]->io, SIGINT, SIGTERM);
+      WaitForSignal();
     }
     std::vector<std::thread> threads;
     for (size_t i = 1; i < workers_.size(); ++i) {
@@ -63,7 +58,22 @@ class Server::Impl {
     }
     workers_[0]->io.run();
     for (auto& t : threads) t.join();
-    signals.reset();
+    signals_.reset();
+  }
+
+  // The first signal starts a graceful stop; a second one cuts it short.
+  void WaitForSignal() {
+    signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      if (!stopping_) {
+        LOG(INFO) << "signal " << sig << " received; shutting down";
+        Stop();
+        WaitForSignal();
+      } else {
+        LOG(WARNING) << "signal " << sig << " received again; stopping now";
+        for (auto& w : workers_) w->io.stop();
+      }
+    });
   }
 
   void Stop() {
@@ -95,7 +105,10 @@ class Server::Impl {
   // Polls until every connection has closed; whatever is still open after the grace
   // period is cut off.
   void WatchShutdown() {
-    if (live_connections_.load() == 0) return;
+    if (live_connections_.load() == 0) {
+      FinishShutdown();
+      return;
+    }
     if (std::chrono::steady_clock::now() >= grace_deadline_) {
       LOG(WARNING) << "shutdown grace period over; closing " << live_connections_.load()
                    << " remaining connections";
@@ -108,6 +121,12 @@ class Server::Impl {
     });
   }
 
+  // Nothing is left to serve: drop the last thing keeping thread 0's loop alive.
+  void FinishShutdown() {
+    boost::system::error_code ignored;
+    if (signals_) signals_->cancel(ignored);
+  }
+
   void Accept() {
     Worker* target = workers_[next_worker_++ % workers_.size()].get();
     acceptor_->async_accept(
@@ -115,6 +134,8 @@ class Server::Impl {
           if (ec) {
             if (ec == asio::error::operation_aborted || stopping_) return;
             LOG(WARNING) << "accept failed: " << ec.message();
+          } else if (stopping_) {
+            return;  // the socket closes as it goes out of scope
           } else {
             handler_->counters().connections.fetch_add(1, std::memory_order_relaxed);
             // The socket belongs to target's io_context; start it on that thread.
@@ -134,6 +155,7 @@ class Server::Impl {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<tcp::acceptor> acceptor_;
   std::unique_ptr<asio::steady_timer> grace_timer_;
+  std::unique_ptr<asio::signal_set> signals_;  // only with Run(handle_signals=true)
   std::chrono::steady_clock::time_point grace_deadline_;
   std::atomic<size_t> live_connections_{0};
   uint16_t port_ = 0;

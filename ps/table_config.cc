@@ -16,10 +16,11 @@ class CollectErrors : public google::protobuf::io::ErrorCollector {
  public:
   explicit CollectErrors(std::string source) : source_(std::move(source)) {}
   void AddError(int line, int column, const std::string& message) override {
-    if (first_.empty()) {
-      first_ = source_ + ":" + std::to_string(line + 1) + ":" + std::to_string(column + 1) + ": " +
-               message;
-    }
+    if (!first_.empty()) return;
+    // Errors found after parsing (a missing required field) have no position.
+    first_ = line < 0 ? source_ + ": " + message
+                      : source_ + ":" + std::to_string(line + 1) + ":" +
+                            std::to_string(column + 1) + ": " + message;
   }
   const std::string& first() const { return first_; }
 
@@ -39,8 +40,9 @@ Status ValidateTableOptions(const TableOptions& o) {
     return Status::InvalidArgument("slot_bits must be in [1, 16], got " +
                                    std::to_string(o.slot_bits));
   }
-  if (o.partition_bits > 10) {
-    return Status::InvalidArgument("partition_bits must be in [0, 10], got " +
+  // The index tag takes hash bits 48..55; partitions take the top bits.
+  if (o.partition_bits > 8) {
+    return Status::InvalidArgument("partition_bits must be in [0, 8], got " +
                                    std::to_string(o.partition_bits));
   }
   if (o.slots.empty()) return Status::InvalidArgument("no slot configured");

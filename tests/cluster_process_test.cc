@@ -121,6 +121,35 @@ TEST_F(ClusterProcessTest, SigtermStopsTheServerCleanly) {
   EXPECT_NE(testing::ReadFile(servers_[0].log_path()).find("stopped"), std::string::npos);
 }
 
+TEST(ClusterSchemaTest, ShardsWithDifferentConfigsAreRefused) {
+  testing::TempDir dir;
+  testing::ServerProcess servers[2];
+  const std::string a = dir.File("a.pbtxt"), b = dir.File("b.pbtxt");
+  testing::WriteFile(a, "slot { id: 1 dim: 16 }\n");
+  testing::WriteFile(b, "slot { id: 1 dim: 8 }\n");
+  ASSERT_TRUE(servers[0].Start(dir, a, 0, 2).ok());
+  ASSERT_TRUE(servers[1].Start(dir, b, 1, 2).ok());
+  ClientOptions options;
+  options.servers = {servers[0].address(), servers[1].address()};
+  std::unique_ptr<PsClient> client;
+  Status st = PsClient::Connect(options, &client);
+  EXPECT_EQ(st.code(), Status::kInvalidArgument);
+  EXPECT_NE(st.message().find("shard 1 (" + servers[1].address() + ") has different slots"),
+            std::string::npos)
+      << st.message();
+}
+
+TEST(ServerListTest, ParsesAndRejects) {
+  std::vector<std::string> out;
+  EXPECT_TRUE(ParseServerList("a:1,127.0.0.1:65535", &out).ok());
+  EXPECT_EQ(out, (std::vector<std::string>{"a:1", "127.0.0.1:65535"}));
+  for (const char* bad :
+       {"", "a", ":1", "a:", "a:65536", "a:99999999999999999999", "a:1,", "a:x"}) {
+    Status st = ParseServerList(bad, &out);
+    EXPECT_EQ(st.code(), Status::kInvalidArgument) << bad;
+  }
+}
+
 TEST(ServerFlagsTest, FlagfileConfiguresTheServer) {
   testing::TempDir dir;
   const std::string config = dir.File("t.pbtxt");

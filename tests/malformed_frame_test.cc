@@ -246,6 +246,22 @@ TEST_F(MalformedFrameTest, TruncatedFrameIsLoggedAndOthersAreServed) {
   ExpectServerHealthy();
 }
 
+// A client allowed bigger frames than the server learns why its frame was refused.
+TEST_F(MalformedFrameTest, ClientSeesTheServersFrameLimitError) {
+  ClientOptions options;
+  options.servers = {server_.address()};
+  std::unique_ptr<PsClient> client;
+  ASSERT_TRUE(PsClient::Connect(options, &client).ok());
+  std::vector<uint64_t> keys(100000);
+  for (size_t i = 0; i < keys.size(); ++i) keys[i] = testing::TestKey(1, i);
+  std::vector<float> grads(4 * keys.size(), 0.1f), ones(keys.size(), 1.0f);
+  Status st =
+      client->Wait(client->Push(keys.data(), keys.size(), grads.data(), ones.data(), ones.data()));
+  EXPECT_EQ(st.code(), Status::kUnavailable);
+  EXPECT_NE(st.message().find("server rejected a frame"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("exceeds the maximum of 1048576"), std::string::npos) << st.message();
+}
+
 TEST_F(MalformedFrameTest, BadRequestsAreCounted) {
   RawConnection c(server_.port());
   c.Send(RawConnection::Request(static_cast<proto::RequestType>(42), 0, 0, ""));

@@ -42,7 +42,7 @@ TEST(TableConfigTest, ErrorsNameTheProblem) {
   ExpectError("slot_bits: 4 slot { id: 16 dim: 4 }", "does not fit");
   ExpectError("slot { id: 2 dim: 4 learning_rate: -1 }", "learning_rate");
   ExpectError("slot { id: 2 dim: 4 initial_accumulator: 0 epsilon: 0 }", "initial_accumulator");
-  ExpectError("partition_bits: 20 slot { id: 2 dim: 4 }", "partition_bits");
+  ExpectError("partition_bits: 9 slot { id: 2 dim: 4 }", "partition_bits");
   ExpectError("", "no slot");
 }
 
