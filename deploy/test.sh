@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 deploy/install_deps.sh
 for flavour in release asan tsan; do
   echo "=== $flavour: build"
+  start=$SECONDS
   deploy/build.sh "$flavour"
+  echo "=== $flavour: built in $((SECONDS - start)) s"
   dir=build; [ "$flavour" = release ] || dir="build-$flavour"
   echo "=== $flavour: test"
   (cd "$dir" && ctest --output-on-failure -j2)
