@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "common/hash.h"
@@ -23,7 +24,7 @@ class KeyDeduper {
     position->resize(n);
     for (size_t i = 0; i < n; ++i) {
       const uint64_t key = keys[i];
-      size_t pos = Mix64(key) & mask_;
+      size_t pos = Mix64(key ^ seed_) & mask_;
       while (true) {
         const uint32_t v = slots_[pos];
         if (v == 0) {
@@ -48,7 +49,7 @@ class KeyDeduper {
     Reset(n);
     for (size_t i = 0; i < n; ++i) {
       const uint64_t key = keys[i];
-      size_t pos = Mix64(key) & mask_;
+      size_t pos = Mix64(key ^ seed_) & mask_;
       while (slots_[pos] != 0) {
         if (keys_[pos] == key) return false;
         pos = (pos + 1) & mask_;
@@ -64,14 +65,17 @@ class KeyDeduper {
     size_t capacity = 16;
     while (capacity < 2 * n) capacity *= 2;
     if (slots_.size() != capacity) {
-      slots_.assign(capacity, 0);
-      keys_.resize(capacity);
+      // Sized to the request: a huge request's table is not kept for small ones.
+      std::vector<uint32_t>(capacity, 0).swap(slots_);
+      std::vector<uint64_t>(capacity).swap(keys_);
     } else {
       std::memset(slots_.data(), 0, capacity * sizeof(uint32_t));
     }
     mask_ = capacity - 1;
   }
 
+  // Random per instance, so that chosen keys cannot all land on one probe sequence.
+  uint64_t seed_ = (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
   std::vector<uint32_t> slots_;  // 0 = empty, else unique index + 1
   std::vector<uint64_t> keys_;
   size_t mask_ = 0;

@@ -150,6 +150,13 @@ class PsClientImpl : public PsClient {
     if (options_.connections_per_shard < 1) {
       return Status::InvalidArgument("connections_per_shard must be >= 1");
     }
+    if (options_.timeout_ms <= 0 || options_.connect_timeout_ms <= 0) {
+      return Status::InvalidArgument("timeout_ms and connect_timeout_ms must be > 0");
+    }
+    if (options_.max_frame_bytes < 2 * kHeaderAllowance || options_.max_frame_bytes > UINT32_MAX) {
+      return Status::InvalidArgument("max_frame_bytes must be in [" +
+                                     std::to_string(2 * kHeaderAllowance) + ", 4294967295]");
+    }
     tcp::resolver resolver(io_);
     conns_.resize(options_.servers.size());
     for (size_t s = 0; s < options_.servers.size(); ++s) {
@@ -162,8 +169,10 @@ class PsClientImpl : public PsClient {
                                        ": " + ec.message());
       }
       for (int c = 0; c < options_.connections_per_shard; ++c) {
+        std::vector<tcp::endpoint> endpoints;
+        for (const auto& r : results) endpoints.push_back(r.endpoint());
         conns_[s].push_back(std::make_shared<ShardConnection>(
-            io_, static_cast<uint32_t>(s), addr, results.begin()->endpoint(), options_.timeout_ms,
+            io_, static_cast<uint32_t>(s), addr, endpoints, options_.timeout_ms,
             options_.connect_timeout_ms, options_.max_frame_bytes));
       }
     }

@@ -8,12 +8,12 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 ShardConnection::ShardConnection(asio::io_context& io, uint32_t shard, std::string address,
-                                 tcp::endpoint endpoint, int timeout_ms, int connect_timeout_ms,
-                                 uint64_t max_frame_bytes)
+                                 std::vector<tcp::endpoint> endpoints, int timeout_ms,
+                                 int connect_timeout_ms, uint64_t max_frame_bytes)
     : io_(io),
       shard_(shard),
       address_(std::move(address)),
-      endpoint_(endpoint),
+      endpoints_(std::move(endpoints)),
       timeout_(timeout_ms),
       connect_timeout_(connect_timeout_ms),
       max_frame_bytes_(max_frame_bytes),
@@ -33,13 +33,17 @@ void ShardConnection::Send(std::shared_ptr<ShardRequest> request) {
   }
 }
 
-void ShardConnection::Fail(const Status& why) {
+void ShardConnection::Close() {
   ++generation_;
   boost::system::error_code ignored;
   socket_.close(ignored);
-  timer_.cancel();
+  CancelTimer();
   state_ = State::kDisconnected;
-  writing_ = reading_ = false;
+  writing_ = false;
+}
+
+void ShardConnection::Fail(const Status& why) {
+  Close();
   std::deque<std::shared_ptr<ShardRequest>> doomed;
   doomed.swap(sent_);
   for (auto& r : queued_) doomed.push_back(std::move(r));
@@ -47,42 +51,66 @@ void ShardConnection::Fail(const Status& why) {
   for (auto& r : doomed) r->Complete(why, nullptr, nullptr);
 }
 
+void ShardConnection::OnReceiveError(const boost::system::error_code& ec) {
+  if (sent_.empty()) {
+    // The server closed a connection with nothing in flight (a restart, a graceful
+    // stop): nobody loses anything. Requests not yet written go out on a new one.
+    Close();
+    if (!queued_.empty()) StartConnect();
+    return;
+  }
+  Fail(Error(ec == asio::error::eof ? "server closed the connection"
+                                    : "receive failed: " + ec.message()));
+}
+
 void ShardConnection::StartConnect() {
   state_ = State::kConnecting;
   socket_ = tcp::socket(io_);
   const uint64_t gen = ++generation_;
   auto self = shared_from_this();
+  const uint64_t seq = ++timer_seq_;
   timer_.expires_after(connect_timeout_);
-  timer_.async_wait([this, self, gen](const boost::system::error_code& ec) {
-    if (ec || gen != generation_ || state_ != State::kConnecting) return;
+  timer_.async_wait([this, self, gen, seq](const boost::system::error_code& ec) {
+    if (ec || gen != generation_ || seq != timer_seq_ || state_ != State::kConnecting) return;
     Fail(Error("connect timed out after " + std::to_string(connect_timeout_.count()) + " ms"));
   });
-  socket_.async_connect(endpoint_, [this, self, gen](const boost::system::error_code& ec) {
-    if (gen != generation_) return;
-    if (ec) {
-      Fail(Error("connect failed: " + ec.message()));
-      return;
-    }
-    timer_.cancel();
-    state_ = State::kConnected;
-    boost::system::error_code ignored;
-    socket_.set_option(tcp::no_delay(true), ignored);
-    socket_.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
-    socket_.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
-    WriteNext();
-  });
+  // Every resolved address is tried in turn ("localhost" may give ::1 first).
+  asio::async_connect(
+      socket_, endpoints_,
+      [this, self, gen](const boost::system::error_code& ec, const tcp::endpoint&) {
+        if (gen != generation_) return;
+        if (ec) {
+          Fail(Error("connect failed: " + ec.message()));
+          return;
+        }
+        CancelTimer();
+        state_ = State::kConnected;
+        boost::system::error_code ignored;
+        socket_.set_option(tcp::no_delay(true), ignored);
+        socket_.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
+        socket_.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
+        // A read stays armed for the life of the connection, so a server closing an idle
+        // connection is noticed at once rather than by the next request.
+        ReadReply();
+        WriteNext();
+      });
+}
+
+void ShardConnection::CancelTimer() {
+  ++timer_seq_;  // a wait already queued for completion is ignored
+  timer_.cancel();
 }
 
 void ShardConnection::ArmTimer() {
   const uint64_t gen = generation_;
+  const uint64_t seq = ++timer_seq_;
   auto self = shared_from_this();
   timer_.expires_after(timeout_);
-  timer_.async_wait([this, self, gen](const boost::system::error_code& ec) {
-    if (ec || gen != generation_ || sent_.empty()) return;
-    Status why =
-        Status::DeadlineExceeded("shard " + std::to_string(shard_) + " (" + address_ +
-                                 "): no reply within " + std::to_string(timeout_.count()) + " ms");
-    Fail(why);
+  timer_.async_wait([this, self, gen, seq](const boost::system::error_code& ec) {
+    if (ec || gen != generation_ || seq != timer_seq_ || sent_.empty()) return;
+    Fail(Status::DeadlineExceeded("shard " + std::to_string(shard_) + " (" + address_ +
+                                  "): no reply within " + std::to_string(timeout_.count()) +
+                                  " ms"));
   });
 }
 
@@ -108,27 +136,23 @@ void ShardConnection::WriteNext() {
                       if (gen != generation_) return;
                       writing_ = false;
                       if (ec) {
-                        // A server refusing the frame replies with its reason and closes;
-                        // the pending read delivers that reason, so let it.
-                        if (!reading_) Fail(Error("send failed: " + ec.message()));
+                        // The request is in sent_, so the armed read reports the failure:
+                        // the server's own reason if it refused the frame and closed, or
+                        // the broken connection. The reply timer is the backstop.
                         return;
                       }
                       WriteNext();
                     });
-  // Reading starts with the first write, so an early error reply is seen.
-  if (!reading_) ReadReply();
 }
 
 void ShardConnection::ReadReply() {
-  reading_ = true;
   const uint64_t gen = generation_;
   auto self = shared_from_this();
   asio::async_read(socket_, asio::buffer(prefix_),
                    [this, self, gen](const boost::system::error_code& ec, size_t) {
                      if (gen != generation_) return;
                      if (ec) {
-                       Fail(Error(ec == asio::error::eof ? "server closed the connection"
-                                                         : "receive failed: " + ec.message()));
+                       OnReceiveError(ec);
                        return;
                      }
                      OnPrefix();
@@ -148,7 +172,7 @@ void ShardConnection::OnPrefix() {
                    [this, self, gen](const boost::system::error_code& ec, size_t) {
                      if (gen != generation_) return;
                      if (ec) {
-                       Fail(Error("receive failed: " + ec.message()));
+                       OnReceiveError(ec);
                        return;
                      }
                      OnHeader();
@@ -156,16 +180,23 @@ void ShardConnection::OnPrefix() {
 }
 
 void ShardConnection::OnHeader() {
-  std::shared_ptr<ShardRequest> request = sent_.front();
   if (!reply_header_.ParseFromString(reply_header_bytes_)) {
     Fail(Error("unparsable reply header"));
     return;
   }
   if (reply_header_.request_id() == 0 && reply_header_.code() != proto::OK) {
-    // The server could not read our frame at all and says why.
-    Fail(Error("server rejected a frame: " + reply_header_.error()));
+    // The server could not read our frame at all and says why; keep its code.
+    Fail(Status(static_cast<Status::Code>(reply_header_.code()),
+                "shard " + std::to_string(shard_) + " (" + address_ +
+                    "): server rejected a frame: " + reply_header_.error()));
     return;
   }
+  if (sent_.empty()) {
+    Fail(Error("reply for request " + std::to_string(reply_header_.request_id()) +
+               " that was never sent"));
+    return;
+  }
+  std::shared_ptr<ShardRequest> request = sent_.front();
   if (reply_header_.request_id() != request->header.request_id()) {
     Fail(Error("reply for request " + std::to_string(reply_header_.request_id()) +
                " while expecting " + std::to_string(request->header.request_id())));
@@ -196,12 +227,11 @@ void ShardConnection::OnHeader() {
                         &reply_header_, nullptr);
     }
     if (sent_.empty()) {
-      reading_ = false;
-      timer_.cancel();
+      CancelTimer();
     } else {
       ArmTimer();
-      ReadReply();
     }
+    ReadReply();
   };
   if (reply_prefix_.payload_len == 0) {
     finish();
@@ -213,7 +243,7 @@ void ShardConnection::OnHeader() {
                    [this, self, gen, request, finish](const boost::system::error_code& ec, size_t) {
                      if (gen != generation_) return;
                      if (ec) {
-                       Fail(Error("receive failed: " + ec.message()));
+                       OnReceiveError(ec);
                        return;
                      }
                      finish();

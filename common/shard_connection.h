@@ -10,6 +10,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/frame.h"
 #include "common/status.h"
@@ -42,8 +43,8 @@ class ShardRequest {
 class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
  public:
   ShardConnection(boost::asio::io_context& io, uint32_t shard, std::string address,
-                  boost::asio::ip::tcp::endpoint endpoint, int timeout_ms, int connect_timeout_ms,
-                  uint64_t max_frame_bytes);
+                  std::vector<boost::asio::ip::tcp::endpoint> endpoints, int timeout_ms,
+                  int connect_timeout_ms, uint64_t max_frame_bytes);
 
   // Queues the request; connects first if needed.
   void Send(std::shared_ptr<ShardRequest> request);
@@ -53,6 +54,10 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
 
  private:
   void StartConnect();
+  // Closes the socket; stale handlers see the generation change and return.
+  void Close();
+  void OnReceiveError(const boost::system::error_code& ec);
+  void CancelTimer();
   void WriteNext();
   void ReadReply();
   void OnPrefix();
@@ -63,7 +68,7 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
   boost::asio::io_context& io_;
   const uint32_t shard_;
   const std::string address_;
-  const boost::asio::ip::tcp::endpoint endpoint_;
+  const std::vector<boost::asio::ip::tcp::endpoint> endpoints_;
   const std::chrono::milliseconds timeout_;
   const std::chrono::milliseconds connect_timeout_;
   const uint64_t max_frame_bytes_;
@@ -76,7 +81,7 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
   std::deque<std::shared_ptr<ShardRequest>> queued_;
   std::deque<std::shared_ptr<ShardRequest>> sent_;
   bool writing_ = false;
-  bool reading_ = false;
+  uint64_t timer_seq_ = 0;  // bumps on every arm/cancel, so a stale expiry is ignored
   std::string write_head_;
   char prefix_[kFramePrefixBytes];
   FramePrefix reply_prefix_;

@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 
 #include <algorithm>
+#include <new>
 
 #include "ps/request_handler.h"
 
@@ -79,8 +80,14 @@ void Connection::ReadPrefix() {
 }
 
 void Connection::ReadBody() {
-  header_bytes_.resize(frame_.header_len);
-  payload_.Resize(frame_.payload_len);
+  try {
+    header_bytes_.resize(frame_.header_len);
+    payload_.Resize(frame_.payload_len);
+  } catch (const std::bad_alloc&) {
+    RejectAndClose(Status::ResourceExhausted(
+        "cannot allocate " + std::to_string(frame_.payload_len) + " bytes for a frame"));
+    return;
+  }
   std::array<asio::mutable_buffer, 2> buffers = {
       asio::buffer(&header_bytes_[0], header_bytes_.size()),
       asio::buffer(payload_.data(), payload_.size())};
@@ -111,8 +118,16 @@ void Connection::Dispatch() {
     WriteReply(false);
     return;
   }
-  Status st =
-      handler_->Handle(request_, payload_.data(), payload_.size(), &reply_, &reply_payload_);
+  Status st;
+  try {
+    st = handler_->Handle(request_, payload_.data(), payload_.size(), &reply_, &reply_payload_);
+  } catch (const std::bad_alloc&) {
+    // Out of memory for this request: refuse it, keep the process serving others.
+    payload_.Release();
+    reply_payload_.Release();
+    RejectAndClose(Status::ResourceExhausted("out of memory handling the request"));
+    return;
+  }
   if (!st.ok()) LOG(WARNING) << "request from " << peer_ << ": " << st.ToString();
   // A big request's buffer is not worth keeping for an idle connection.
   if (payload_.capacity_bytes() > kKeepBufferBytes) payload_.Release();

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <random>
 
 #include "common/hash.h"
 #include "common/key_dedup.h"
@@ -45,6 +46,14 @@ std::string KeyError(uint64_t key, uint32_t slot_bits) {
          ", which is not configured";
 }
 
+uint64_t RandomSalt() {
+  std::random_device rd;
+  return (uint64_t{rd()} << 32) ^ rd();
+}
+
+// Requests this large leave their per-thread scratch freed rather than pinned.
+constexpr size_t kShrinkScratchKeys = 1 << 20;
+
 }  // namespace
 
 Status EmbeddingTable::Create(const TableOptions& options, std::unique_ptr<EmbeddingTable>* out) {
@@ -53,7 +62,8 @@ Status EmbeddingTable::Create(const TableOptions& options, std::unique_ptr<Embed
   return Status::OK();
 }
 
-EmbeddingTable::EmbeddingTable(const TableOptions& options) : options_(options) {
+EmbeddingTable::EmbeddingTable(const TableOptions& options)
+    : options_(options), hash_salt_(RandomSalt()) {
   slot_index_.assign(size_t{1} << options_.slot_bits, -1);
   for (const SlotOptions& s : options_.slots) {
     slot_index_[s.id] = static_cast<int32_t>(layouts_.size());
@@ -93,7 +103,7 @@ Status EmbeddingTable::Prepare(const uint64_t* keys, size_t n, Scratch* s) const
   for (size_t i = 0; i < n; ++i) {
     const int32_t index = slot_index_[SlotOfKey(keys[i], options_.slot_bits)];
     if (index < 0) return Status::InvalidArgument(KeyError(keys[i], options_.slot_bits));
-    const uint64_t h = TableHash(keys[i]);
+    const uint64_t h = TableHash(keys[i], hash_salt_);
     s->hash[i] = h;
     s->slot[i] = static_cast<uint32_t>(index);
     s->offset[i] = offset;
@@ -116,7 +126,7 @@ Status EmbeddingTable::Prepare(const uint64_t* keys, size_t n, Scratch* s) const
 
 SlotShard* EmbeddingTable::ShardFor(Partition* p, uint32_t slot_index) {
   SlotShard*& shard = p->shards[slot_index];
-  if (shard == nullptr) shard = new SlotShard(&layouts_[slot_index]);
+  if (shard == nullptr) shard = new SlotShard(&layouts_[slot_index], hash_salt_);
   return shard;
 }
 
@@ -159,17 +169,22 @@ Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, Scratch* s, Fn fn)
 Status EmbeddingTable::Pull(const uint64_t* keys, size_t n, float* out) {
   thread_local Scratch scratch;
   Scratch* s = &scratch;
-  PEPNET_RETURN_IF_ERROR(Prepare(keys, n, s));
-  return ForEachRowLocked(keys, s, [&](uint32_t i, char* row) {
-    std::memcpy(out + s->offset[i], RowLayout::Weights(row),
-                sizeof(float) * layouts_[s->slot[i]].dim);
-  });
+  Status st = Prepare(keys, n, s);
+  if (st.ok()) {
+    st = ForEachRowLocked(keys, s, [&](uint32_t i, char* row) {
+      std::memcpy(out + s->offset[i], RowLayout::Weights(row),
+                  sizeof(float) * layouts_[s->slot[i]].dim);
+    });
+  }
+  if (n > kShrinkScratchKeys) scratch = Scratch();
+  return st;
 }
 
 Status EmbeddingTable::Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
                             const float* clicks) {
   thread_local Scratch scratch;
   Scratch* s = &scratch;
+  const size_t request_keys = n;
   if (!s->dedup.AllDistinct(keys, n)) {
     // Rare: the client library already deduplicates. Sum per distinct key first.
     uint64_t num_values;
@@ -200,18 +215,22 @@ Status EmbeddingTable::Push(const uint64_t* keys, size_t n, const float* grads, 
     shows = s->sum_shows.data();
     clicks = s->sum_clicks.data();
   }
-  PEPNET_RETURN_IF_ERROR(Prepare(keys, n, s));
   const uint16_t pass = static_cast<uint16_t>(pass_.load(std::memory_order_relaxed));
-  return ForEachRowLocked(keys, s, [&](uint32_t i, char* row) {
-    layouts_[s->slot[i]].ApplyAdagrad(row, grads + s->offset[i]);
-    RowLayout::CountUpdate(row, shows[i], clicks[i], pass);
-  });
+  Status st = Prepare(keys, n, s);
+  if (st.ok()) {
+    st = ForEachRowLocked(keys, s, [&](uint32_t i, char* row) {
+      layouts_[s->slot[i]].ApplyAdagrad(row, grads + s->offset[i]);
+      RowLayout::CountUpdate(row, shows[i], clicks[i], pass);
+    });
+  }
+  if (request_keys > kShrinkScratchKeys) scratch = Scratch();
+  return st;
 }
 
 Status EmbeddingTable::Lookup(uint64_t key, RowSnapshot* out) const {
   const int32_t index = slot_index_[SlotOfKey(key, options_.slot_bits)];
   if (index < 0) return Status::InvalidArgument(KeyError(key, options_.slot_bits));
-  const uint64_t h = TableHash(key);
+  const uint64_t h = TableHash(key, hash_salt_);
   const Partition& part =
       partitions_[options_.partition_bits == 0
                       ? 0

@@ -101,6 +101,7 @@ class EmbeddingTable {
   std::vector<Partition> partitions_;
   uint32_t num_partitions_ = 1;
   std::atomic<uint32_t> pass_{0};
+  const uint64_t hash_salt_;  // TableHash salt, random per table
 };
 
 }  // namespace pepnet

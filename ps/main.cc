@@ -19,6 +19,7 @@ DEFINE_int32(num_shards, 1, "Number of shard servers in the cluster.");
 DEFINE_int32(threads, 2, "Network/handler threads (one io_context each).");
 DEFINE_string(table_config, "", "Table config in protobuf text format (required).");
 DEFINE_uint64(max_frame_bytes, 256ull << 20, "Largest accepted request frame.");
+DEFINE_int32(max_connections, 1024, "Open connections beyond this are refused.");
 DEFINE_int32(shutdown_grace_ms, 5000, "Time requests in progress get to finish on shutdown.");
 
 namespace {
@@ -44,9 +45,10 @@ int main(int argc, char** argv) {
   }
   if (FLAGS_port < 0 || FLAGS_port > 65535) Die("--port must be in [0, 65535]");
   if (FLAGS_threads < 1 || FLAGS_threads > 256) Die("--threads must be in [1, 256]");
-  if (FLAGS_max_frame_bytes < 1024 || FLAGS_max_frame_bytes > 0xFFFFFFFFull) {
-    Die("--max_frame_bytes must be in [1024, 4294967295]");
+  if (FLAGS_max_frame_bytes < (64u << 10) || FLAGS_max_frame_bytes > 0xFFFFFFFFull) {
+    Die("--max_frame_bytes must be in [65536, 4294967295]");
   }
+  if (FLAGS_max_connections < 1) Die("--max_connections must be >= 1");
   if (FLAGS_table_config.empty()) Die("--table_config is required");
 
   pepnet::TableOptions table_options;
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
   options.threads = FLAGS_threads;
   options.max_frame_bytes = FLAGS_max_frame_bytes;
   options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
+  options.max_connections = static_cast<size_t>(FLAGS_max_connections);
   pepnet::Server server(options, &handler);
   st = server.Start();
   if (!st.ok()) Die(st.ToString());

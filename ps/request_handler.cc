@@ -92,8 +92,9 @@ Status RequestHandler::HandlePull(const proto::RequestHeader& request, const cha
   PEPNET_RETURN_IF_ERROR(table_->CountValues(keys, n, &num_values));
   if (4 * num_values + kHeaderAllowance > max_reply_bytes_) {
     return Status::ResourceExhausted("pull of " + std::to_string(n) + " keys needs a reply of " +
-                                     std::to_string(4 * num_values) +
-                                     " bytes, over the frame limit of " +
+                                     std::to_string(4 * num_values) + " bytes plus " +
+                                     std::to_string(kHeaderAllowance) +
+                                     " for the header, over the frame limit of " +
                                      std::to_string(max_reply_bytes_) + "; split the request");
   }
   reply_payload->Resize(4 * num_values);
@@ -108,8 +109,12 @@ Status RequestHandler::HandlePush(const proto::RequestHeader& request, const cha
                                   size_t len) {
   const uint64_t n = request.num_keys();
   const uint64_t v = request.num_values();
-  const uint64_t want = 8 * n + 4 * v + 8 * n;
-  if (len != want) return LengthMismatch("push", len, want);
+  // num_values is untrusted and 64-bit: compare by division so nothing can wrap.
+  if (len < 16 * n || (len - 16 * n) % 4 != 0 || (len - 16 * n) / 4 != v) {
+    return Status::InvalidArgument("push: payload is " + std::to_string(len) +
+                                   " bytes but the header implies " + std::to_string(n) +
+                                   " keys and " + std::to_string(v) + " gradient floats");
+  }
   const auto* keys = reinterpret_cast<const uint64_t*>(payload);
   PEPNET_RETURN_IF_ERROR(CheckOwnership(keys, n, shard_id_, num_shards_));
   uint64_t num_values;

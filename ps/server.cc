@@ -41,6 +41,7 @@ class Server::Impl {
                                  std::to_string(options_.port) + ": " + ec.message());
     }
     port_ = acceptor_->local_endpoint().port();
+    accept_retry_timer_ = std::make_unique<asio::steady_timer>(workers_[0]->io);
     Accept();
     return Status::OK();
   }
@@ -82,6 +83,7 @@ class Server::Impl {
       stopping_ = true;
       boost::system::error_code ignored;
       if (acceptor_) acceptor_->close(ignored);
+      if (accept_retry_timer_) accept_retry_timer_->cancel();
       for (auto& w : workers_) {
         asio::post(w->io, [w = w.get()] {
           w->connections.ShutdownAll();
@@ -133,9 +135,22 @@ class Server::Impl {
         target->io, [this, target](const boost::system::error_code& ec, tcp::socket socket) {
           if (ec) {
             if (ec == asio::error::operation_aborted || stopping_) return;
-            LOG(WARNING) << "accept failed: " << ec.message();
+            // Out of descriptors, say: the backlog stays readable, so retrying at once
+            // would spin. Back off and let connections close.
+            LOG(WARNING) << "accept failed: " << ec.message() << "; retrying in 100 ms";
+            accept_retry_timer_->expires_after(std::chrono::milliseconds(100));
+            accept_retry_timer_->async_wait([this](const boost::system::error_code& e) {
+              if (!e && !stopping_) Accept();
+            });
+            return;
           } else if (stopping_) {
             return;  // the socket closes as it goes out of scope
+          } else if (live_connections_.load() >= options_.max_connections) {
+            boost::system::error_code ignored;
+            auto peer = socket.remote_endpoint(ignored);
+            LOG(WARNING) << "refusing connection from " << peer.address().to_string() << ":"
+                         << peer.port() << ": " << options_.max_connections
+                         << " connections open (--max_connections)";
           } else {
             handler_->counters().connections.fetch_add(1, std::memory_order_relaxed);
             // The socket belongs to target's io_context; start it on that thread.
@@ -156,6 +171,7 @@ class Server::Impl {
   std::unique_ptr<tcp::acceptor> acceptor_;
   std::unique_ptr<asio::steady_timer> grace_timer_;
   std::unique_ptr<asio::signal_set> signals_;  // only with Run(handle_signals=true)
+  std::unique_ptr<asio::steady_timer> accept_retry_timer_;
   std::chrono::steady_clock::time_point grace_deadline_;
   std::atomic<size_t> live_connections_{0};
   uint16_t port_ = 0;

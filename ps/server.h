@@ -23,6 +23,9 @@ struct ServerOptions {
   // 0 picks a free port; port() tells which.
   uint16_t port = 0;
   int threads = 2;
+  // Connections beyond this many are accepted and closed at once (with a log line), so
+  // a flood of peers cannot exhaust descriptors or memory.
+  size_t max_connections = 1024;
   uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
   // How long Stop() lets requests in progress finish before closing everything.
   int shutdown_grace_ms = 5000;

@@ -27,7 +27,7 @@ uint64_t AllocatedBytes(const void* block) {
   return block ? malloc_usable_size(const_cast<void*>(block)) + kMallocHeaderBytes : 0;
 }
 
-SlotShard::SlotShard(const RowLayout* layout) : layout_(layout) {}
+SlotShard::SlotShard(const RowLayout* layout, uint64_t salt) : layout_(layout), salt_(salt) {}
 
 SlotShard::~SlotShard() {
   std::free(index_);
@@ -130,7 +130,7 @@ void SlotShard::GrowIndex() {
   for (uint32_t i = 0; i < old_capacity; ++i) {
     const uint32_t entry = old[i];
     if (entry == 0) continue;
-    const uint64_t hash = TableHash(RowLayout::Key(RowAt((entry & kRowMask) - 1)));
+    const uint64_t hash = TableHash(RowLayout::Key(RowAt((entry & kRowMask) - 1)), salt_);
     uint32_t pos = HomeSlot(hash);
     while (index_[pos] != 0) pos = (pos + 1 == capacity_) ? 0 : pos + 1;
     index_[pos] = entry;

@@ -46,12 +46,13 @@ class SlotShard {
   static constexpr uint32_t kRowsPerChunk = 128;
   static constexpr uint32_t kMaxRows = (1u << 24) - 1;
 
-  explicit SlotShard(const RowLayout* layout);
+  // `layout` is borrowed; `salt` is the owning table's TableHash salt.
+  SlotShard(const RowLayout* layout, uint64_t salt);
   ~SlotShard();
   SlotShard(const SlotShard&) = delete;
   SlotShard& operator=(const SlotShard&) = delete;
 
-  // `hash` must be TableHash(key). Brings the key's first index entry toward the cache.
+  // `hash` must be TableHash(key, salt). Brings the key's first index entry toward the cache.
   void PrefetchIndex(uint64_t hash) const;
 
   // Brings the row the key's index entries point to toward the cache (call after
@@ -89,6 +90,7 @@ class SlotShard {
   char* AppendRow();
 
   const RowLayout* layout_;
+  const uint64_t salt_;
   uint32_t* index_ = nullptr;
   uint32_t capacity_ = 0;
   uint32_t num_rows_ = 0;
@@ -97,9 +99,11 @@ class SlotShard {
   uint32_t chunk_slots_ = 0;  // capacity of chunks_
 };
 
-// The hash that places keys inside a server's table. Salted so that it is independent of
-// ShardOfKey, which already fixed the high bits of Mix64(key) for every key here.
-inline uint64_t TableHash(uint64_t key) { return Mix64(key ^ 0x5bd1e9955bd1e995ULL); }
+// The hash that places keys inside a server's table. The salt is drawn at random per
+// table: it makes the placement independent of ShardOfKey (which fixed the high bits of
+// Mix64(key) for every key on this shard), and keeps a peer that knows Mix64 from
+// choosing keys that all probe the same index entries.
+inline uint64_t TableHash(uint64_t key, uint64_t salt) { return Mix64(key ^ salt); }
 
 }  // namespace pepnet
 

@@ -170,6 +170,17 @@ TEST_F(MalformedFrameTest, PushFloatsDisagreeWithKeys) {
   ExpectErrorThenUsable(&c, "push: payload is");
 }
 
+// num_keys * 16 + num_values * 4 wraps around 2^64 to the real payload length: the
+// server must not believe it and read 32 GiB of keys from a small buffer.
+TEST_F(MalformedFrameTest, PushLengthsThatOverflowAreRefused) {
+  RawConnection c(server_.port());
+  const uint64_t n = 0xFFFFFFFFull, len = 512 << 10;
+  const uint64_t v = (uint64_t{0} - 16 * n + len) / 4;
+  ASSERT_EQ(16 * n + 4 * v, len);  // the wrapped sum a naive check would accept
+  c.Send(RawConnection::Request(proto::PUSH, static_cast<uint32_t>(n), v, std::string(len, '\0')));
+  ExpectErrorThenUsable(&c, "push: payload is 524288 bytes but the header implies 4294967295 keys");
+}
+
 TEST_F(MalformedFrameTest, KeyOfUnconfiguredSlot) {
   RawConnection c(server_.port());
   c.Send(RawConnection::Request(proto::PULL, 1, 0, Keys({testing::TestKey(9, 1)})));
@@ -257,7 +268,7 @@ TEST_F(MalformedFrameTest, ClientSeesTheServersFrameLimitError) {
   std::vector<float> grads(4 * keys.size(), 0.1f), ones(keys.size(), 1.0f);
   Status st =
       client->Wait(client->Push(keys.data(), keys.size(), grads.data(), ones.data(), ones.data()));
-  EXPECT_EQ(st.code(), Status::kUnavailable);
+  EXPECT_EQ(st.code(), Status::kInvalidArgument) << "the server's code is kept";
   EXPECT_NE(st.message().find("server rejected a frame"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("exceeds the maximum of 1048576"), std::string::npos) << st.message();
 }

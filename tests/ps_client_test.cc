@@ -167,6 +167,25 @@ TEST_F(PsClientTest, DeadServerIsReportedByNameNotAHang) {
   EXPECT_EQ(st.code(), Status::kUnavailable);
 }
 
+// A shard restarted on the same port between calls costs nothing: the client noticed its
+// idle connections closing and reconnects for the next call.
+TEST_F(PsClientTest, RestartedServerBetweenCallsIsTransparent) {
+  std::vector<uint64_t> keys;
+  for (int i = 0; i < 100; ++i) keys.push_back(testing::TestKey(1, i));
+  std::vector<float> out;
+  ASSERT_TRUE(client_->Wait(client_->Pull(keys.data(), keys.size(), &out)).ok());
+  const uint16_t port = servers_[1].port();
+  servers_[1].process().Signal(SIGTERM);
+  int code;
+  ASSERT_TRUE(servers_[1].process().Wait(10000, &code).ok());
+  testing::ServerProcess restarted;
+  Status st =
+      restarted.Start(dir_, dir_.File("table.pbtxt"), 1, 2, {"--port=" + std::to_string(port)});
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  st = client_->Wait(client_->Pull(keys.data(), keys.size(), &out));
+  EXPECT_TRUE(st.ok()) << st.ToString();
+}
+
 TEST_F(PsClientTest, StalledServerTimesOut) {
   ClientOptions options;
   options.servers = {servers_[0].address(), servers_[1].address()};

@@ -85,7 +85,8 @@ class ServerProcess {
 
   Status Start(const TempDir& dir, const std::string& config_path, int shard_id, int num_shards,
                std::vector<std::string> extra_flags = {}) {
-    const std::string tag = "shard" + std::to_string(shard_id);
+    static int started = 0;  // unique file names, also for a restarted shard
+    const std::string tag = "shard" + std::to_string(shard_id) + "." + std::to_string(started++);
     port_file_ = dir.File(tag + ".port");
     log_ = dir.File(tag + ".log");
     std::vector<std::string> argv = {BinDir() + "/pepnet_ps",
