@@ -29,6 +29,19 @@ struct RowMeta {
 };
 static_assert(sizeof(RowMeta) == 16, "RowMeta is part of the memory budget");
 
+// Weights of the feature score (the defaults of Paddle's CTR accessor).
+struct ScoreCoefficients {
+  float nonclick = 0.1f;
+  float click = 1.0f;
+};
+
+// The feature score that eviction ranks rows by: (show - click) * nonclick + click * click.
+// Decaying show and click by a factor decays the score by the same factor, so keeping the
+// two counts is enough and saves 4 bytes per row.
+inline float FeatureScore(const RowMeta& meta, const ScoreCoefficients& c = {}) {
+  return (meta.show - meta.click) * c.nonclick + meta.click * c.click;
+}
+
 struct AdagradParams {
   float learning_rate = 0.05f;
   float initial_accumulator = 0.1f;

@@ -113,5 +113,18 @@ TEST(AdagradTest, CountUpdateAddsCountsAndSaturates) {
   EXPECT_EQ(m->update_count, UINT32_MAX);
 }
 
+TEST(FeatureScoreTest, WeighsShowsAndClicks) {
+  RowMeta m;
+  m.show = 10;
+  m.click = 2;
+  EXPECT_FLOAT_EQ(FeatureScore(m), 8 * 0.1f + 2 * 1.0f);
+  EXPECT_FLOAT_EQ(FeatureScore(m, {0.5f, 3.0f}), 8 * 0.5f + 2 * 3.0f);
+  // Decaying the counts decays the score by the same factor.
+  RowMeta decayed = m;
+  decayed.show *= 0.98f;
+  decayed.click *= 0.98f;
+  EXPECT_NEAR(FeatureScore(decayed), 0.98f * FeatureScore(m), 1e-5);
+}
+
 }  // namespace
 }  // namespace pepnet
