@@ -30,7 +30,6 @@ struct EmbeddingTable::Scratch {
   std::vector<uint32_t> part_begin;
   std::vector<uint32_t> part_next;
   std::vector<char*> rows;  // per position in `order`, for the current partition
-  uint64_t num_values = 0;
   // Push with duplicate keys: the summed request.
   KeyDeduper dedup;
   std::vector<uint64_t> unique_keys;
@@ -98,7 +97,6 @@ Status EmbeddingTable::Prepare(const uint64_t* keys, size_t n, Scratch* s) const
   s->offset.resize(n);
   s->order.resize(n);
   s->part_begin.assign(num_partitions_ + 1, 0);
-  const uint32_t part_shift = 64 - options_.partition_bits;
   uint64_t offset = 0;
   for (size_t i = 0; i < n; ++i) {
     const int32_t index = slot_index_[SlotOfKey(keys[i], options_.slot_bits)];
@@ -108,18 +106,14 @@ Status EmbeddingTable::Prepare(const uint64_t* keys, size_t n, Scratch* s) const
     s->slot[i] = static_cast<uint32_t>(index);
     s->offset[i] = offset;
     offset += layouts_[index].dim;
-    const uint32_t part = options_.partition_bits == 0 ? 0 : static_cast<uint32_t>(h >> part_shift);
-    ++s->part_begin[part + 1];
+    ++s->part_begin[PartitionOf(h) + 1];
   }
-  s->num_values = offset;
   for (uint32_t p = 0; p < num_partitions_; ++p) s->part_begin[p + 1] += s->part_begin[p];
   // Counting sort by partition; part_begin[p] ends as the start of partition p.
   std::vector<uint32_t>& next = s->part_next;
   next.assign(s->part_begin.begin(), s->part_begin.end() - 1);
   for (size_t i = 0; i < n; ++i) {
-    const uint32_t part =
-        options_.partition_bits == 0 ? 0 : static_cast<uint32_t>(s->hash[i] >> part_shift);
-    s->order[next[part]++] = static_cast<uint32_t>(i);
+    s->order[next[PartitionOf(s->hash[i])]++] = static_cast<uint32_t>(i);
   }
   return Status::OK();
 }
@@ -231,10 +225,7 @@ Status EmbeddingTable::Lookup(uint64_t key, RowSnapshot* out) const {
   const int32_t index = slot_index_[SlotOfKey(key, options_.slot_bits)];
   if (index < 0) return Status::InvalidArgument(KeyError(key, options_.slot_bits));
   const uint64_t h = TableHash(key, hash_salt_);
-  const Partition& part =
-      partitions_[options_.partition_bits == 0
-                      ? 0
-                      : static_cast<uint32_t>(h >> (64 - options_.partition_bits))];
+  const Partition& part = partitions_[PartitionOf(h)];
   std::lock_guard<std::mutex> lock(part.mu);
   const SlotShard* shard = part.shards[index];
   const char* row = shard ? shard->Find(key, h) : nullptr;

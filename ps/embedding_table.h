@@ -94,6 +94,12 @@ class EmbeddingTable {
   template <typename Fn>
   Status ForEachRowLocked(const uint64_t* keys, Scratch* s, Fn fn);
   SlotShard* ShardFor(Partition* p, uint32_t slot_index);
+  // The top partition_bits bits of a TableHash.
+  uint32_t PartitionOf(uint64_t hash) const {
+    return options_.partition_bits == 0
+               ? 0
+               : static_cast<uint32_t>(hash >> (64 - options_.partition_bits));
+  }
 
   TableOptions options_;
   std::vector<RowLayout> layouts_;   // by dense slot index
