@@ -116,6 +116,8 @@ struct RowLayout {
     const float lr = adagrad.learning_rate, eps = adagrad.epsilon, bound = adagrad.weight_bound;
     if (acc_floats == 1) {
       float sq = 0;
+      // A vector reduction, not a chain of dependent adds (needs -fopenmp-simd).
+#pragma omp simd reduction(+ : sq)
       for (uint32_t d = 0; d < dim; ++d) sq += grad[d] * grad[d];
       acc[0] += sq / static_cast<float>(dim);
       const float scale = lr / std::sqrt(acc[0] + eps);
