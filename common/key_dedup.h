@@ -23,23 +23,13 @@ class KeyDeduper {
     unique->clear();
     position->resize(n);
     for (size_t i = 0; i < n; ++i) {
-      const uint64_t key = keys[i];
-      size_t pos = Mix64(key ^ seed_) & mask_;
-      while (true) {
-        const uint32_t v = slots_[pos];
-        if (v == 0) {
-          slots_[pos] = static_cast<uint32_t>(unique->size()) + 1;
-          keys_[pos] = key;
-          (*position)[i] = static_cast<uint32_t>(unique->size());
-          unique->push_back(key);
-          break;
-        }
-        if (keys_[pos] == key) {
-          (*position)[i] = v - 1;
-          break;
-        }
-        pos = (pos + 1) & mask_;
+      Entry& e = Probe(keys[i]);
+      if (e.index_plus_one == 0) {
+        e.key = keys[i];
+        e.index_plus_one = static_cast<uint32_t>(unique->size()) + 1;
+        unique->push_back(keys[i]);
       }
+      (*position)[i] = e.index_plus_one - 1;
     }
     return unique->size();
   }
@@ -48,36 +38,43 @@ class KeyDeduper {
   bool AllDistinct(const uint64_t* keys, size_t n) {
     Reset(n);
     for (size_t i = 0; i < n; ++i) {
-      const uint64_t key = keys[i];
-      size_t pos = Mix64(key ^ seed_) & mask_;
-      while (slots_[pos] != 0) {
-        if (keys_[pos] == key) return false;
-        pos = (pos + 1) & mask_;
-      }
-      slots_[pos] = 1;
-      keys_[pos] = key;
+      Entry& e = Probe(keys[i]);
+      if (e.index_plus_one != 0) return false;
+      e.key = keys[i];
+      e.index_plus_one = 1;
     }
     return true;
   }
 
  private:
+  // Key and mark side by side: one cache line per probe.
+  struct Entry {
+    uint64_t key;
+    uint32_t index_plus_one;  // 0 = empty
+  };
+
+  // The entry holding `key`, or the empty entry where it belongs.
+  Entry& Probe(uint64_t key) {
+    size_t pos = Mix64(key ^ seed_) & mask_;
+    while (table_[pos].index_plus_one != 0 && table_[pos].key != key) pos = (pos + 1) & mask_;
+    return table_[pos];
+  }
+
   void Reset(size_t n) {
     size_t capacity = 16;
     while (capacity < 2 * n) capacity *= 2;
-    if (slots_.size() != capacity) {
+    if (table_.size() != capacity) {
       // Sized to the request: a huge request's table is not kept for small ones.
-      std::vector<uint32_t>(capacity, 0).swap(slots_);
-      std::vector<uint64_t>(capacity).swap(keys_);
+      std::vector<Entry>(capacity, Entry{0, 0}).swap(table_);
     } else {
-      std::memset(slots_.data(), 0, capacity * sizeof(uint32_t));
+      std::memset(static_cast<void*>(table_.data()), 0, capacity * sizeof(Entry));
     }
     mask_ = capacity - 1;
   }
 
   // Random per instance, so that chosen keys cannot all land on one probe sequence.
   uint64_t seed_ = (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
-  std::vector<uint32_t> slots_;  // 0 = empty, else unique index + 1
-  std::vector<uint64_t> keys_;
+  std::vector<Entry> table_;
   size_t mask_ = 0;
 };
 
