@@ -29,6 +29,7 @@ DEFINE_double(zipf, 0.99, "Zipf exponent of key popularity (0 = uniform).");
 DEFINE_int32(keys_per_request, 16384, "Distinct keys per request.");
 DEFINE_int32(requests, 128, "Distinct requests generated before timing.");
 DEFINE_int32(rounds, 8, "Timed passes over all requests, for pull and for push.");
+DEFINE_int32(repeats, 3, "Times the pull and push phases are measured; the median is reported.");
 DEFINE_int32(inflight, 8, "Requests kept in flight.");
 DEFINE_int32(connections, 2, "Connections per shard.");
 DEFINE_int32(server_threads, 2, "--threads of the server started here.");
@@ -104,8 +105,8 @@ int main(int argc, char** argv) {
     return Fail("--keys_per_request must be in [1, --universe]");
   }
   if (FLAGS_zipf < 0) return Fail("--zipf must be >= 0");
-  if (FLAGS_requests < 1 || FLAGS_rounds < 1 || FLAGS_inflight < 1) {
-    return Fail("--requests, --rounds and --inflight must be >= 1");
+  if (FLAGS_requests < 1 || FLAGS_rounds < 1 || FLAGS_inflight < 1 || FLAGS_repeats < 1) {
+    return Fail("--requests, --rounds, --inflight and --repeats must be >= 1");
   }
 
   // A server of our own unless told where the servers are.
@@ -168,13 +169,25 @@ int main(int argc, char** argv) {
     return client->Push(requests[i % requests.size()].data(), n, grads.data(), shows.data(),
                         clicks.data());
   };
-  Phase warm, pulls, pushes;
+  Phase warm;
   const int total = FLAGS_requests * FLAGS_rounds;
-  if (!(st = RunPipelined(FLAGS_requests, pull, client.get(), &warm)).ok() ||
-      !(st = RunPipelined(total, pull, client.get(), &pulls)).ok() ||
-      !(st = RunPipelined(total, push, client.get(), &pushes)).ok()) {
+  if (!(st = RunPipelined(FLAGS_requests, pull, client.get(), &warm)).ok()) {
     return Fail(st.ToString());
   }
+  // Pull and push phases alternate; each rate is the median over the repeats, which
+  // damps the minute-to-minute speed changes of a shared machine.
+  std::vector<double> pull_rates, push_rates;
+  for (int r = 0; r < FLAGS_repeats; ++r) {
+    Phase pulls, pushes;
+    if (!(st = RunPipelined(total, pull, client.get(), &pulls)).ok() ||
+        !(st = RunPipelined(total, push, client.get(), &pushes)).ok()) {
+      return Fail(st.ToString());
+    }
+    pull_rates.push_back(pulls.rows / pulls.seconds);
+    push_rates.push_back(pushes.rows / pushes.seconds);
+  }
+  std::sort(pull_rates.begin(), pull_rates.end());
+  std::sort(push_rates.begin(), push_rates.end());
 
   std::vector<pepnet::proto::ServerStats> stats;
   st = client->Stats(&stats);
@@ -185,17 +198,22 @@ int main(int argc, char** argv) {
     bytes += s.table().bytes_used();
     payload += s.table().payload_bytes() + s.table().optimizer_bytes();
   }
-  const double pull_rps = pulls.rows / pulls.seconds;
-  const double push_rps = pushes.rows / pushes.seconds;
+  const double pull_rps = pull_rates[pull_rates.size() / 2];
+  const double push_rps = push_rates[push_rates.size() / 2];
   // Bytes moved per row: pull sends a key and gets a row; push sends key, row, show, click.
   const double pull_mbps = pull_rps * (8 + 4.0 * dim) / 1e6;
   const double push_mbps = push_rps * (8 + 4.0 * dim + 8) / 1e6;
   const double bytes_per_row = rows ? double(bytes) / rows : 0;
   const double payload_per_row = rows ? double(payload) / rows : 0;
   printf("warm-up pull (creates rows): %.2fM rows/s\n", warm.rows / warm.seconds / 1e6);
-  printf("pull: %.2fM rows/s, %.0f MB/s payload over the wire\n", pull_rps / 1e6, pull_mbps);
-  printf("push: %.2fM rows/s, %.0f MB/s payload over the wire (AdaGrad applied)\n", push_rps / 1e6,
-         push_mbps);
+  printf(
+      "pull: %.2fM rows/s (median of %d; min %.2fM, max %.2fM), %.0f MB/s payload over the "
+      "wire\n",
+      pull_rps / 1e6, FLAGS_repeats, pull_rates.front() / 1e6, pull_rates.back() / 1e6, pull_mbps);
+  printf(
+      "push: %.2fM rows/s (median of %d; min %.2fM, max %.2fM), %.0f MB/s payload over the "
+      "wire (AdaGrad applied)\n",
+      push_rps / 1e6, FLAGS_repeats, push_rates.front() / 1e6, push_rates.back() / 1e6, push_mbps);
   printf("table: %llu rows, %.1f bytes/row (payload+optimizer %.1f, target <= %.1f)\n",
          (unsigned long long)rows, bytes_per_row, payload_per_row, 1.10 * (payload_per_row + 16));
   printf(
