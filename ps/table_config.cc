@@ -1,33 +1,12 @@
 #include "ps/table_config.h"
 
-#include <google/protobuf/io/tokenizer.h>
-#include <google/protobuf/text_format.h>
-
-#include <fstream>
 #include <set>
-#include <sstream>
 
+#include "common/text_proto.h"
 #include "proto/table_config.pb.h"
 
 namespace pepnet {
 namespace {
-
-class CollectErrors : public google::protobuf::io::ErrorCollector {
- public:
-  explicit CollectErrors(std::string source) : source_(std::move(source)) {}
-  void AddError(int line, int column, const std::string& message) override {
-    if (!first_.empty()) return;
-    // Errors found after parsing (a missing required field) have no position.
-    first_ = line < 0 ? source_ + ": " + message
-                      : source_ + ":" + std::to_string(line + 1) + ":" +
-                            std::to_string(column + 1) + ": " + message;
-  }
-  const std::string& first() const { return first_; }
-
- private:
-  std::string source_;
-  std::string first_;
-};
 
 std::string SlotName(const SlotOptions& s) {
   return "slot " + std::to_string(s.id) + (s.name.empty() ? "" : " (" + s.name + ")");
@@ -82,13 +61,7 @@ Status ValidateTableOptions(const TableOptions& o) {
 
 Status ParseTableConfig(const std::string& text, const std::string& source, TableOptions* out) {
   proto::TableConfig config;
-  google::protobuf::TextFormat::Parser parser;
-  CollectErrors errors(source);
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &config)) {
-    return Status::InvalidArgument(errors.first().empty() ? source + ": unparsable table config"
-                                                          : errors.first());
-  }
+  PEPNET_RETURN_IF_ERROR(ParseTextProto(text, source, &config));
   TableOptions o;
   o.slot_bits = config.slot_bits();
   o.partition_bits = config.partition_bits();
@@ -113,11 +86,9 @@ Status ParseTableConfig(const std::string& text, const std::string& source, Tabl
 }
 
 Status LoadTableConfigFile(const std::string& path, TableOptions* out) {
-  std::ifstream in(path);
-  if (!in) return Status::NotFound("cannot open table config " + path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return ParseTableConfig(buf.str(), path, out);
+  std::string text;
+  PEPNET_RETURN_IF_ERROR(ReadFileToString(path, "table config", &text));
+  return ParseTableConfig(text, path, out);
 }
 
 }  // namespace pepnet
