@@ -1,0 +1,137 @@
+// PEPNet forward and backward (arXiv 2302.01115, section 2) over one batch, batch-major
+// with Eigen. Templated on the scalar: float for training, double for gradient checks.
+//
+//   E      = concat of the pooled embeddings of the non-domain slots
+//   EPNet: delta_ep = GateNU_ep([E(domain slots) | sg(E)]); O_ep = delta_ep * E
+//   PPNet: prior = [E(user) | E(item) | E(author) | sg(O_ep)]
+//          per task t, layer l: delta = GateNU_pp[t][l](prior) (the layer input's width);
+//          h_{l+1} = relu(W_l (delta * h_l) + b_l), h_0 = O_ep; the 1-unit head's input
+//          is gated too and gives the logit.
+//   GateNU(x) = gamma * sigmoid(W2 relu(W1 x + b1) + b2)
+//   loss = sum over tasks of the mean BCE over that task's labelled samples.
+// sg = stop-gradient: no gradient flows back through those gate inputs.
+//
+// Not thread-safe: a model object holds the activations of its last Forward.
+#ifndef PEPNET_WORKER_PEPNET_MODEL_H_
+#define PEPNET_WORKER_PEPNET_MODEL_H_
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace pepnet {
+
+template <typename T>
+using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using RowVector = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+
+// What the model needs to know of the feature config.
+struct ModelShape {
+  enum Role { kGeneral, kDomain, kUser, kItem, kAuthor };
+  std::vector<int> slot_dims;
+  std::vector<Role> slot_roles;
+  int num_tasks = 1;
+  std::vector<int> tower;  // hidden widths
+  int gate_hidden = 0;     // 0 = the gate's output width
+  double gamma = 2.0;
+  bool epnet_gate_sees_e = true;
+  bool disable_gates = false;  // ablation: O_ep = E, towers ungated
+};
+
+template <typename T>
+struct Linear {
+  Matrix<T> weight;  // [out, in]; y = x * weight^T + bias
+  RowVector<T> bias;
+};
+
+template <typename T>
+struct GateNUParams {
+  Linear<T> fc1, fc2;
+};
+
+// Every dense parameter of the model. Also used for their gradients.
+template <typename T>
+struct PepNetParams {
+  GateNUParams<T> ep_gate;
+  std::vector<std::vector<GateNUParams<T>>> pp_gates;  // [task][layer], layer L = head
+  std::vector<std::vector<Linear<T>>> towers;          // [task][layer]
+  std::vector<Linear<T>> heads;                        // [task], out = 1
+
+  // Visits every parameter tensor with a stable name (the oracle's naming).
+  void ForEach(const std::function<void(const std::string&, Matrix<T>*)>& on_matrix,
+               const std::function<void(const std::string&, RowVector<T>*)>& on_vector);
+};
+
+template <typename T>
+class PepNet {
+ public:
+  explicit PepNet(const ModelShape& shape);
+
+  const ModelShape& shape() const { return shape_; }
+  int e_width() const { return e_width_; }
+
+  // Parameters shaped for this model, drawn uniform in +-1/sqrt(fan_in) from `rng`.
+  PepNetParams<T> InitParams(std::mt19937_64* rng) const;
+  // Zero tensors of the same shapes (for gradients).
+  PepNetParams<T> ZeroParams() const;
+
+  // slot_emb[s] is [batch, dim_s], the pooled embeddings of slot s. labels and mask are
+  // [batch, num_tasks]. Returns the loss; logits() holds [batch, num_tasks].
+  // `frozen`, if given, replaces the stop-gradient copies of E and O_ep (for checks
+  // that perturb inputs while holding those fixed).
+  T Forward(const PepNetParams<T>& params, const std::vector<Matrix<T>>& slot_emb,
+            const Matrix<T>& labels, const Matrix<T>& mask,
+            const std::pair<const Matrix<T>*, const Matrix<T>*>& frozen = {nullptr, nullptr});
+
+  // Gradients of the last Forward's loss: dense ones into *grads (overwritten),
+  // per-slot embedding ones into *slot_grads.
+  void Backward(const PepNetParams<T>& params, PepNetParams<T>* grads,
+                std::vector<Matrix<T>>* slot_grads);
+
+  const Matrix<T>& logits() const { return logits_; }
+  const Matrix<T>& E() const { return e_; }
+  const Matrix<T>& O() const { return o_; }
+  const Matrix<T>& gate_ep() const { return gate_ep_; }
+  const Matrix<T>& prior() const { return prior_; }
+  const Matrix<T>& gate_pp(int t, int l) const { return tasks_[t].layers[l].gate; }
+  // Input of layer l of task t (h_l; h_0 = O_ep).
+  const Matrix<T>& h(int t, int l) const { return tasks_[t].layers[l].input; }
+  const std::vector<T>& loss_per_task() const { return loss_per_task_; }
+
+ private:
+  struct GateCache {
+    Matrix<T> a1, r, s;  // pre-activation, relu output, sigmoid output
+  };
+  struct LayerCache {
+    Matrix<T> input, gate, gated, z;  // h_l, delta, delta*h_l, pre-activation
+    GateCache gate_cache;
+  };
+  struct TaskCache {
+    std::vector<LayerCache> layers;  // tower layers, then the head
+  };
+
+  Matrix<T> GateForward(const GateNUParams<T>& g, const Matrix<T>& x, GateCache* cache) const;
+  // Accumulates parameter gradients into *dg and returns d x.
+  Matrix<T> GateBackward(const GateNUParams<T>& g, const Matrix<T>& x, const GateCache& cache,
+                         const Matrix<T>& d_out, GateNUParams<T>* dg) const;
+
+  ModelShape shape_;
+  int e_width_ = 0, domain_width_ = 0, prior_width_ = 0;
+
+  // Activations of the last Forward.
+  Matrix<T> e_, domain_, ep_in_, gate_ep_, o_, prior_, logits_, dlogits_;
+  GateCache ep_cache_;
+  std::vector<TaskCache> tasks_;
+  std::vector<T> loss_per_task_;
+};
+
+extern template class PepNet<float>;
+extern template class PepNet<double>;
+
+}  // namespace pepnet
+
+#endif  // PEPNET_WORKER_PEPNET_MODEL_H_
