@@ -68,36 +68,44 @@ class PepNetOracleTest : public ::testing::Test {
     return t;
   }
 
-  // The README's tolerance, tightened a hundredfold: both sides are double here.
-  void ExpectMatches(const M& got, const std::string& name) {
+  // The README's tolerance |a - b| <= tol * (|b| + 0.01 max|b|): 1e-4 for the float32
+  // engine, a hundred times tighter in double.
+  template <typename T>
+  void ExpectMatches(const Matrix<T>& got_t, const std::string& name) {
+    const M got = got_t.template cast<double>();
+    const double tol = sizeof(T) == sizeof(double) ? 1e-6 : 1e-4;
     const M want = AsMatrix(Load(name));
     ASSERT_EQ(got.rows(), want.rows()) << name;
     ASSERT_EQ(got.cols(), want.cols()) << name;
     const double scale = want.cwiseAbs().maxCoeff();
     for (int i = 0; i < want.size(); ++i) {
       const double b = want.data()[i];
-      ASSERT_LE(std::abs(got.data()[i] - b), 1e-6 * (std::abs(b) + 0.01 * scale))
+      ASSERT_LE(std::abs(got.data()[i] - b), tol * (std::abs(b) + 0.01 * scale))
           << name << "[" << i << "]";
     }
   }
 
-  void RunCase(const std::string& variant, const M& mask) {
-    PepNet<double> net(shape_);
-    PepNetParams<double> params = net.ZeroParams();
-    params.ForEach([&](const std::string& n, M* m) { *m = AsMatrix(Load("weights/" + n)); },
-                   [&](const std::string& n, RowVector<double>* v) {
-                     *v = AsMatrix(Load("weights/" + n)).row(0);
-                   });
-    std::vector<M> tables, emb;
+  template <typename T>
+  void RunCase(const std::string& variant, const M& mask_d) {
+    using MT = Matrix<T>;
+    PepNet<T> net(shape_);
+    PepNetParams<T> params = net.ZeroParams();
+    params.ForEach(
+        [&](const std::string& n, MT* m) { *m = AsMatrix(Load("weights/" + n)).cast<T>(); },
+        [&](const std::string& n, RowVector<T>* v) {
+          *v = AsMatrix(Load("weights/" + n)).row(0).cast<T>();
+        });
+    const MT labels = labels_.cast<T>(), mask = mask_d.cast<T>();
+    std::vector<MT> tables, emb;
     for (int s = 0; s < 6; ++s) {
-      tables.push_back(AsMatrix(Load("weights/emb." + std::to_string(s) + ".weight")));
-      M e(ids_.rows(), 4);
+      tables.push_back(AsMatrix(Load("weights/emb." + std::to_string(s) + ".weight")).cast<T>());
+      MT e(ids_.rows(), 4);
       for (int i = 0; i < ids_.rows(); ++i) e.row(i) = tables[s].row(static_cast<int>(ids_(i, s)));
       emb.push_back(e);
     }
-    const double loss = net.Forward(params, emb, labels_, mask);
+    const T loss = net.Forward(params, emb, labels, mask);
     const std::string f = "f64/" + variant + "forward/";
-    ExpectMatches(M::Constant(1, 1, loss), f + "loss");
+    ExpectMatches(MT(MT::Constant(1, 1, loss)), f + "loss");
     ExpectMatches(net.logits(), f + "logits");
     if (variant.empty()) {
       ExpectMatches(net.E(), f + "E");
@@ -112,24 +120,24 @@ class PepNetOracleTest : public ::testing::Test {
         }
       }
     }
-    PepNetParams<double> grads;
-    std::vector<M> slot_grads;
+    PepNetParams<T> grads;
+    std::vector<MT> slot_grads;
     net.Backward(params, &grads, &slot_grads);
     const std::string g = "f64/" + variant + "grads/";
     int checked = 0;
     grads.ForEach(
-        [&](const std::string& n, M* m) {
+        [&](const std::string& n, MT* m) {
           ExpectMatches(*m, g + n);
           ++checked;
         },
-        [&](const std::string& n, RowVector<double>* v) {
-          ExpectMatches(*v, g + n);
+        [&](const std::string& n, RowVector<T>* v) {
+          ExpectMatches(MT(*v), g + n);
           ++checked;
         });
     EXPECT_EQ(checked, 2 * 2 + 3 * (4 * 4 + 3 * 2 + 2));
     // Embedding gradients: per-sample rows summed into the rows of their IDs.
     for (int s = 0; s < 6; ++s) {
-      M dense = M::Zero(tables[s].rows(), 4);
+      MT dense = MT::Zero(tables[s].rows(), 4);
       for (int i = 0; i < ids_.rows(); ++i)
         dense.row(static_cast<int>(ids_(i, s))) += slot_grads[s].row(i);
       ExpectMatches(dense, g + "emb." + std::to_string(s) + ".weight");
@@ -142,11 +150,17 @@ class PepNetOracleTest : public ::testing::Test {
 };
 
 TEST_F(PepNetOracleTest, MatchesPyTorchForwardAndGradients) {
-  RunCase("", M::Ones(labels_.rows(), labels_.cols()));
+  RunCase<double>("", M::Ones(labels_.rows(), labels_.cols()));
 }
 
 TEST_F(PepNetOracleTest, MatchesPyTorchWithMaskedLabels) {
-  RunCase("masked/", AsMatrix(Load("batch/mask_masked_case")));
+  RunCase<double>("masked/", AsMatrix(Load("batch/mask_masked_case")));
+}
+
+// The float32 engine used for training, within the oracle README's tolerance.
+TEST_F(PepNetOracleTest, Float32MatchesWithinTolerance) {
+  RunCase<float>("", M::Ones(labels_.rows(), labels_.cols()));
+  RunCase<float>("masked/", AsMatrix(Load("batch/mask_masked_case")));
 }
 
 }  // namespace
