@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "worker/adam.h"
 #include "worker/pepnet_model.h"
 
 namespace pepnet {
@@ -135,6 +136,29 @@ class PepNetOracleTest : public ::testing::Test {
           ++checked;
         });
     EXPECT_EQ(checked, 2 * 2 + 3 * (4 * 4 + 3 * 2 + 2));
+    if (variant.empty()) {
+      // One Adam step on the dense parameters. Its deltas (about lr = 5e-6) are compared,
+      // not just the new values, so a missing or wrong step cannot hide in the tolerance.
+      const PepNetParams<T> before = params;
+      Adam<T> adam(AdamOptions(), params);
+      adam.Step(&params, &grads);
+      std::vector<std::pair<std::string, MT>> deltas;
+      PepNetParams<T> b = before;
+      std::vector<MT> before_list;
+      b.ForEach([&](const std::string&, MT* m) { before_list.push_back(*m); },
+                [&](const std::string&, RowVector<T>* v) { before_list.push_back(MT(*v)); });
+      size_t k = 0;
+      auto check = [&](const std::string& n, const MT& after) {
+        const M want =
+            AsMatrix(Load("f64/after_step1/" + n)) - before_list[k].template cast<double>();
+        const M got = (after - before_list[k]).template cast<double>();
+        ++k;
+        const double tol = sizeof(T) == sizeof(double) ? 1e-6 : 2e-2;
+        ASSERT_LE((got - want).cwiseAbs().maxCoeff(), tol * want.cwiseAbs().maxCoeff() + 1e-15) << n;
+      };
+      params.ForEach([&](const std::string& n, MT* m) { check(n, *m); },
+                     [&](const std::string& n, RowVector<T>* v) { check(n, MT(*v)); });
+    }
     // Embedding gradients: per-sample rows summed into the rows of their IDs.
     for (int s = 0; s < 6; ++s) {
       MT dense = MT::Zero(tables[s].rows(), 4);
