@@ -1,0 +1,146 @@
+#include "worker/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <unordered_map>
+
+namespace pepnet {
+
+double Auc(std::vector<Prediction> p) {
+  std::sort(p.begin(), p.end(),
+            [](const Prediction& a, const Prediction& b) { return a.score < b.score; });
+  double positives = 0, negatives = 0, rank_sum = 0;
+  for (size_t i = 0; i < p.size();) {
+    size_t j = i;
+    while (j < p.size() && p[j].score == p[i].score) ++j;
+    const double mid_rank = (i + 1 + j) / 2.0;  // average 1-based rank of the tie group
+    for (size_t k = i; k < j; ++k) {
+      if (p[k].label > 0) {
+        positives += 1;
+        rank_sum += mid_rank;
+      } else {
+        negatives += 1;
+      }
+    }
+    i = j;
+  }
+  if (positives == 0 || negatives == 0) return std::numeric_limits<double>::quiet_NaN();
+  return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives);
+}
+
+double Gauc(const std::vector<Prediction>& p) {
+  std::unordered_map<uint64_t, std::vector<Prediction>> by_user;
+  for (const Prediction& x : p) by_user[x.user].push_back(x);
+  double weighted = 0, weight = 0;
+  for (auto& [user, preds] : by_user) {
+    const double auc = Auc(preds);
+    if (std::isnan(auc)) continue;
+    weighted += auc * preds.size();
+    weight += preds.size();
+  }
+  return weight > 0 ? weighted / weight : std::numeric_limits<double>::quiet_NaN();
+}
+
+MetricSummary Summarize(const std::vector<Prediction>& p) {
+  MetricSummary s;
+  s.samples = p.size();
+  if (p.empty()) {
+    s.auc = s.gauc = s.logloss = s.positive_rate = s.mean_score =
+        std::numeric_limits<double>::quiet_NaN();
+    return s;
+  }
+  double loss = 0, positives = 0, scores = 0;
+  for (const Prediction& x : p) {
+    const double q = std::min(std::max(double(x.score), 1e-7), 1 - 1e-7);
+    loss -= x.label > 0 ? std::log(q) : std::log(1 - q);
+    positives += x.label > 0;
+    scores += x.score;
+  }
+  s.logloss = loss / p.size();
+  s.positive_rate = positives / p.size();
+  s.mean_score = scores / p.size();
+  s.auc = Auc(p);
+  s.gauc = Gauc(p);
+  return s;
+}
+
+PassMetrics::PassMetrics(std::vector<std::string> task_names, uint32_t num_domains)
+    : task_names_(std::move(task_names)), num_domains_(num_domains) {
+  Clear();
+}
+
+void PassMetrics::Clear() {
+  by_task_domain_.assign(task_names_.size(), std::vector<std::vector<Prediction>>(num_domains_));
+}
+
+void PassMetrics::Add(int task, uint32_t domain, const Prediction& p) {
+  by_task_domain_[task][domain].push_back(p);
+}
+
+void PassMetrics::Merge(const PassMetrics& other) {
+  for (size_t t = 0; t < by_task_domain_.size(); ++t) {
+    for (uint32_t d = 0; d < num_domains_; ++d) {
+      const auto& src = other.by_task_domain_[t][d];
+      by_task_domain_[t][d].insert(by_task_domain_[t][d].end(), src.begin(), src.end());
+    }
+  }
+}
+
+MetricSummary PassMetrics::Task(int task) const {
+  std::vector<Prediction> all;
+  for (const auto& d : by_task_domain_[task]) all.insert(all.end(), d.begin(), d.end());
+  return Summarize(all);
+}
+
+MetricSummary PassMetrics::TaskDomain(int task, uint32_t domain) const {
+  return Summarize(by_task_domain_[task][domain]);
+}
+
+namespace {
+
+std::string Num(double v) {
+  if (std::isnan(v)) return "null";
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.6g", v);
+  return buf;
+}
+
+std::string SummaryJson(const MetricSummary& s) {
+  return "\"samples\":" + std::to_string(s.samples) + ",\"auc\":" + Num(s.auc) +
+         ",\"gauc\":" + Num(s.gauc) + ",\"logloss\":" + Num(s.logloss) +
+         ",\"positive_rate\":" + Num(s.positive_rate) + ",\"mean_score\":" + Num(s.mean_score);
+}
+
+}  // namespace
+
+std::string PassMetrics::ToJson(int64_t pass) const {
+  std::string out = "{\"pass\":" + std::to_string(pass) + ",\"tasks\":{";
+  for (size_t t = 0; t < task_names_.size(); ++t) {
+    if (t) out += ",";
+    out += "\"" + task_names_[t] + "\":{" + SummaryJson(Task(t)) + ",\"domains\":[";
+    for (uint32_t d = 0; d < num_domains_; ++d) {
+      if (d) out += ",";
+      out += "{\"domain\":" + std::to_string(d) + "," + SummaryJson(TaskDomain(t, d)) + "}";
+    }
+    out += "]}";
+  }
+  return out + "}}";
+}
+
+std::string PassMetrics::ToText(int64_t pass) const {
+  std::string out;
+  char buf[200];
+  for (size_t t = 0; t < task_names_.size(); ++t) {
+    const MetricSummary s = Task(t);
+    snprintf(buf, sizeof(buf),
+             "pass %lld task %-12s samples %-9llu auc %.4f gauc %.4f logloss %.4f pos %.4f\n",
+             static_cast<long long>(pass), task_names_[t].c_str(),
+             static_cast<unsigned long long>(s.samples), s.auc, s.gauc, s.logloss, s.positive_rate);
+    out += buf;
+  }
+  return out;
+}
+
+}  // namespace pepnet

@@ -1,0 +1,61 @@
+// Evaluation metrics of a pass: AUC, GAUC grouped by user, logloss and positive rate, per
+// task and per (task, domain). Fed with progressive-validation predictions (each batch
+// scored before it is trained on). Predictions from several workers are merged by
+// concatenation, so the AUC is over the union, not an average of AUCs.
+//
+// Not thread-safe.
+#ifndef PEPNET_WORKER_METRICS_H_
+#define PEPNET_WORKER_METRICS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pepnet {
+
+struct Prediction {
+  float score;  // predicted probability
+  float label;  // 0 or 1
+  uint64_t user;
+};
+
+// AUC with tied scores counted as half; NaN when only one class is present.
+double Auc(std::vector<Prediction> predictions);
+
+// Mean of per-user AUCs weighted by the user's sample count, over users having both
+// classes; NaN when no user has.
+double Gauc(const std::vector<Prediction>& predictions);
+
+struct MetricSummary {
+  uint64_t samples = 0;
+  double auc = 0, gauc = 0, logloss = 0, positive_rate = 0, mean_score = 0;
+};
+
+MetricSummary Summarize(const std::vector<Prediction>& predictions);
+
+class PassMetrics {
+ public:
+  PassMetrics(std::vector<std::string> task_names, uint32_t num_domains);
+
+  void Add(int task, uint32_t domain, const Prediction& p);
+  // Appends another worker's predictions.
+  void Merge(const PassMetrics& other);
+  void Clear();
+
+  MetricSummary Task(int task) const;
+  MetricSummary TaskDomain(int task, uint32_t domain) const;
+
+  // One line of JSON: {"pass": P, "tasks": {"name": {...,"domains": [...]}}}.
+  std::string ToJson(int64_t pass) const;
+  // A short table for people.
+  std::string ToText(int64_t pass) const;
+
+ private:
+  std::vector<std::string> task_names_;
+  uint32_t num_domains_;
+  std::vector<std::vector<std::vector<Prediction>>> by_task_domain_;  // [task][domain]
+};
+
+}  // namespace pepnet
+
+#endif  // PEPNET_WORKER_METRICS_H_
