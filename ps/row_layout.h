@@ -44,7 +44,7 @@ inline float FeatureScore(const RowMeta& meta, const ScoreCoefficients& c = {}) 
 
 struct AdagradParams {
   float learning_rate = 0.05f;
-  float initial_accumulator = 0.1f;
+  float initial_accumulator = 0.0f;
   float epsilon = 1e-8f;
   float weight_bound = 10.0f;
   float init_range = 0.01f;
