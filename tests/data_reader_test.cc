@@ -147,22 +147,16 @@ TEST_F(DataReaderTest, FileLevelErrorsAreClear) {
 
 // The real samples shipped beside the project, read with the shipped configs.
 TEST(RealSamplesTest, ByteRecAndKuaiRandReadCleanly) {
-  const char* src = getenv("PEPNET_SOURCE_DIR");
-  ASSERT_NE(src, nullptr) << "run through ctest";
-  const std::string shared = std::string(src) + "/../shared/data";
-  struct Case {
-    const char* config;
-    const char* file;
-  } cases[] = {{"byterec", "byterec_sample/byterec_sample.txt"},
-               {"kuairand", "kuairand_sample/kuairand_sample.csv"}};
-  for (const Case& c : cases) {
+  const std::string src = testing::SourceDir();
+  ASSERT_FALSE(src.empty()) << "run through ctest";
+  const std::string shared = src + "/../shared/data";
+  for (const testing::RealSample& c : testing::RealSamples()) {
     const std::string file = shared + "/" + c.file;
     if (testing::ReadFile(file).empty()) {
       GTEST_SKIP() << file << " is absent; the real-sample check needs the shared data";
     }
     proto::ModelConfig config;
-    ASSERT_TRUE(
-        LoadModelConfigFile(std::string(src) + "/configs/" + c.config + ".pbtxt", &config).ok());
+    ASSERT_TRUE(LoadModelConfigFile(src + "/configs/" + c.config + ".pbtxt", &config).ok());
     DataReader reader(&config, {file});
     Batch b;
     bool done = false;

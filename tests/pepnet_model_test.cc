@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <random>
 
 namespace pepnet {
@@ -41,31 +42,45 @@ Problem MakeProblem(const ModelShape& shape, int batch, std::mt19937_64* rng) {
   return p;
 }
 
-// Largest |analytic - numeric| / (|numeric| + 1e-6) over every dense parameter and every
-// embedding input, with the stop-gradient copies held fixed as autograd would.
-void CheckGradients(const ModelShape& shape) {
-  std::mt19937_64 rng(42);
-  PepNet<double> net(shape);
-  PepNetParams<double> params = net.InitParams(&rng);
-  Problem p = MakeProblem(shape, 6, &rng);
-  net.Forward(params, p.emb, p.labels, p.mask);
-  PepNetParams<double> grads;
+// (f(x + h) - f(x - h)) / 2h, leaving *x as it was.
+double CentralDifference(const std::function<double()>& f, double* x) {
+  const double h = 1e-6, saved = *x;
+  *x = saved + h;
+  const double up = f();
+  *x = saved - h;
+  const double down = f();
+  *x = saved;
+  return (up - down) / (2 * h);
+}
+
+// A model with random parameters and inputs, after one Forward and Backward.
+struct Analytic {
+  Analytic(const ModelShape& shape, uint64_t seed) : net(shape) {
+    std::mt19937_64 rng(seed);
+    params = net.InitParams(&rng);
+    p = MakeProblem(shape, 6, &rng);
+    net.Forward(params, p.emb, p.labels, p.mask);
+    net.Backward(params, &grads, &slot_grads);
+  }
+  PepNet<double> net;
+  PepNetParams<double> params, grads;
+  Problem p;
   std::vector<M> slot_grads;
-  net.Backward(params, &grads, &slot_grads);
-  const M e_frozen = net.E(), o_frozen = net.O();
+};
+
+// Every dense parameter's and every embedding input's gradient against central
+// differences, with the stop-gradient copies held fixed as autograd would.
+void CheckGradients(const ModelShape& shape) {
+  Analytic a(shape, 42);
+  PepNetParams<double>& params = a.params;
+  PepNetParams<double>& grads = a.grads;
+  Problem& p = a.p;
+  const std::vector<M>& slot_grads = a.slot_grads;
+  const M e_frozen = a.net.E(), o_frozen = a.net.O();
   const std::pair<const M*, const M*> frozen{&e_frozen, &o_frozen};
   PepNet<double> probe(shape);
   auto loss = [&]() { return probe.Forward(params, p.emb, p.labels, p.mask, frozen); };
-  const double h = 1e-6;
-  auto numeric = [&](double* x) {
-    const double saved = *x;
-    *x = saved + h;
-    const double up = loss();
-    *x = saved - h;
-    const double down = loss();
-    *x = saved;
-    return (up - down) / (2 * h);
-  };
+  auto numeric = [&](double* x) { return CentralDifference(loss, x); };
   auto expect_close = [&](double analytic, double fd, const std::string& what) {
     EXPECT_NEAR(analytic, fd, 1e-6 + 1e-5 * std::abs(fd)) << what;
   };
@@ -124,26 +139,14 @@ TEST(PepNetGradientTest, CustomGateWidthAndGamma) {
 // the analytic gradient must leave exactly those paths out.
 TEST(PepNetGradientTest, StopGradientCutsTheGateInputs) {
   const ModelShape shape = TinyShape();
-  std::mt19937_64 rng(7);
-  PepNet<double> net(shape);
-  PepNetParams<double> params = net.InitParams(&rng);
-  Problem p = MakeProblem(shape, 6, &rng);
-  net.Forward(params, p.emb, p.labels, p.mask);
-  PepNetParams<double> grads;
-  std::vector<M> slot_grads;
-  net.Backward(params, &grads, &slot_grads);
+  Analytic a(shape, 7);
   PepNet<double> probe(shape);
+  auto loss = [&]() { return probe.Forward(a.params, a.p.emb, a.p.labels, a.p.mask); };
   double max_gap = 0;
   const int general = 4;  // a slot in E only: its gradient paths are the tower and the gates
-  for (int i = 0; i < p.emb[general].size(); ++i) {
-    double* x = p.emb[general].data() + i;
-    const double saved = *x;
-    *x = saved + 1e-6;
-    const double up = probe.Forward(params, p.emb, p.labels, p.mask);
-    *x = saved - 1e-6;
-    const double down = probe.Forward(params, p.emb, p.labels, p.mask);
-    *x = saved;
-    max_gap = std::max(max_gap, std::abs((up - down) / 2e-6 - slot_grads[general].data()[i]));
+  for (int i = 0; i < a.p.emb[general].size(); ++i) {
+    const double fd = CentralDifference(loss, a.p.emb[general].data() + i);
+    max_gap = std::max(max_gap, std::abs(fd - a.slot_grads[general].data()[i]));
   }
   EXPECT_GT(max_gap, 1e-5) << "the unfrozen derivative should differ: the gates see E";
 }

@@ -154,7 +154,8 @@ class PepNetOracleTest : public ::testing::Test {
         const M got = (after - before_list[k]).template cast<double>();
         ++k;
         const double tol = sizeof(T) == sizeof(double) ? 1e-6 : 2e-2;
-        ASSERT_LE((got - want).cwiseAbs().maxCoeff(), tol * want.cwiseAbs().maxCoeff() + 1e-15) << n;
+        ASSERT_LE((got - want).cwiseAbs().maxCoeff(), tol * want.cwiseAbs().maxCoeff() + 1e-15)
+            << n;
       };
       params.ForEach([&](const std::string& n, MT* m) { check(n, *m); },
                      [&](const std::string& n, RowVector<T>* v) { check(n, MT(*v)); });

@@ -20,6 +20,24 @@
 namespace pepnet {
 namespace testing {
 
+// The real data samples shipped beside the project, with the config that reads each.
+struct RealSample {
+  const char* config;  // configs/<config>.pbtxt
+  const char* file;    // under ../shared/data/
+};
+inline const std::vector<RealSample>& RealSamples() {
+  static const std::vector<RealSample> samples = {
+      {"byterec", "byterec_sample/byterec_sample.txt"},
+      {"kuairand", "kuairand_sample/kuairand_sample.csv"}};
+  return samples;
+}
+
+// The source tree (ctest sets PEPNET_SOURCE_DIR); empty outside ctest.
+inline std::string SourceDir() {
+  const char* src = getenv("PEPNET_SOURCE_DIR");
+  return src ? src : "";
+}
+
 // Key number `id` of `slot`, with the default slot_bits of 10.
 inline uint64_t TestKey(uint32_t slot, uint64_t id) { return MakeFeatureKey(slot, Mix64(id), 10); }
 

@@ -76,19 +76,14 @@ TEST(TrainerTest, LearnsPlantedSignalOnEveryTask) {
 // A pass over each real sample shipped beside the project trains without error and
 // yields finite metrics.
 TEST(TrainerTest, TrainsAPassOnTheRealSamples) {
-  const char* src = getenv("PEPNET_SOURCE_DIR");
-  ASSERT_NE(src, nullptr) << "run through ctest";
-  struct Case {
-    const char* config;
-    const char* file;
-  } cases[] = {{"byterec", "byterec_sample/byterec_sample.txt"},
-               {"kuairand", "kuairand_sample/kuairand_sample.csv"}};
-  for (const Case& c : cases) {
-    const std::string file = std::string(src) + "/../shared/data/" + c.file;
+  const std::string src = testing::SourceDir();
+  ASSERT_FALSE(src.empty()) << "run through ctest";
+  const std::string shared = src + "/../shared/data";
+  for (const testing::RealSample& c : testing::RealSamples()) {
+    const std::string file = shared + "/" + c.file;
     if (testing::ReadFile(file).empty()) GTEST_SKIP() << file << " is absent";
     proto::ModelConfig config;
-    ASSERT_TRUE(
-        LoadModelConfigFile(std::string(src) + "/configs/" + c.config + ".pbtxt", &config).ok());
+    ASSERT_TRUE(LoadModelConfigFile(src + "/configs/" + c.config + ".pbtxt", &config).ok());
     std::unique_ptr<EmbeddingStore> store;
     ASSERT_TRUE(MakeLocalStore(config, 1, &store).ok());
     Trainer trainer(config, store.get(), 1);
