@@ -2,6 +2,8 @@
 
 #include <set>
 
+#include <google/protobuf/text_format.h>
+
 #include "common/text_proto.h"
 #include "proto/table_config.pb.h"
 
@@ -83,6 +85,28 @@ Status ParseTableConfig(const std::string& text, const std::string& source, Tabl
   if (!st.ok()) return st.WithContext(source);
   *out = std::move(o);
   return Status::OK();
+}
+
+std::string FormatTableConfig(const TableOptions& o) {
+  proto::TableConfig config;
+  config.set_slot_bits(o.slot_bits);
+  config.set_partition_bits(o.partition_bits);
+  config.set_seed(o.seed);
+  for (const SlotOptions& s : o.slots) {
+    proto::SlotConfig* sc = config.add_slot();
+    sc->set_id(s.id);
+    sc->set_dim(s.dim);
+    if (!s.name.empty()) sc->set_name(s.name);
+    sc->set_accumulator(s.adagrad.per_dim ? proto::PER_DIM : proto::PER_ROW);
+    sc->set_learning_rate(s.adagrad.learning_rate);
+    sc->set_initial_accumulator(s.adagrad.initial_accumulator);
+    sc->set_epsilon(s.adagrad.epsilon);
+    sc->set_weight_bound(s.adagrad.weight_bound);
+    sc->set_init_range(s.adagrad.init_range);
+  }
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(config, &text);
+  return text;
 }
 
 Status LoadTableConfigFile(const std::string& path, TableOptions* out) {

@@ -37,6 +37,9 @@ constexpr uint32_t kMaxSlotDim = 4096;
 Status ParseTableConfig(const std::string& text, const std::string& source, TableOptions* out);
 Status LoadTableConfigFile(const std::string& path, TableOptions* out);
 
+// The text form of `options`, which ParseTableConfig reads back to the same options.
+std::string FormatTableConfig(const TableOptions& options);
+
 // Checks ranges and consistency; ParseTableConfig calls it.
 Status ValidateTableOptions(const TableOptions& options);
 

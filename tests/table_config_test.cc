@@ -46,6 +46,26 @@ TEST(TableConfigTest, ErrorsNameTheProblem) {
   ExpectError("", "no slot");
 }
 
+TEST(TableConfigTest, FormatRoundTrips) {
+  TableOptions o;
+  ASSERT_TRUE(ParseTableConfig("slot { id: 3 dim: 8 accumulator: PER_DIM learning_rate: 0.2 "
+                               "name: \"x\" } slot { id: 9 dim: 2 init_range: 0.5 } seed: 4 "
+                               "partition_bits: 2",
+                               "t", &o)
+                  .ok());
+  TableOptions back;
+  Status st = ParseTableConfig(FormatTableConfig(o), "formatted", &back);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(FormatTableConfig(back), FormatTableConfig(o));
+  EXPECT_EQ(back.seed, 4u);
+  EXPECT_EQ(back.partition_bits, 2u);
+  ASSERT_EQ(back.slots.size(), 2u);
+  EXPECT_TRUE(back.slots[0].adagrad.per_dim);
+  EXPECT_FLOAT_EQ(back.slots[0].adagrad.learning_rate, 0.2f);
+  EXPECT_EQ(back.slots[0].name, "x");
+  EXPECT_FLOAT_EQ(back.slots[1].adagrad.init_range, 0.5f);
+}
+
 TEST(TableConfigTest, MissingFileIsNotFound) {
   TableOptions o;
   Status st = LoadTableConfigFile("/nonexistent/table.pbtxt", &o);

@@ -60,8 +60,7 @@ ModelShape::Role RoleOf(proto::SlotRole r) {
 
 }  // namespace
 
-Status MakeLocalStore(const proto::ModelConfig& config, uint64_t seed,
-                      std::unique_ptr<EmbeddingStore>* store) {
+TableOptions TableOptionsFor(const proto::ModelConfig& config, uint64_t seed) {
   TableOptions o;
   o.slot_bits = config.slot_bits();
   o.seed = seed;
@@ -75,8 +74,13 @@ Status MakeLocalStore(const proto::ModelConfig& config, uint64_t seed,
     so.adagrad.per_dim = s.has_accumulator() && s.accumulator() == proto::PER_DIM;
     o.slots.push_back(so);
   }
+  return o;
+}
+
+Status MakeLocalStore(const proto::ModelConfig& config, uint64_t seed,
+                      std::unique_ptr<EmbeddingStore>* store) {
   std::unique_ptr<EmbeddingTable> table;
-  PEPNET_RETURN_IF_ERROR(EmbeddingTable::Create(o, &table));
+  PEPNET_RETURN_IF_ERROR(EmbeddingTable::Create(TableOptionsFor(config, seed), &table));
   store->reset(new LocalStore(std::move(table)));
   return Status::OK();
 }

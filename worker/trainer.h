@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "ps/table_config.h"
 #include "worker/adam.h"
 #include "worker/data_reader.h"
 #include "worker/metrics.h"
@@ -35,6 +36,10 @@ class EmbeddingStore {
   virtual Status Push(const std::vector<uint64_t>& keys, const std::vector<float>& grads,
                       const std::vector<float>& shows, const std::vector<float>& clicks) = 0;
 };
+
+// The embedding table a model config needs (its slots, dims and AdaGrad settings); shard
+// servers for the model run with FormatTableConfig of it.
+TableOptions TableOptionsFor(const proto::ModelConfig& config, uint64_t seed);
 
 // An in-process table built from the model config's slots (for --local).
 Status MakeLocalStore(const proto::ModelConfig& config, uint64_t seed,
