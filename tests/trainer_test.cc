@@ -48,6 +48,22 @@ void WritePlantedData(const std::string& path, int rows, uint64_t seed) {
   testing::WriteFile(path, text);
 }
 
+// Streams `file` through the trainer `passes` times; `metrics` ends with the last pass.
+Status TrainPasses(const proto::ModelConfig& config, const std::string& file, int passes,
+                   Trainer* trainer, PassMetrics* metrics) {
+  for (int pass = 0; pass < passes; ++pass) {
+    metrics->Clear();
+    DataReader reader(&config, {file});
+    Batch batch;
+    bool done = false;
+    while (!done) {
+      PEPNET_RETURN_IF_ERROR(reader.Next(config.batch_size(), &batch, &done));
+      PEPNET_RETURN_IF_ERROR(trainer->TrainBatch(batch, metrics));
+    }
+  }
+  return Status::OK();
+}
+
 TEST(TrainerTest, LearnsPlantedSignalOnEveryTask) {
   testing::TempDir dir;
   const std::string data = dir.File("train.csv");
@@ -58,16 +74,8 @@ TEST(TrainerTest, LearnsPlantedSignalOnEveryTask) {
   ASSERT_TRUE(MakeLocalStore(config, 1, &store).ok());
   Trainer trainer(config, store.get(), 1);
   PassMetrics metrics({"click", "like"}, 2);
-  for (int pass = 0; pass < 3; ++pass) {
-    metrics.Clear();
-    DataReader reader(&config, {data});
-    Batch batch;
-    bool done = false;
-    while (!done) {
-      ASSERT_TRUE(reader.Next(config.batch_size(), &batch, &done).ok());
-      ASSERT_TRUE(trainer.TrainBatch(batch, &metrics).ok());
-    }
-  }
+  Status st = TrainPasses(config, data, 3, &trainer, &metrics);
+  ASSERT_TRUE(st.ok()) << st.ToString();
   // Progressive validation AUC of the last pass.
   EXPECT_GT(metrics.Task(0).auc, 0.6) << metrics.ToText(2);
   EXPECT_GT(metrics.Task(1).auc, 0.6) << metrics.ToText(2);
@@ -98,16 +106,8 @@ TEST(TrainerTest, ShardServersAndLocalTableTrainIdentically) {
   for (int k = 0; k < 2; ++k) {
     Trainer trainer(config, stores[k], 1);
     PassMetrics metrics({"click", "like"}, 2);
-    for (int pass = 0; pass < 2; ++pass) {
-      DataReader reader(&config, {data});
-      Batch batch;
-      bool done = false;
-      while (!done) {
-        ASSERT_TRUE(reader.Next(config.batch_size(), &batch, &done).ok());
-        st = trainer.TrainBatch(batch, &metrics);
-        ASSERT_TRUE(st.ok()) << st.ToString();
-      }
-    }
+    st = TrainPasses(config, data, 2, &trainer, &metrics);
+    ASSERT_TRUE(st.ok()) << st.ToString();
     json[k] = metrics.ToJson(1);
     const auto& w = trainer.params().heads[0].weight;
     head[k].assign(w.data(), w.data() + w.size());
@@ -133,13 +133,8 @@ TEST(TrainerTest, TrainsAPassOnTheRealSamples) {
     std::vector<std::string> tasks;
     for (const auto& t : config.task()) tasks.push_back(t.name());
     PassMetrics metrics(tasks, config.num_domains());
-    DataReader reader(&config, {file});
-    Batch batch;
-    bool done = false;
-    while (!done) {
-      ASSERT_TRUE(reader.Next(config.batch_size(), &batch, &done).ok());
-      ASSERT_TRUE(trainer.TrainBatch(batch, &metrics).ok()) << c.config;
-    }
+    Status st = TrainPasses(config, file, 1, &trainer, &metrics);
+    ASSERT_TRUE(st.ok()) << c.config << ": " << st.ToString();
     for (size_t t = 0; t < tasks.size(); ++t) {
       EXPECT_EQ(metrics.Task(t).samples, 200u) << c.config;
       EXPECT_TRUE(std::isfinite(metrics.Task(t).logloss)) << c.config;
