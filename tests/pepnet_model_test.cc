@@ -135,6 +135,126 @@ TEST(PepNetGradientTest, CustomGateWidthAndGamma) {
   CheckGradients(s);
 }
 
+TEST(PepNetGradientTest, SharedGatePerLayer) {
+  ModelShape s = TinyShape();
+  s.ppnet_shared_gate_per_layer = true;
+  CheckGradients(s);
+}
+
+TEST(PepNetGradientTest, GateOutputs) {
+  ModelShape s = TinyShape();
+  s.ppnet_gate_outputs = true;
+  CheckGradients(s);
+}
+
+TEST(PepNetGradientTest, SharedGateOnOutputs) {
+  ModelShape s = TinyShape();
+  s.ppnet_shared_gate_per_layer = true;
+  s.ppnet_gate_outputs = true;
+  s.gate_hidden = 4;
+  CheckGradients(s);
+}
+
+// gamma * sigmoid(fc2(relu(fc1(x)))), written out independently of the model code.
+M GateNU(const GateNUParams<double>& g, const M& x, double gamma) {
+  M r = ((x * g.fc1.weight.transpose()).rowwise() + g.fc1.bias).cwiseMax(0.0);
+  M a = (r * g.fc2.weight.transpose()).rowwise() + g.fc2.bias;
+  return (gamma / (1.0 + (-a.array()).exp())).matrix();
+}
+
+// The shared variant: one gate per layer whose output is [task 0 | task 1], each task's
+// tower input multiplied by its own part.
+TEST(PepNetTest, SharedGateSplitsByTask) {
+  ModelShape shape = TinyShape();
+  shape.ppnet_shared_gate_per_layer = true;
+  Analytic a(shape, 11);
+  ASSERT_EQ(a.params.pp_gates.size(), 1u);
+  ASSERT_EQ(a.params.pp_gates[0].size(), shape.tower.size() + 1);
+  for (size_t l = 0; l <= shape.tower.size(); ++l) {
+    const M all = GateNU(a.params.pp_gates[0][l], a.net.prior(), shape.gamma);
+    const int width = static_cast<int>(all.cols()) / shape.num_tasks;
+    for (int t = 0; t < shape.num_tasks; ++t) {
+      const M gate = a.net.gate_pp(t, static_cast<int>(l));
+      EXPECT_TRUE(gate.isApprox(all.middleCols(t * width, width), 1e-12)) << t << "," << l;
+    }
+  }
+  const M z =
+      (a.net.gate_pp(1, 0).cwiseProduct(a.net.O()) * a.params.towers[1][0].weight.transpose())
+          .rowwise() +
+      a.params.towers[1][0].bias;
+  EXPECT_TRUE(a.net.h(1, 1).isApprox(M(z.cwiseMax(0.0)), 1e-12));
+}
+
+// The output variant: h_{l+1} = delta * relu(W h_l + b), the head ungated.
+TEST(PepNetTest, GateOutputsMultipliesLayerOutputs) {
+  ModelShape shape = TinyShape();
+  shape.ppnet_gate_outputs = true;
+  Analytic a(shape, 12);
+  ASSERT_EQ(a.params.pp_gates[0].size(), shape.tower.size());
+  for (int t = 0; t < shape.num_tasks; ++t) {
+    for (size_t l = 0; l < shape.tower.size(); ++l) {
+      const Linear<double>& lin = a.params.towers[t][l];
+      const M gate = GateNU(a.params.pp_gates[t][l], a.net.prior(), shape.gamma);
+      ASSERT_EQ(gate.cols(), shape.tower[l]);
+      const M relu = ((a.net.h(t, l) * lin.weight.transpose()).rowwise() + lin.bias).cwiseMax(0.0);
+      EXPECT_TRUE(a.net.h(t, l + 1).isApprox(M(gate.cwiseProduct(relu)), 1e-12));
+    }
+    const Linear<double>& head = a.params.heads[t];
+    const M logit = (a.net.h(t, 2) * head.weight.transpose()).rowwise() + head.bias;
+    EXPECT_TRUE(logit.col(0).isApprox(a.net.logits().col(t), 1e-12));
+  }
+}
+
+// A batch split in two parts, each normalized by the whole batch's label counts, gives
+// gradients that add up to the whole batch's: what the trainer's threads rely on.
+TEST(PepNetTest, SplitBatchGradientsAddUp) {
+  const ModelShape shape = TinyShape();
+  std::mt19937_64 rng(5);
+  PepNet<double> whole(shape), part(shape);
+  PepNetParams<double> params = whole.InitParams(&rng);
+  Problem p = MakeProblem(shape, 6, &rng);
+  PepNetParams<double> g_whole, g_part;
+  std::vector<M> s_whole, s_part;
+  const double loss = whole.Forward(params, p.emb, p.labels, p.mask);
+  whole.Backward(params, &g_whole, &s_whole);
+  std::vector<double> normalizers(shape.num_tasks);
+  for (int t = 0; t < shape.num_tasks; ++t) normalizers[t] = p.mask.col(t).sum();
+
+  std::vector<double> sum(0);
+  std::vector<double*> sum_ptrs;
+  double part_loss = 0;
+  for (int begin : {0, 4}) {
+    const int rows = begin == 0 ? 4 : 2;
+    std::vector<M> emb;
+    for (const M& e : p.emb) emb.push_back(e.middleRows(begin, rows));
+    part_loss +=
+        part.Forward(params, emb, p.labels.middleRows(begin, rows), p.mask.middleRows(begin, rows),
+                     {nullptr, nullptr}, normalizers.data());
+    part.Backward(params, &g_part, &s_part);
+    std::vector<double> flat;
+    g_part.ForEach([&](const std::string&,
+                       M* m) { flat.insert(flat.end(), m->data(), m->data() + m->size()); },
+                   [&](const std::string&, RowVector<double>* v) {
+                     flat.insert(flat.end(), v->data(), v->data() + v->size());
+                   });
+    if (sum.empty()) sum.assign(flat.size(), 0.0);
+    for (size_t i = 0; i < flat.size(); ++i) sum[i] += flat[i];
+    for (size_t s = 0; s < s_part.size(); ++s) {
+      EXPECT_TRUE(s_part[s].isApprox(M(s_whole[s].middleRows(begin, rows)), 1e-12));
+    }
+  }
+  EXPECT_NEAR(part_loss, loss, 1e-12);
+  size_t i = 0;
+  g_whole.ForEach(
+      [&](const std::string& name, M* m) {
+        for (int k = 0; k < m->size(); ++k, ++i) EXPECT_NEAR(m->data()[k], sum[i], 1e-12) << name;
+      },
+      [&](const std::string& name, RowVector<double>* v) {
+        for (int k = 0; k < v->size(); ++k, ++i) EXPECT_NEAR(v->data()[k], sum[i], 1e-12) << name;
+      });
+  EXPECT_EQ(i, sum.size());
+}
+
 // Without the stop-gradient, perturbing E also moves the gate inputs sg(E) and sg(O_ep);
 // the analytic gradient must leave exactly those paths out.
 TEST(PepNetGradientTest, StopGradientCutsTheGateInputs) {

@@ -116,7 +116,7 @@ class PepNetOracleTest : public ::testing::Test {
       for (int t = 0; t < 3; ++t) {
         for (int l = 0; l < 4; ++l) {
           const std::string tl = "t" + std::to_string(t) + "_l" + std::to_string(l);
-          ExpectMatches(net.gate_pp(t, l), f + "gate_pp_" + tl);
+          ExpectMatches(Matrix<T>(net.gate_pp(t, l)), f + "gate_pp_" + tl);
           if (l > 0) ExpectMatches(net.h(t, l), f + "h_" + tl);
         }
       }

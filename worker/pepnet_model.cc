@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "worker/gemm.h"
+
 namespace pepnet {
 namespace {
 
@@ -21,9 +23,34 @@ void FillUniform(Linear<T>* l, std::mt19937_64* rng) {
   for (int i = 0; i < l->bias.size(); ++i) l->bias[i] = static_cast<T>(u(*rng));
 }
 
+// out = x * lin.weight^T + lin.bias, with the ReLU when `relu`.
 template <typename T>
-Matrix<T> Relu(const Matrix<T>& x) {
-  return x.cwiseMax(T(0));
+void LinearForward(const Linear<T>& lin, const Matrix<T>& x, bool relu, Matrix<T>* out) {
+  const int rows = static_cast<int>(x.rows()), in = static_cast<int>(x.cols());
+  const int width = static_cast<int>(lin.weight.rows());
+  out->resize(rows, width);
+  Gemm<T>(false, true, rows, width, in, T(1), x.data(), in, lin.weight.data(), in, T(0),
+          out->data(), width);
+  if (relu) {
+    *out = (out->rowwise() + lin.bias).cwiseMax(T(0));
+  } else {
+    out->rowwise() += lin.bias;
+  }
+}
+
+// d weight = dz^T x and d bias = column sums of dz (overwritten).
+template <typename T>
+void LinearWeightGrad(const Matrix<T>& dz, const Matrix<T>& x, Linear<T>* d) {
+  const int rows = static_cast<int>(x.rows()), in = static_cast<int>(x.cols());
+  const int width = static_cast<int>(dz.cols());
+  Gemm<T>(true, false, width, in, rows, T(1), dz.data(), width, x.data(), in, T(0),
+          d->weight.data(), in);
+  d->bias = dz.colwise().sum();
+}
+
+template <typename T>
+Eigen::Block<const Matrix<T>> Columns(const Matrix<T>& m, int col, int width) {
+  return Eigen::Block<const Matrix<T>>(m, 0, col, m.rows(), width);
 }
 
 }  // namespace
@@ -41,13 +68,20 @@ void PepNetParams<T>::ForEach(
     linear(name + ".fc2", &g->fc2);
   };
   if (ep_gate.fc1.weight.size() > 0) gate("ep_gate", &ep_gate);
+  const bool per_task_gates = pp_gates.size() == towers.size();
   for (size_t t = 0; t < towers.size(); ++t) {
     for (size_t l = 0; l < towers[t].size(); ++l) {
       linear("towers." + std::to_string(t) + "." + std::to_string(l), &towers[t][l]);
     }
     linear("heads." + std::to_string(t), &heads[t]);
+    if (!per_task_gates) continue;
     for (size_t l = 0; l < pp_gates[t].size(); ++l) {
       gate("pp_gates." + std::to_string(t) + "." + std::to_string(l), &pp_gates[t][l]);
+    }
+  }
+  if (!per_task_gates && pp_gates.size() == 1) {
+    for (size_t l = 0; l < pp_gates[0].size(); ++l) {
+      gate("pp_gates.shared." + std::to_string(l), &pp_gates[0][l]);
     }
   }
 }
@@ -63,7 +97,7 @@ PepNet<T>::PepNet(const ModelShape& shape) : shape_(shape) {
       case ModelShape::kUser:
       case ModelShape::kItem:
       case ModelShape::kAuthor:
-        prior_width_ += dim;
+        prior_emb_width_ += dim;
         e_width_ += dim;
         break;
       case ModelShape::kGeneral:
@@ -71,10 +105,42 @@ PepNet<T>::PepNet(const ModelShape& shape) : shape_(shape) {
         break;
     }
   }
-  prior_width_ += e_width_;  // sg(O_ep)
+  prior_width_ = prior_emb_width_ + e_width_;  // + sg(O_ep)
+  pp_gated_layers_ = gated() ? num_layers() + (shape_.ppnet_gate_outputs ? 0 : 1) : 0;
+  const int units = shape_.ppnet_shared_gate_per_layer ? 1 : shape_.num_tasks;
+  slices_.resize(shape_.num_tasks);
+  for (int t = 0; t < shape_.num_tasks; ++t) {
+    for (int l = 0; l < pp_gated_layers_; ++l) {
+      const int width = GatedWidth(l);
+      slices_[t].push_back(shape_.ppnet_shared_gate_per_layer ? GateSlice{0, l, t * width, width}
+                                                              : GateSlice{t, l, 0, width});
+    }
+  }
+  if (gated()) {
+    pp_cache_.assign(units, std::vector<GateCache>(pp_gated_layers_));
+    d_delta_.assign(units, std::vector<Matrix<T>>(pp_gated_layers_));
+  }
   tasks_.resize(shape_.num_tasks);
-  for (TaskCache& t : tasks_) t.layers.resize(shape_.tower.size() + 1);
+  for (TaskCache& t : tasks_) t.layers.resize(num_layers() + 1);
   loss_per_task_.resize(shape_.num_tasks);
+}
+
+template <typename T>
+int PepNet<T>::GatedWidth(int l) const {
+  return shape_.ppnet_gate_outputs ? LayerOutput(l) : LayerInput(l);
+}
+
+template <typename T>
+const Matrix<T>& PepNet<T>::h(int t, int l) const {
+  if (l == 0) return o_;
+  const LayerCache& prev = tasks_[t].layers[l - 1];
+  return gated() && shape_.ppnet_gate_outputs ? prev.out : prev.act;
+}
+
+template <typename T>
+Eigen::Block<const Matrix<T>> PepNet<T>::gate_pp(int t, int l) const {
+  const GateSlice& s = slices_[t][l];
+  return Columns(pp_cache_[s.unit_row][s.unit_layer].delta, s.col, s.width);
 }
 
 template <typename T>
@@ -84,21 +150,22 @@ PepNetParams<T> PepNet<T>::ZeroParams() const {
     const int hidden = shape_.gate_hidden > 0 ? shape_.gate_hidden : out;
     return GateNUParams<T>{MakeLinear<T>(in, hidden), MakeLinear<T>(hidden, out)};
   };
-  const int layers = static_cast<int>(shape_.tower.size());
-  if (!shape_.disable_gates) {
+  if (gated()) {
     p.ep_gate = gate(domain_width_ + (shape_.epnet_gate_sees_e ? e_width_ : 0), e_width_);
+    p.pp_gates.resize(pp_cache_.size());
+    const int tasks_per_unit = shape_.ppnet_shared_gate_per_layer ? shape_.num_tasks : 1;
+    for (auto& unit : p.pp_gates) {
+      for (int l = 0; l < pp_gated_layers_; ++l) {
+        unit.push_back(gate(prior_width_, tasks_per_unit * GatedWidth(l)));
+      }
+    }
   }
-  p.pp_gates.resize(shape_.num_tasks);
   p.towers.resize(shape_.num_tasks);
   for (int t = 0; t < shape_.num_tasks; ++t) {
-    int in = e_width_;
-    for (int l = 0; l <= layers; ++l) {
-      const int out = l < layers ? shape_.tower[l] : 1;
-      if (!shape_.disable_gates) p.pp_gates[t].push_back(gate(prior_width_, in));
-      if (l < layers) p.towers[t].push_back(MakeLinear<T>(in, out));
-      if (l == layers) p.heads.push_back(MakeLinear<T>(in, 1));
-      in = out;
+    for (int l = 0; l < num_layers(); ++l) {
+      p.towers[t].push_back(MakeLinear<T>(LayerInput(l), LayerOutput(l)));
     }
+    p.heads.push_back(MakeLinear<T>(LayerInput(num_layers()), 1));
   }
   return p;
 }
@@ -110,9 +177,11 @@ PepNetParams<T> PepNet<T>::InitParams(std::mt19937_64* rng) const {
     FillUniform(&g->fc1, rng);
     FillUniform(&g->fc2, rng);
   };
-  if (!shape_.disable_gates) fill_gate(&p.ep_gate);
+  if (gated()) fill_gate(&p.ep_gate);
   for (int t = 0; t < shape_.num_tasks; ++t) {
-    for (auto& g : p.pp_gates[t]) fill_gate(&g);
+    if (t < static_cast<int>(p.pp_gates.size())) {
+      for (auto& g : p.pp_gates[t]) fill_gate(&g);
+    }
     for (auto& l : p.towers[t]) FillUniform(&l, rng);
     FillUniform(&p.heads[t], rng);
   }
@@ -120,34 +189,39 @@ PepNetParams<T> PepNet<T>::InitParams(std::mt19937_64* rng) const {
 }
 
 template <typename T>
-Matrix<T> PepNet<T>::GateForward(const GateNUParams<T>& g, const Matrix<T>& x, GateCache* c) const {
-  c->a1 = x * g.fc1.weight.transpose();
-  c->a1.rowwise() += g.fc1.bias;
-  c->r = Relu(c->a1);
-  Matrix<T> a2 = c->r * g.fc2.weight.transpose();
-  a2.rowwise() += g.fc2.bias;
-  c->s = (T(1) + (-a2.array()).exp()).inverse().matrix();
-  return T(shape_.gamma) * c->s;
+void PepNet<T>::GateForward(const GateNUParams<T>& g, const Matrix<T>& x, GateCache* c) const {
+  LinearForward(g.fc1, x, /*relu=*/true, &c->r);
+  LinearForward(g.fc2, c->r, /*relu=*/false, &c->delta);
+  c->delta.array() = T(shape_.gamma) / (T(1) + (-c->delta.array()).exp());
 }
 
 template <typename T>
-Matrix<T> PepNet<T>::GateBackward(const GateNUParams<T>& g, const Matrix<T>& x, const GateCache& c,
-                                  const Matrix<T>& d_out, GateNUParams<T>* dg) const {
-  const Matrix<T> da2 =
-      (T(shape_.gamma) * d_out.array() * c.s.array() * (T(1) - c.s.array())).matrix();
-  dg->fc2.weight += da2.transpose() * c.r;
-  dg->fc2.bias += da2.colwise().sum();
-  const Matrix<T> da1 =
-      ((da2 * g.fc2.weight).array() * (c.a1.array() > T(0)).template cast<T>()).matrix();
-  dg->fc1.weight += da1.transpose() * x;
-  dg->fc1.bias += da1.colwise().sum();
-  return da1 * g.fc1.weight;
+void PepNet<T>::GateBackward(const GateNUParams<T>& g, const Matrix<T>& x, const GateCache& c,
+                             const Matrix<T>& d_delta, GateNUParams<T>* dg, int x_grad_cols,
+                             Matrix<T>* dx) {
+  // d/da (gamma * sigmoid(a)) = delta * (1 - delta / gamma).
+  const T inv_gamma = T(1) / T(shape_.gamma);
+  da2_ = (d_delta.array() * c.delta.array() * (T(1) - c.delta.array() * inv_gamma)).matrix();
+  LinearWeightGrad(da2_, c.r, &dg->fc2);
+  const int rows = static_cast<int>(x.rows());
+  const int hidden = static_cast<int>(c.r.cols()), out = static_cast<int>(c.delta.cols());
+  da1_.resize(rows, hidden);
+  Gemm<T>(false, false, rows, hidden, out, T(1), da2_.data(), out, g.fc2.weight.data(), hidden,
+          T(0), da1_.data(), hidden);
+  da1_ = (c.r.array() > T(0)).select(da1_, T(0));
+  LinearWeightGrad(da1_, x, &dg->fc1);
+  // Only the leading columns of x are trainable inputs; the rest are stop-gradient copies,
+  // whose input gradient would be thrown away.
+  const int in = static_cast<int>(x.cols());
+  Gemm<T>(false, false, rows, x_grad_cols, hidden, T(1), da1_.data(), hidden, g.fc1.weight.data(),
+          in, T(1), dx->data(), static_cast<int>(dx->cols()));
 }
 
 template <typename T>
 T PepNet<T>::Forward(const PepNetParams<T>& params, const std::vector<Matrix<T>>& slot_emb,
                      const Matrix<T>& labels, const Matrix<T>& mask,
-                     const std::pair<const Matrix<T>*, const Matrix<T>*>& frozen) {
+                     const std::pair<const Matrix<T>*, const Matrix<T>*>& frozen,
+                     const T* task_normalizers) {
   const int batch = static_cast<int>(slot_emb[0].rows());
   e_.resize(batch, e_width_);
   domain_.resize(batch, domain_width_);
@@ -172,40 +246,41 @@ T PepNet<T>::Forward(const PepNetParams<T>& params, const std::vector<Matrix<T>>
       p_off += shape_.slot_dims[s];
     }
   }
-  const bool gated = !shape_.disable_gates;
-  if (gated) {
+  if (gated()) {
     const Matrix<T>& e_sg = frozen.first ? *frozen.first : e_;
     ep_in_.resize(batch, domain_width_ + (shape_.epnet_gate_sees_e ? e_width_ : 0));
     ep_in_.leftCols(domain_width_) = domain_;
     if (shape_.epnet_gate_sees_e) ep_in_.rightCols(e_width_) = e_sg;
-    gate_ep_ = GateForward(params.ep_gate, ep_in_, &ep_cache_);
-    o_ = gate_ep_.cwiseProduct(e_);
+    GateForward(params.ep_gate, ep_in_, &ep_cache_);
+    o_ = ep_cache_.delta.cwiseProduct(e_);
+    prior_.rightCols(e_width_) = frozen.second ? *frozen.second : o_;
+    for (size_t u = 0; u < pp_cache_.size(); ++u) {
+      for (int l = 0; l < pp_gated_layers_; ++l) {
+        GateForward(params.pp_gates[u][l], prior_, &pp_cache_[u][l]);
+      }
+    }
   } else {
     o_ = e_;
   }
-  prior_.rightCols(e_width_) = frozen.second ? *frozen.second : o_;
 
-  const int layers = static_cast<int>(shape_.tower.size());
+  const int layers = num_layers();
+  const bool gate_inputs = gated() && !shape_.ppnet_gate_outputs;
+  const bool gate_outputs = gated() && shape_.ppnet_gate_outputs;
   logits_.resize(batch, shape_.num_tasks);
   for (int t = 0; t < shape_.num_tasks; ++t) {
-    const Matrix<T>* h = &o_;
     for (int l = 0; l <= layers; ++l) {
       LayerCache& c = tasks_[t].layers[l];
-      c.input = *h;
-      if (gated) {
-        c.gate = GateForward(params.pp_gates[t][l], prior_, &c.gate_cache);
-        c.gated = c.gate.cwiseProduct(c.input);
-      } else {
-        c.gated = c.input;
+      const Matrix<T>* in = &h(t, l);
+      if (gate_inputs) {
+        c.gated = gate_pp(t, l).cwiseProduct(*in);
+        in = &c.gated;
       }
       const Linear<T>& lin = l < layers ? params.towers[t][l] : params.heads[t];
-      c.z = c.gated * lin.weight.transpose();
-      c.z.rowwise() += lin.bias;
-      if (l < layers) {
-        tasks_[t].layers[l + 1].input = Relu(c.z);
-        h = &tasks_[t].layers[l + 1].input;
-      } else {
-        logits_.col(t) = c.z.col(0);
+      LinearForward(lin, *in, /*relu=*/l < layers, &c.act);
+      if (l == layers) {
+        logits_.col(t) = c.act.col(0);
+      } else if (gate_outputs) {
+        c.out = gate_pp(t, l).cwiseProduct(c.act);
       }
     }
   }
@@ -213,8 +288,9 @@ T PepNet<T>::Forward(const PepNetParams<T>& params, const std::vector<Matrix<T>>
   // Sum over tasks of the mean BCE-with-logits over each task's labelled samples.
   dlogits_.setZero(batch, shape_.num_tasks);
   T loss = 0;
+  if (labels.rows() == 0) return loss;
   for (int t = 0; t < shape_.num_tasks; ++t) {
-    const T labelled = mask.col(t).sum();
+    const T labelled = task_normalizers ? task_normalizers[t] : mask.col(t).sum();
     T sum = 0;
     for (int i = 0; i < batch; ++i) {
       if (mask(i, t) == T(0)) continue;
@@ -231,54 +307,80 @@ T PepNet<T>::Forward(const PepNetParams<T>& params, const std::vector<Matrix<T>>
 template <typename T>
 void PepNet<T>::Backward(const PepNetParams<T>& params, PepNetParams<T>* grads,
                          std::vector<Matrix<T>>* slot_grads) {
-  *grads = ZeroParams();
+  if (grads->towers.size() != params.towers.size() ||
+      grads->pp_gates.size() != params.pp_gates.size()) {
+    *grads = ZeroParams();
+  }
   const int batch = static_cast<int>(e_.rows());
-  const int layers = static_cast<int>(shape_.tower.size());
-  const bool gated = !shape_.disable_gates;
-  Matrix<T> d_o = Matrix<T>::Zero(batch, e_width_);
-  Matrix<T> d_prior = Matrix<T>::Zero(batch, prior_width_);
+  const int layers = num_layers();
+  const bool gate_inputs = gated() && !shape_.ppnet_gate_outputs;
+  const bool gate_outputs = gated() && shape_.ppnet_gate_outputs;
+  for (auto& unit : d_delta_) {
+    for (int l = 0; l < pp_gated_layers_; ++l) {
+      unit[l].resize(batch, pp_cache_[0][l].delta.cols());
+    }
+  }
+  auto d_delta_of = [&](int t, int l) {
+    const GateSlice& s = slices_[t][l];
+    return d_delta_[s.unit_row][s.unit_layer].middleCols(s.col, s.width);
+  };
+
+  d_o_.setZero(batch, e_width_);
   for (int t = 0; t < shape_.num_tasks; ++t) {
-    Matrix<T> dh;
+    // dh_ holds d h_{l+1} on entry to layer l.
     for (int l = layers; l >= 0; --l) {
       const LayerCache& c = tasks_[t].layers[l];
       const Linear<T>& lin = l < layers ? params.towers[t][l] : params.heads[t];
       Linear<T>& dlin = l < layers ? grads->towers[t][l] : grads->heads[t];
-      Matrix<T> dz;
       if (l == layers) {
-        dz = dlogits_.col(t);
+        dz_ = dlogits_.col(t);
+      } else if (gate_outputs) {
+        d_delta_of(t, l) = dh_.cwiseProduct(c.act);
+        dz_ = (c.act.array() > T(0)).select(dh_.cwiseProduct(gate_pp(t, l)), T(0));
       } else {
-        dz = (dh.array() * (c.z.array() > T(0)).template cast<T>()).matrix();
+        dz_ = (c.act.array() > T(0)).select(dh_, T(0));
       }
-      dlin.weight += dz.transpose() * c.gated;
-      dlin.bias += dz.colwise().sum();
-      const Matrix<T> d_gated = dz * lin.weight;
-      if (gated) {
-        d_prior += GateBackward(params.pp_gates[t][l], prior_, c.gate_cache,
-                                d_gated.cwiseProduct(c.input), &grads->pp_gates[t][l]);
-        dh = d_gated.cwiseProduct(c.gate);
+      const Matrix<T>& in = h(t, l);
+      LinearWeightGrad(dz_, gate_inputs ? c.gated : in, &dlin);
+      const int width = static_cast<int>(lin.weight.rows());
+      const int in_width = static_cast<int>(lin.weight.cols());
+      d_gated_.resize(batch, in_width);
+      Gemm<T>(false, false, batch, in_width, width, T(1), dz_.data(), width, lin.weight.data(),
+              in_width, T(0), d_gated_.data(), in_width);
+      if (gate_inputs) {
+        d_delta_of(t, l) = d_gated_.cwiseProduct(in);
+        dh_ = d_gated_.cwiseProduct(gate_pp(t, l));
       } else {
-        dh = d_gated;
+        dh_.swap(d_gated_);
       }
     }
-    d_o += dh;
+    d_o_ += dh_;
   }
-  Matrix<T> d_e, d_domain = Matrix<T>::Zero(batch, domain_width_);
-  if (gated) {
-    d_e = d_o.cwiseProduct(gate_ep_);
-    const Matrix<T> d_ep_in =
-        GateBackward(params.ep_gate, ep_in_, ep_cache_, d_o.cwiseProduct(e_), &grads->ep_gate);
-    // The sg(E) columns of the gate input pass no gradient on.
-    d_domain = d_ep_in.leftCols(domain_width_);
-  } else {
-    d_e = d_o;
-  }
+
   // The sg(O_ep) columns of the prior pass no gradient on; the prior embeddings do.
+  d_prior_.setZero(batch, prior_emb_width_);
+  d_domain_.setZero(batch, domain_width_);
+  if (gated()) {
+    for (size_t u = 0; u < pp_cache_.size(); ++u) {
+      for (int l = 0; l < pp_gated_layers_; ++l) {
+        GateBackward(params.pp_gates[u][l], prior_, pp_cache_[u][l], d_delta_[u][l],
+                     &grads->pp_gates[u][l], prior_emb_width_, &d_prior_);
+      }
+    }
+    // d delta_ep = d O_ep * E; d E = d O_ep * delta_ep. The sg(E) columns of the gate input
+    // pass no gradient on.
+    dh_ = d_o_.cwiseProduct(e_);
+    GateBackward(params.ep_gate, ep_in_, ep_cache_, dh_, &grads->ep_gate, domain_width_,
+                 &d_domain_);
+    d_o_.array() *= ep_cache_.delta.array();
+  }
+  const Matrix<T>& d_e = d_o_;
   slot_grads->resize(shape_.slot_dims.size());
   int e_off = 0, d_off = 0;
   for (size_t s = 0; s < shape_.slot_dims.size(); ++s) {
     const int dim = shape_.slot_dims[s];
     if (shape_.slot_roles[s] == ModelShape::kDomain) {
-      (*slot_grads)[s] = d_domain.middleCols(d_off, dim);
+      (*slot_grads)[s] = d_domain_.middleCols(d_off, dim);
       d_off += dim;
     } else {
       (*slot_grads)[s] = d_e.middleCols(e_off, dim);
@@ -289,7 +391,7 @@ void PepNet<T>::Backward(const PepNetParams<T>& params, PepNetParams<T>* grads,
   for (ModelShape::Role role : {ModelShape::kUser, ModelShape::kItem, ModelShape::kAuthor}) {
     for (size_t s = 0; s < shape_.slot_dims.size(); ++s) {
       if (shape_.slot_roles[s] != role) continue;
-      (*slot_grads)[s] += d_prior.middleCols(p_off, shape_.slot_dims[s]);
+      (*slot_grads)[s] += d_prior_.middleCols(p_off, shape_.slot_dims[s]);
       p_off += shape_.slot_dims[s];
     }
   }

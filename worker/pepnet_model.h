@@ -7,6 +7,10 @@
 //          per task t, layer l: delta = GateNU_pp[t][l](prior) (the layer input's width);
 //          h_{l+1} = relu(W_l (delta * h_l) + b_l), h_0 = O_ep; the 1-unit head's input
 //          is gated too and gives the logit.
+//   Variants: ppnet_shared_gate_per_layer: one GateNU per layer emits the gates of all
+//          tasks side by side ([task 0 | task 1 | ...]); ppnet_gate_outputs: the gate
+//          multiplies each hidden layer's output instead of its input,
+//          h_{l+1} = delta * relu(W_l h_l + b_l), and the head is ungated.
 //   GateNU(x) = gamma * sigmoid(W2 relu(W1 x + b1) + b2)
 //   loss = sum over tasks of the mean BCE over that task's labelled samples.
 // sg = stop-gradient: no gradient flows back through those gate inputs.
@@ -39,6 +43,8 @@ struct ModelShape {
   int gate_hidden = 0;     // 0 = the gate's output width
   double gamma = 2.0;
   bool epnet_gate_sees_e = true;
+  bool ppnet_shared_gate_per_layer = false;
+  bool ppnet_gate_outputs = false;
   bool disable_gates = false;  // ablation: O_ep = E, towers ungated
 };
 
@@ -57,9 +63,11 @@ struct GateNUParams {
 template <typename T>
 struct PepNetParams {
   GateNUParams<T> ep_gate;
-  std::vector<std::vector<GateNUParams<T>>> pp_gates;  // [task][layer], layer L = head
-  std::vector<std::vector<Linear<T>>> towers;          // [task][layer]
-  std::vector<Linear<T>> heads;                        // [task], out = 1
+  // [task][layer] (layer L = the head's input gate, absent when gating outputs); with
+  // ppnet_shared_gate_per_layer a single row [0][layer] whose gates emit all tasks' widths.
+  std::vector<std::vector<GateNUParams<T>>> pp_gates;
+  std::vector<std::vector<Linear<T>>> towers;  // [task][layer]
+  std::vector<Linear<T>> heads;                // [task], out = 1
 
   // Visits every parameter tensor with a stable name (the oracle's naming).
   void ForEach(const std::function<void(const std::string&, Matrix<T>*)>& on_matrix,
@@ -80,53 +88,77 @@ class PepNet {
   PepNetParams<T> ZeroParams() const;
 
   // slot_emb[s] is [batch, dim_s], the pooled embeddings of slot s. labels and mask are
-  // [batch, num_tasks]. Returns the loss; logits() holds [batch, num_tasks].
+  // [batch, num_tasks]; with no rows (inference) no loss is computed. Returns the loss;
+  // logits() holds [batch, num_tasks].
   // `frozen`, if given, replaces the stop-gradient copies of E and O_ep (for checks
-  // that perturb inputs while holding those fixed).
+  // that perturb inputs while holding those fixed). `task_normalizers`, if given, divides
+  // each task's summed BCE instead of this batch's labelled count: a batch split over
+  // threads passes the whole batch's counts so the parts' gradients add up.
   T Forward(const PepNetParams<T>& params, const std::vector<Matrix<T>>& slot_emb,
             const Matrix<T>& labels, const Matrix<T>& mask,
-            const std::pair<const Matrix<T>*, const Matrix<T>*>& frozen = {nullptr, nullptr});
+            const std::pair<const Matrix<T>*, const Matrix<T>*>& frozen = {nullptr, nullptr},
+            const T* task_normalizers = nullptr);
 
-  // Gradients of the last Forward's loss: dense ones into *grads (overwritten),
-  // per-slot embedding ones into *slot_grads.
+  // Gradients of the last Forward's loss: dense ones into *grads (overwritten; shaped on
+  // first use), per-slot embedding ones into *slot_grads.
   void Backward(const PepNetParams<T>& params, PepNetParams<T>* grads,
                 std::vector<Matrix<T>>* slot_grads);
 
   const Matrix<T>& logits() const { return logits_; }
   const Matrix<T>& E() const { return e_; }
   const Matrix<T>& O() const { return o_; }
-  const Matrix<T>& gate_ep() const { return gate_ep_; }
+  const Matrix<T>& gate_ep() const { return ep_cache_.delta; }
   const Matrix<T>& prior() const { return prior_; }
-  const Matrix<T>& gate_pp(int t, int l) const { return tasks_[t].layers[l].gate; }
+  // The PPNet gate of task t at layer l: [batch, gated width].
+  Eigen::Block<const Matrix<T>> gate_pp(int t, int l) const;
   // Input of layer l of task t (h_l; h_0 = O_ep).
-  const Matrix<T>& h(int t, int l) const { return tasks_[t].layers[l].input; }
+  const Matrix<T>& h(int t, int l) const;
   const std::vector<T>& loss_per_task() const { return loss_per_task_; }
 
  private:
   struct GateCache {
-    Matrix<T> a1, r, s;  // pre-activation, relu output, sigmoid output
+    Matrix<T> r, delta;  // relu(fc1 x), gamma * sigmoid(fc2 r)
+  };
+  // Where the gate of (task, layer) comes from: columns [col, col + width) of gate unit
+  // [unit_row][unit_layer].
+  struct GateSlice {
+    int unit_row = 0, unit_layer = 0, col = 0, width = 0;
   };
   struct LayerCache {
-    Matrix<T> input, gate, gated, z;  // h_l, delta, delta*h_l, pre-activation
-    GateCache gate_cache;
+    Matrix<T> gated;  // delta * h_l, the linear's input (gating inputs only)
+    Matrix<T> act;    // relu(z) of a hidden layer; the head's z
+    Matrix<T> out;    // delta * act (gating outputs only); h_{l+1}
   };
   struct TaskCache {
     std::vector<LayerCache> layers;  // tower layers, then the head
   };
 
-  Matrix<T> GateForward(const GateNUParams<T>& g, const Matrix<T>& x, GateCache* cache) const;
-  // Accumulates parameter gradients into *dg and returns d x.
-  Matrix<T> GateBackward(const GateNUParams<T>& g, const Matrix<T>& x, const GateCache& cache,
-                         const Matrix<T>& d_out, GateNUParams<T>* dg) const;
+  void GateForward(const GateNUParams<T>& g, const Matrix<T>& x, GateCache* cache) const;
+  // Writes the parameter gradients into *dg and adds d x[:, :x_grad_cols] into *dx.
+  void GateBackward(const GateNUParams<T>& g, const Matrix<T>& x, const GateCache& cache,
+                    const Matrix<T>& d_delta, GateNUParams<T>* dg, int x_grad_cols, Matrix<T>* dx);
+  bool gated() const { return !shape_.disable_gates; }
+  int num_layers() const { return static_cast<int>(shape_.tower.size()); }
+  // Width gated at (layer l) for one task: l's input width or, gating outputs, its output.
+  int GatedWidth(int l) const;
+  int LayerInput(int l) const { return l == 0 ? e_width_ : shape_.tower[l - 1]; }
+  int LayerOutput(int l) const { return l < num_layers() ? shape_.tower[l] : 1; }
+  const GateSlice* SliceOf(int t, int l) const;
 
   ModelShape shape_;
-  int e_width_ = 0, domain_width_ = 0, prior_width_ = 0;
+  int e_width_ = 0, domain_width_ = 0, prior_width_ = 0, prior_emb_width_ = 0;
+  int pp_gated_layers_ = 0;  // layers with a PPNet gate: L + 1 (inputs) or L (outputs)
+  std::vector<std::vector<GateSlice>> slices_;  // [task][layer]
 
   // Activations of the last Forward.
-  Matrix<T> e_, domain_, ep_in_, gate_ep_, o_, prior_, logits_, dlogits_;
+  Matrix<T> e_, domain_, ep_in_, o_, prior_, logits_, dlogits_;
   GateCache ep_cache_;
+  std::vector<std::vector<GateCache>> pp_cache_;  // like params.pp_gates
   std::vector<TaskCache> tasks_;
   std::vector<T> loss_per_task_;
+  // Backward scratch.
+  Matrix<T> d_o_, d_prior_, d_domain_, dh_, dz_, d_gated_, da1_, da2_;
+  std::vector<std::vector<Matrix<T>>> d_delta_;  // like pp_cache_
 };
 
 extern template class PepNet<float>;

@@ -100,6 +100,8 @@ ModelShape ShapeOf(const proto::ModelConfig& config) {
   shape.gate_hidden = static_cast<int>(config.gate().hidden());
   shape.gamma = config.gate().gamma();
   shape.epnet_gate_sees_e = config.epnet_gate_sees_e();
+  shape.ppnet_shared_gate_per_layer = config.ppnet_shared_gate_per_layer();
+  shape.ppnet_gate_outputs = config.ppnet_gate_outputs();
   shape.disable_gates = config.disable_gates();
   return shape;
 }
