@@ -4,6 +4,7 @@
 #ifndef PEPNET_WORKER_ADAM_H_
 #define PEPNET_WORKER_ADAM_H_
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -23,30 +24,64 @@ class Adam {
  public:
   // `like` gives the shapes of the parameters; the moments start at zero.
   Adam(const AdamOptions& options, const PepNetParams<T>& like)
-      : options_(options), m_(Zero(like)), v_(Zero(like)) {}
+      : options_(options), m_(Zero(like)), v_(Zero(like)) {
+    m_.ForEach([this](const std::string&, Matrix<T>* x) { num_values_ += x->size(); },
+               [this](const std::string&, RowVector<T>* x) { num_values_ += x->size(); });
+  }
 
   void Step(PepNetParams<T>* params, PepNetParams<T>* grads) {
+    BeginStep();
+    UpdateRange(params, {grads}, 0, num_values());
+  }
+
+  // A step split over threads: BeginStep once, then UpdateRange on disjoint ranges of the
+  // flattened parameters (concurrently if wanted); the gradient is the sum of `grads`,
+  // added in order.
+  void BeginStep() {
     ++step_;
+    c1_ = T(1) - static_cast<T>(std::pow(options_.beta1, step_));
+    c2_ = T(1) - static_cast<T>(std::pow(options_.beta2, step_));
+  }
+  void UpdateRange(PepNetParams<T>* params, const std::vector<PepNetParams<T>*>& grads,
+                   size_t begin, size_t end) {
     const T lr = static_cast<T>(options_.learning_rate);
     const T b1 = static_cast<T>(options_.beta1), b2 = static_cast<T>(options_.beta2);
     const T eps = static_cast<T>(options_.epsilon);
-    const T c1 = T(1) - static_cast<T>(std::pow(options_.beta1, step_));
-    const T c2 = T(1) - static_cast<T>(std::pow(options_.beta2, step_));
-    std::vector<T*> p, g, m, v;
+    const T inv_c1 = T(1) / c1_, inv_c2 = T(1) / c2_;
+    std::vector<T*> p, m, v;
+    std::vector<std::vector<T*>> g(grads.size());
     std::vector<long> n;
     Collect(params, &p, &n);
-    Collect(grads, &g, nullptr);
+    for (size_t j = 0; j < grads.size(); ++j) Collect(grads[j], &g[j], nullptr);
     Collect(&m_, &m, nullptr);
     Collect(&v_, &v, nullptr);
-    for (size_t k = 0; k < p.size(); ++k) {
-      for (long i = 0; i < n[k]; ++i) {
-        const T gi = g[k][i];
-        m[k][i] = b1 * m[k][i] + (T(1) - b1) * gi;
-        v[k][i] = b2 * v[k][i] + (T(1) - b2) * gi * gi;
-        p[k][i] -= lr * (m[k][i] / c1) / (std::sqrt(v[k][i] / c2) + eps);
+    size_t base = 0;
+    for (size_t k = 0; k < p.size() && base < end; base += n[k], ++k) {
+      const size_t lo = std::max(begin, base), hi = std::min(end, base + n[k]);
+      if (lo >= hi) continue;
+      T* pk = p[k] + (lo - base);
+      T* mk = m[k] + (lo - base);
+      T* vk = v[k] + (lo - base);
+      const T* g0 = g[0][k] + (lo - base);
+      T* g1 = grads.size() > 1 ? g[1][k] + (lo - base) : nullptr;
+      const long count = static_cast<long>(hi - lo);
+      // Parts beyond the second are folded into the second (threads > 2).
+      for (size_t j = 2; j < grads.size(); ++j) {
+        const T* gj = g[j][k] + (lo - base);
+        for (long i = 0; i < count; ++i) g1[i] += gj[i];
+      }
+#pragma omp simd
+      for (long i = 0; i < count; ++i) {
+        T gi = g0[i];
+        if (g1) gi += g1[i];
+        mk[i] = b1 * mk[i] + (T(1) - b1) * gi;
+        vk[i] = b2 * vk[i] + (T(1) - b2) * gi * gi;
+        pk[i] -= lr * (mk[i] * inv_c1) / (std::sqrt(vk[i] * inv_c2) + eps);
       }
     }
   }
+
+  size_t num_values() const { return num_values_; }
 
   long step() const { return step_; }
 
@@ -71,7 +106,9 @@ class Adam {
 
   AdamOptions options_;
   PepNetParams<T> m_, v_;
+  size_t num_values_ = 0;
   long step_ = 0;
+  T c1_ = 1, c2_ = 1;
 };
 
 }  // namespace pepnet

@@ -1,6 +1,8 @@
 #include "worker/trainer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "common/ps_client.h"
 #include "proto/model_config.pb.h"
@@ -12,15 +14,12 @@ namespace {
 class LocalStore : public EmbeddingStore {
  public:
   explicit LocalStore(std::unique_ptr<EmbeddingTable> table) : table_(std::move(table)) {}
-  Status Pull(const std::vector<uint64_t>& keys, std::vector<float>* values) override {
-    uint64_t n;
-    PEPNET_RETURN_IF_ERROR(table_->CountValues(keys.data(), keys.size(), &n));
-    values->resize(n);
-    return table_->Pull(keys.data(), keys.size(), values->data());
+  Status Pull(const uint64_t* keys, size_t n, float* values) override {
+    return table_->Pull(keys, n, values);
   }
-  Status Push(const std::vector<uint64_t>& keys, const std::vector<float>& grads,
-              const std::vector<float>& shows, const std::vector<float>& clicks) override {
-    return table_->Push(keys.data(), keys.size(), grads.data(), shows.data(), clicks.data());
+  Status Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
+              const float* clicks) override {
+    return table_->Push(keys, n, grads, shows, clicks);
   }
 
  private:
@@ -30,13 +29,15 @@ class LocalStore : public EmbeddingStore {
 class RemoteStore : public EmbeddingStore {
  public:
   explicit RemoteStore(PsClient* client) : client_(client) {}
-  Status Pull(const std::vector<uint64_t>& keys, std::vector<float>* values) override {
-    return client_->Wait(client_->Pull(keys.data(), keys.size(), values));
+  Status Pull(const uint64_t* keys, size_t n, float* values) override {
+    std::vector<float> rows;
+    PEPNET_RETURN_IF_ERROR(client_->Wait(client_->Pull(keys, n, &rows)));
+    std::copy(rows.begin(), rows.end(), values);
+    return Status::OK();
   }
-  Status Push(const std::vector<uint64_t>& keys, const std::vector<float>& grads,
-              const std::vector<float>& shows, const std::vector<float>& clicks) override {
-    return client_->Wait(
-        client_->Push(keys.data(), keys.size(), grads.data(), shows.data(), clicks.data()));
+  Status Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
+              const float* clicks) override {
+    return client_->Wait(client_->Push(keys, n, grads, shows, clicks));
   }
 
  private:
@@ -122,88 +123,201 @@ PepNetParams<float> InitialParams(const PepNet<float>& net, uint64_t seed) {
 }
 }  // namespace
 
-Trainer::Trainer(const proto::ModelConfig& config, EmbeddingStore* store, uint64_t seed)
+struct Trainer::Member {
+  explicit Member(const ModelShape& shape) : net(shape) {}
+  PepNet<float> net;
+  PepNetParams<float> grads;
+  std::vector<Matrix<float>> slot_emb, slot_grads;
+  Matrix<float> labels, mask;
+  size_t row_begin = 0, row_end = 0;
+  Status status;
+};
+
+Trainer::Trainer(const proto::ModelConfig& config, EmbeddingStore* store, uint64_t seed,
+                 int threads)
     : config_(config),
       store_(store),
-      net_(ShapeOf(config)),
-      params_(InitialParams(net_, seed)),
-      grads_(net_.ZeroParams()),
-      adam_(AdamOf(config), params_) {
-  for (const proto::SlotSpec& s : config.slot())
+      params_(InitialParams(PepNet<float>(ShapeOf(config)), seed)),
+      adam_(AdamOf(config), params_),
+      team_(new ThreadTeam(std::max(1, threads))) {
+  for (const proto::SlotSpec& s : config.slot()) {
+    dims_.push_back(static_cast<int>(s.dim()));
     mean_pooling_.push_back(s.pooling() == proto::MEAN);
+  }
+  for (int i = 0; i < team_->size(); ++i) members_.emplace_back(new Member(ShapeOf(config)));
+}
+
+Trainer::~Trainer() = default;
+
+int Trainer::threads() const { return team_->size(); }
+
+Status Trainer::PullBatch(const Batch& batch) {
+  const int num_slots = config_.slot_size();
+  keys_.clear();
+  slot_key_base_.resize(num_slots + 1);
+  for (int s = 0; s < num_slots; ++s) {
+    slot_key_base_[s] = keys_.size();
+    keys_.insert(keys_.end(), batch.slot_keys[s].begin(), batch.slot_keys[s].end());
+  }
+  slot_key_base_[num_slots] = keys_.size();
+  dedup_.Dedup(keys_.data(), keys_.size(), &unique_, &position_);
+  // Distinct keys come in order of first appearance, so slot by slot: a slot's first new
+  // key starts its rows.
+  value_offset_.resize(unique_.size() + 1);
+  size_t next = 0, offset = 0;
+  for (int s = 0; s < num_slots; ++s) {
+    for (size_t i = slot_key_base_[s]; i < slot_key_base_[s + 1]; ++i) {
+      if (position_[i] != next) continue;
+      value_offset_[next++] = offset;
+      offset += dims_[s];
+    }
+  }
+  value_offset_[next] = offset;
+  values_.resize(offset);
+
+  team_->Run([&](int i) {
+    const auto range = ShareOf(unique_.size(), team_->size(), i);
+    Member& m = *members_[i];
+    m.status = range.second > range.first
+                   ? store_->Pull(unique_.data() + range.first, range.second - range.first,
+                                  values_.data() + value_offset_[range.first])
+                   : Status::OK();
+  });
+  for (auto& m : members_) PEPNET_RETURN_IF_ERROR(m->status);
+  return Status::OK();
+}
+
+void Trainer::ForwardRows(const Batch& batch, Member* m, const float* task_normalizers) {
+  const int num_slots = config_.slot_size();
+  const int num_tasks = config_.task_size();
+  const int rows = static_cast<int>(m->row_end - m->row_begin);
+  m->slot_emb.resize(num_slots);
+  for (int s = 0; s < num_slots; ++s) {
+    const int dim = dims_[s];
+    const std::vector<uint32_t>& off = batch.slot_offsets[s];
+    const uint32_t* pos = position_.data() + slot_key_base_[s];
+    Matrix<float>& emb = m->slot_emb[s];
+    emb.setZero(rows, dim);
+    for (int r = 0; r < rows; ++r) {
+      const size_t i = m->row_begin + r;
+      for (uint32_t k = off[i]; k < off[i + 1]; ++k) {
+        emb.row(r) += Eigen::Map<const RowVector<float>>(values_.data() + value_offset_[pos[k]],
+                                                         dim);
+      }
+      if (mean_pooling_[s] && off[i + 1] > off[i] + 1) emb.row(r) /= float(off[i + 1] - off[i]);
+    }
+  }
+  m->labels = Eigen::Map<const Matrix<float>>(batch.labels.data() + m->row_begin * num_tasks,
+                                              rows, num_tasks);
+  m->mask.resize(rows, num_tasks);
+  for (int k = 0; k < rows * num_tasks; ++k) {
+    m->mask.data()[k] = batch.label_mask[m->row_begin * num_tasks + k];
+  }
+  m->net.Forward(params_, m->slot_emb, m->labels, m->mask, {nullptr, nullptr}, task_normalizers);
+}
+
+Status Trainer::Predict(const Batch& batch, std::vector<float>* scores) {
+  const int num_tasks = config_.task_size();
+  scores->resize(batch.size * num_tasks);
+  if (batch.size == 0) return Status::OK();
+  PEPNET_RETURN_IF_ERROR(PullBatch(batch));
+  team_->Run([&](int i) {
+    Member& m = *members_[i];
+    std::tie(m.row_begin, m.row_end) = ShareOf(batch.size, team_->size(), i);
+    if (m.row_end == m.row_begin) return;
+    m.labels.resize(0, num_tasks);
+    ForwardRows(batch, &m, nullptr);
+    const Matrix<float>& logits = m.net.logits();
+    float* out = scores->data() + m.row_begin * num_tasks;
+    for (int k = 0; k < logits.size(); ++k) out[k] = 1.0f / (1.0f + std::exp(-logits.data()[k]));
+  });
+  return Status::OK();
 }
 
 Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
-  const int batch_size = static_cast<int>(batch.size);
+  const size_t batch_size = batch.size;
   if (batch_size == 0) return Status::OK();
-  const int num_slots = config_.slot_size();
   const int num_tasks = config_.task_size();
-  keys_.clear();
-  for (int s = 0; s < num_slots; ++s) {
-    keys_.insert(keys_.end(), batch.slot_keys[s].begin(), batch.slot_keys[s].end());
-  }
-  PEPNET_RETURN_IF_ERROR(store_->Pull(keys_, &values_));
+  PEPNET_RETURN_IF_ERROR(PullBatch(batch));
 
-  // Pool each slot's rows per sample.
-  slot_emb_.resize(num_slots);
-  size_t value_base = 0;
-  for (int s = 0; s < num_slots; ++s) {
-    const int dim = static_cast<int>(config_.slot(s).dim());
-    const std::vector<uint32_t>& off = batch.slot_offsets[s];
-    Matrix<float>& emb = slot_emb_[s];
-    emb.setZero(batch_size, dim);
-    for (int i = 0; i < batch_size; ++i) {
-      for (uint32_t k = off[i]; k < off[i + 1]; ++k) {
-        emb.row(i) +=
-            Eigen::Map<const RowVector<float>>(values_.data() + value_base + size_t{k} * dim, dim);
-      }
-      if (mean_pooling_[s] && off[i + 1] > off[i] + 1) emb.row(i) /= float(off[i + 1] - off[i]);
-    }
-    value_base += batch.slot_keys[s].size() * dim;
+  // Each task's loss is a mean over the whole batch's labelled samples.
+  std::vector<float> labelled(num_tasks, 0.0f);
+  for (size_t i = 0; i < batch_size; ++i) {
+    for (int t = 0; t < num_tasks; ++t) labelled[t] += batch.label_mask[i * num_tasks + t];
   }
-
-  labels_ = Eigen::Map<const Matrix<float>>(batch.labels.data(), batch_size, num_tasks);
-  mask_.resize(batch_size, num_tasks);
-  for (int i = 0; i < batch_size * num_tasks; ++i) mask_.data()[i] = batch.label_mask[i];
-  net_.Forward(params_, slot_emb_, labels_, mask_);
+  team_->Run([&](int i) {
+    Member& m = *members_[i];
+    std::tie(m.row_begin, m.row_end) = ShareOf(batch_size, team_->size(), i);
+    if (m.row_end == m.row_begin) return;
+    ForwardRows(batch, &m, labelled.data());
+    m.net.Backward(params_, &m.grads, &m.slot_grads);
+  });
 
   // Progressive validation: scored before the update below.
-  const Matrix<float>& logits = net_.logits();
-  for (int i = 0; i < batch_size; ++i) {
-    for (int t = 0; t < num_tasks; ++t) {
-      if (mask_(i, t) == 0) continue;
-      const float score = 1.0f / (1.0f + std::exp(-logits(i, t)));
-      metrics->Add(t, batch.domain[i], {score, labels_(i, t), batch.user[i]});
+  for (auto& mp : members_) {
+    const Member& m = *mp;
+    const Matrix<float>& logits = m.net.logits();
+    for (size_t r = 0; r < m.row_end - m.row_begin; ++r) {
+      const size_t i = m.row_begin + r;
+      for (int t = 0; t < num_tasks; ++t) {
+        if (m.mask(r, t) == 0) continue;
+        const float score = 1.0f / (1.0f + std::exp(-logits(r, t)));
+        metrics->Add(t, batch.domain[i], {score, m.labels(r, t), batch.user[i]});
+      }
     }
   }
 
-  net_.Backward(params_, &grads_, &slot_grads_);
-  // Each key gets its sample's slot gradient (divided by the count under mean pooling),
-  // one show, and a click if any of the sample's tasks is positive.
+  // One summed gradient per distinct key (divided by the count under mean pooling), its
+  // occurrences as shows, and a click per occurrence in a sample with a positive label.
+  // Member i sums and pushes the distinct keys of its share, then updates its share of
+  // the dense parameters.
   key_grads_.resize(values_.size());
-  shows_.assign(keys_.size(), 1.0f);
-  clicks_.resize(keys_.size());
-  value_base = 0;
-  size_t key_base = 0;
-  for (int s = 0; s < num_slots; ++s) {
-    const int dim = static_cast<int>(config_.slot(s).dim());
-    const std::vector<uint32_t>& off = batch.slot_offsets[s];
-    for (int i = 0; i < batch_size; ++i) {
-      const uint32_t count = off[i + 1] - off[i];
-      const float scale = mean_pooling_[s] && count > 1 ? 1.0f / count : 1.0f;
-      bool positive = false;
-      for (int t = 0; t < num_tasks; ++t) positive |= mask_(i, t) != 0 && labels_(i, t) > 0;
-      for (uint32_t k = off[i]; k < off[i + 1]; ++k) {
-        Eigen::Map<RowVector<float>>(key_grads_.data() + value_base + size_t{k} * dim, dim) =
-            slot_grads_[s].row(i) * scale;
-        clicks_[key_base + k] = positive ? 1.0f : 0.0f;
+  shows_.resize(unique_.size());
+  clicks_.resize(unique_.size());
+  std::vector<PepNetParams<float>*> parts;
+  for (auto& m : members_) {
+    if (m->row_end > m->row_begin) parts.push_back(&m->grads);
+  }
+  adam_.BeginStep();
+  team_->Run([&](int i) {
+    const auto keys = ShareOf(unique_.size(), team_->size(), i);
+    std::fill(key_grads_.begin() + value_offset_[keys.first],
+              key_grads_.begin() + value_offset_[keys.second], 0.0f);
+    std::fill(shows_.begin() + keys.first, shows_.begin() + keys.second, 0.0f);
+    std::fill(clicks_.begin() + keys.first, clicks_.begin() + keys.second, 0.0f);
+    for (const auto& mp : members_) {
+      const Member& m = *mp;
+      for (int s = 0; s < config_.slot_size(); ++s) {
+        const int dim = dims_[s];
+        const std::vector<uint32_t>& off = batch.slot_offsets[s];
+        const uint32_t* pos = position_.data() + slot_key_base_[s];
+        for (size_t r = 0; r < m.row_end - m.row_begin; ++r) {
+          const size_t row = m.row_begin + r;
+          const uint32_t count = off[row + 1] - off[row];
+          const float scale = mean_pooling_[s] && count > 1 ? 1.0f / count : 1.0f;
+          bool positive = false;
+          for (int t = 0; t < num_tasks; ++t) positive |= m.mask(r, t) != 0 && m.labels(r, t) > 0;
+          for (uint32_t k = off[row]; k < off[row + 1]; ++k) {
+            const uint32_t j = pos[k];
+            if (j < keys.first || j >= keys.second) continue;
+            Eigen::Map<RowVector<float>>(key_grads_.data() + value_offset_[j], dim) +=
+                m.slot_grads[s].row(r) * scale;
+            shows_[j] += 1.0f;
+            if (positive) clicks_[j] += 1.0f;
+          }
+        }
       }
     }
-    value_base += batch.slot_keys[s].size() * dim;
-    key_base += batch.slot_keys[s].size();
-  }
-  PEPNET_RETURN_IF_ERROR(store_->Push(keys_, key_grads_, shows_, clicks_));
-  adam_.Step(&params_, &grads_);
+    Member& self = *members_[i];
+    self.status = keys.second > keys.first
+                      ? store_->Push(unique_.data() + keys.first, keys.second - keys.first,
+                                     key_grads_.data() + value_offset_[keys.first],
+                                     shows_.data() + keys.first, clicks_.data() + keys.first)
+                      : Status::OK();
+    const auto dense = ShareOf(adam_.num_values(), team_->size(), i);
+    adam_.UpdateRange(&params_, parts, dense.first, dense.second);
+  });
+  for (auto& m : members_) PEPNET_RETURN_IF_ERROR(m->status);
   return Status::OK();
 }
 

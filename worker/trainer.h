@@ -2,10 +2,17 @@
 // in this process (LocalEmbeddings, the server's table code) or on shard servers
 // (RemoteEmbeddings, through the client library).
 //
-// A step: pull every key of the batch, pool each slot's rows (sum or mean), score the
-// batch (progressive validation: the scores go to the metrics before training on it),
-// backpropagate, push the embedding gradients with show/click counts, and apply Adam to
-// the dense parameters. Not thread-safe.
+// A step: deduplicate the batch's keys, pull each distinct row once, pool each slot's rows
+// (sum or mean), score the batch (progressive validation: the scores go to the metrics
+// before training on it), backpropagate, push one summed gradient per distinct key with
+// its show/click counts, and apply Adam to the dense parameters.
+//
+// With threads > 1 the batch's rows are split over a team of threads: each runs the model
+// on its rows (normalized by the whole batch's label counts, so the parts' gradients add up
+// to the whole batch's), and pulls, pushes and the Adam update are split by key and by
+// parameter ranges. Results are deterministic for a given thread count.
+//
+// A Trainer is used from one thread at a time.
 #ifndef PEPNET_WORKER_TRAINER_H_
 #define PEPNET_WORKER_TRAINER_H_
 
@@ -13,12 +20,14 @@
 #include <random>
 #include <vector>
 
+#include "common/key_dedup.h"
 #include "common/status.h"
 #include "ps/table_config.h"
 #include "worker/adam.h"
 #include "worker/data_reader.h"
 #include "worker/metrics.h"
 #include "worker/pepnet_model.h"
+#include "worker/thread_team.h"
 
 namespace pepnet {
 namespace proto {
@@ -31,10 +40,11 @@ class PsClient;
 class EmbeddingStore {
  public:
   virtual ~EmbeddingStore() = default;
-  // Rows of keys in key order, each of its slot's dim.
-  virtual Status Pull(const std::vector<uint64_t>& keys, std::vector<float>* values) = 0;
-  virtual Status Push(const std::vector<uint64_t>& keys, const std::vector<float>& grads,
-                      const std::vector<float>& shows, const std::vector<float>& clicks) = 0;
+  // Rows of keys[0..n) in key order, each of its slot's dim. Called concurrently from the
+  // trainer's threads with disjoint keys.
+  virtual Status Pull(const uint64_t* keys, size_t n, float* values) = 0;
+  virtual Status Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
+                      const float* clicks) = 0;
 };
 
 // The embedding table a model config needs (its slots, dims and AdaGrad settings); shard
@@ -52,26 +62,44 @@ ModelShape ShapeOf(const proto::ModelConfig& config);
 
 class Trainer {
  public:
-  // `config` and `store` are borrowed and must outlive the trainer.
-  Trainer(const proto::ModelConfig& config, EmbeddingStore* store, uint64_t seed);
+  // `config` and `store` are borrowed and must outlive the trainer. `threads` >= 1.
+  Trainer(const proto::ModelConfig& config, EmbeddingStore* store, uint64_t seed,
+          int threads = 1);
+  ~Trainer();
 
   // One step on `batch`; its predictions (before the update) go to `metrics`.
   Status TrainBatch(const Batch& batch, PassMetrics* metrics);
 
+  // Scores `batch` without training: probabilities, [batch.size, num_tasks] row-major.
+  Status Predict(const Batch& batch, std::vector<float>* scores);
+
   const PepNetParams<float>& params() const { return params_; }
+  int threads() const;
 
  private:
+  struct Member;  // one thread's model activations and gradients
+  // Dedups the batch's keys and pulls the distinct rows into values_.
+  Status PullBatch(const Batch& batch);
+  // Member i pools its rows' embeddings and runs the forward pass.
+  void ForwardRows(const Batch& batch, Member* m, const float* task_normalizers);
+
   const proto::ModelConfig& config_;
   EmbeddingStore* store_;
-  PepNet<float> net_;
-  PepNetParams<float> params_, grads_;
+  PepNetParams<float> params_;
   Adam<float> adam_;
+  std::vector<int> dims_;
   std::vector<bool> mean_pooling_;
-  // Per-step buffers, kept to avoid reallocation.
-  std::vector<uint64_t> keys_;
+  std::unique_ptr<ThreadTeam> team_;
+  std::vector<std::unique_ptr<Member>> members_;
+  KeyDeduper dedup_;
+  // Per-step buffers, kept to avoid reallocation. keys_ holds every key occurrence, slot
+  // by slot; unique_ the distinct keys (grouped by slot, as keys of slots differ);
+  // position_[i] the index in unique_ of keys_[i]; value_offset_[j] where unique_[j]'s row
+  // starts in values_ and key_grads_.
+  std::vector<uint64_t> keys_, unique_;
+  std::vector<uint32_t> position_;
+  std::vector<size_t> slot_key_base_, value_offset_;
   std::vector<float> values_, key_grads_, shows_, clicks_;
-  std::vector<Matrix<float>> slot_emb_, slot_grads_;
-  Matrix<float> labels_, mask_;
 };
 
 }  // namespace pepnet
