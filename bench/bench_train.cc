@@ -40,7 +40,7 @@ DEFINE_double(zipf, 1.05, "Zipf exponent of the user, item and author IDs.");
 DEFINE_uint64(seed, 1, "Seed of data and model.");
 DEFINE_double(roofline_gflops, 0,
               "GEMM roofline to compare with (e.g. the PyTorch reference's gemm_roofline.py "
-              "figure); 0 = measure sgemm 1024^3 on the threads here.");
+              "figure); 0 = measure the float GEMM 1024^3 here, one product per thread.");
 
 namespace pepnet {
 namespace {
@@ -56,8 +56,8 @@ std::vector<int> IntList(const std::string& s) {
 }
 
 std::string DefaultConfigPath() {
-  for (const std::string& p : {std::string("configs/bench.pbtxt"),
-                               ExecutableDir() + "/../../configs/bench.pbtxt"}) {
+  for (const std::string& p :
+       {std::string("configs/bench.pbtxt"), ExecutableDir() + "/../../configs/bench.pbtxt"}) {
     if (FILE* f = fopen(p.c_str(), "r")) {
       fclose(f);
       return p;
@@ -125,8 +125,8 @@ std::vector<Batch> MakeBatches(const proto::ModelConfig& config, int batch_size,
     for (int i = 0; i < batch_size; ++i) {
       uint32_t domain = 0;
       for (int s = 0; s < num_slots; ++s) {
-        const int id = zipf[s] ? (*zipf[s])(&rng)
-                               : std::uniform_int_distribution<int>(0, vocab[s] - 1)(rng);
+        const int id =
+            zipf[s] ? (*zipf[s])(&rng) : std::uniform_int_distribution<int>(0, vocab[s] - 1)(rng);
         if (config.slot(s).role() == proto::DOMAIN) domain = id;
         if (config.slot(s).role() == proto::USER) b.user.push_back(id);
         const std::string value = std::to_string(id);
@@ -233,8 +233,7 @@ int Run() {
   const std::vector<int> batch_sizes = IntList(FLAGS_batch);
   const bool train = FLAGS_modes.find("train") != std::string::npos;
   const bool infer = FLAGS_modes.find("infer") != std::string::npos;
-  printf("pepnet_bench_train: config %s; GEMM: %s\n", path.c_str(),
-         GemmBackendDescription().c_str());
+  printf("pepnet_bench_train: config %s\n", path.c_str());
   printf("FLOPs/sample: forward %.3f M; training %.3f M executed (%.3f M nominal, 3x forward)\n",
          flops.forward / 1e6, flops.train_executed / 1e6, flops.train_nominal / 1e6);
   fflush(stdout);
@@ -259,7 +258,8 @@ int Run() {
         size_t next = 0;
         auto step = [&] {
           const Batch& b = pool[next++ % pool.size()];
-          Status s = mode == "train" ? trainer.TrainBatch(b, &metrics) : trainer.Predict(b, &scores);
+          Status s =
+              mode == "train" ? trainer.TrainBatch(b, &metrics) : trainer.Predict(b, &scores);
           CHECK(s.ok()) << s.ToString();
         };
         // Untimed: one pass over the pool creates every row, then the warmup.
@@ -287,10 +287,11 @@ int Run() {
   const bool measured = FLAGS_roofline_gflops <= 0;
   const double roofline = measured ? MeasureRoofline(max_threads) : FLAGS_roofline_gflops;
   const double roofline_samples = roofline * 1e9 / flops.train_nominal;
-  printf("roofline: %.0f GFLOP/s (%s, %d threads) = %.0f trained samples/s at %.2f MFLOP "
-         "nominal\n",
-         roofline, measured ? "sgemm 1024^3 measured here" : "given", max_threads,
-         roofline_samples, flops.train_nominal / 1e6);
+  printf(
+      "roofline: %.0f GFLOP/s (%s, %d threads) = %.0f trained samples/s at %.2f MFLOP "
+      "nominal\n",
+      roofline, measured ? "sgemm 1024^3 measured here" : "given", max_threads, roofline_samples,
+      flops.train_nominal / 1e6);
   for (const Measurement& m : results) {
     if (m.mode == "train" && m.threads == max_threads) {
       printf("train threads=%d batch=%d: %.0f%% of the roofline\n", m.threads, m.batch,

@@ -1,22 +1,16 @@
 #include "worker/gemm.h"
 
 #include <Eigen/Core>
-#include <cstdlib>
-
-#ifdef PEPNET_HAVE_BLAS
-#include <cblas.h>
-#endif
 
 namespace pepnet {
-namespace {
 
 template <typename T>
-void EigenGemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, int lda,
-               const T* b, int ldb, T beta, T* c, int ldc) {
+void Gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, int lda, const T* b,
+          int ldb, T beta, T* c, int ldc) {
+  if (m == 0 || n == 0) return;
   using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using ConstMap = Eigen::Map<const Mat, 0, Eigen::OuterStride<>>;
   Eigen::Map<Mat, 0, Eigen::OuterStride<>> cm(c, m, n, Eigen::OuterStride<>(ldc));
-  // beta == 0 must not read C: it may hold uninitialized memory (as in BLAS).
   if (beta == T(0)) {
     cm.setZero();
   } else if (beta != T(1)) {
@@ -36,41 +30,9 @@ void EigenGemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T
   }
 }
 
-}  // namespace
-
-template <>
-void Gemm<double>(bool trans_a, bool trans_b, int m, int n, int k, double alpha, const double* a,
-                  int lda, const double* b, int ldb, double beta, double* c, int ldc) {
-  if (m == 0 || n == 0) return;
-  EigenGemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-template <>
-void Gemm<float>(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a,
-                 int lda, const float* b, int ldb, float beta, float* c, int ldc) {
-  if (m == 0 || n == 0) return;
-#ifdef PEPNET_HAVE_BLAS
-  if (k > 0) {
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return;
-  }
-#endif
-  EigenGemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-std::string GemmBackendDescription() {
-#ifdef PEPNET_HAVE_BLAS
-  std::string s = std::string("OpenBLAS (") + openblas_get_config() +
-                  "; core: " + openblas_get_corename() + ")";
-  if (const char* forced = std::getenv("OPENBLAS_CORETYPE")) {
-    s += std::string("; OPENBLAS_CORETYPE=") + forced +
-         " overrides the CPU's own kernels (unset it for full speed)";
-  }
-  return s;
-#else
-  return "Eigen (built without OpenBLAS)";
-#endif
-}
+template void Gemm<float>(bool, bool, int, int, int, float, const float*, int, const float*, int,
+                          float, float*, int);
+template void Gemm<double>(bool, bool, int, int, int, double, const double*, int, const double*,
+                           int, double, double*, int);
 
 }  // namespace pepnet

@@ -196,24 +196,24 @@ void PepNet<T>::GateForward(const GateNUParams<T>& g, const Matrix<T>& x, GateCa
 }
 
 template <typename T>
-void PepNet<T>::GateBackward(const GateNUParams<T>& g, const Matrix<T>& x, const GateCache& c,
+void PepNet<T>::GateBackward(const GateNUParams<T>& g, const Matrix<T>& x, GateCache* c,
                              const Matrix<T>& d_delta, GateNUParams<T>* dg, int x_grad_cols,
                              Matrix<T>* dx) {
   // d/da (gamma * sigmoid(a)) = delta * (1 - delta / gamma).
   const T inv_gamma = T(1) / T(shape_.gamma);
-  da2_ = (d_delta.array() * c.delta.array() * (T(1) - c.delta.array() * inv_gamma)).matrix();
-  LinearWeightGrad(da2_, c.r, &dg->fc2);
+  c->da2 = (d_delta.array() * c->delta.array() * (T(1) - c->delta.array() * inv_gamma)).matrix();
+  LinearWeightGrad(c->da2, c->r, &dg->fc2);
   const int rows = static_cast<int>(x.rows());
-  const int hidden = static_cast<int>(c.r.cols()), out = static_cast<int>(c.delta.cols());
-  da1_.resize(rows, hidden);
-  Gemm<T>(false, false, rows, hidden, out, T(1), da2_.data(), out, g.fc2.weight.data(), hidden,
-          T(0), da1_.data(), hidden);
-  da1_ = (c.r.array() > T(0)).select(da1_, T(0));
-  LinearWeightGrad(da1_, x, &dg->fc1);
+  const int hidden = static_cast<int>(c->r.cols()), out = static_cast<int>(c->delta.cols());
+  c->da1.resize(rows, hidden);
+  Gemm<T>(false, false, rows, hidden, out, T(1), c->da2.data(), out, g.fc2.weight.data(), hidden,
+          T(0), c->da1.data(), hidden);
+  c->da1 = (c->r.array() > T(0)).select(c->da1, T(0));
+  LinearWeightGrad(c->da1, x, &dg->fc1);
   // Only the leading columns of x are trainable inputs; the rest are stop-gradient copies,
   // whose input gradient would be thrown away.
   const int in = static_cast<int>(x.cols());
-  Gemm<T>(false, false, rows, x_grad_cols, hidden, T(1), da1_.data(), hidden, g.fc1.weight.data(),
+  Gemm<T>(false, false, rows, x_grad_cols, hidden, T(1), c->da1.data(), hidden, g.fc1.weight.data(),
           in, T(1), dx->data(), static_cast<int>(dx->cols()));
 }
 
@@ -327,34 +327,36 @@ void PepNet<T>::Backward(const PepNetParams<T>& params, PepNetParams<T>* grads,
 
   d_o_.setZero(batch, e_width_);
   for (int t = 0; t < shape_.num_tasks; ++t) {
-    // dh_ holds d h_{l+1} on entry to layer l.
+    std::vector<LayerCache>& cache = tasks_[t].layers;
     for (int l = layers; l >= 0; --l) {
-      const LayerCache& c = tasks_[t].layers[l];
+      LayerCache& c = cache[l];
       const Linear<T>& lin = l < layers ? params.towers[t][l] : params.heads[t];
       Linear<T>& dlin = l < layers ? grads->towers[t][l] : grads->heads[t];
       if (l == layers) {
-        dz_ = dlogits_.col(t);
-      } else if (gate_outputs) {
-        d_delta_of(t, l) = dh_.cwiseProduct(c.act);
-        dz_ = (c.act.array() > T(0)).select(dh_.cwiseProduct(gate_pp(t, l)), T(0));
+        c.dz = dlogits_.col(t);
       } else {
-        dz_ = (c.act.array() > T(0)).select(dh_, T(0));
+        const Matrix<T>& dh_next = cache[l + 1].dh;  // d h_{l+1}
+        if (gate_outputs) {
+          d_delta_of(t, l) = dh_next.cwiseProduct(c.act);
+          c.dz = (c.act.array() > T(0)).select(dh_next.cwiseProduct(gate_pp(t, l)), T(0));
+        } else {
+          c.dz = (c.act.array() > T(0)).select(dh_next, T(0));
+        }
       }
       const Matrix<T>& in = h(t, l);
-      LinearWeightGrad(dz_, gate_inputs ? c.gated : in, &dlin);
+      LinearWeightGrad(c.dz, gate_inputs ? c.gated : in, &dlin);
       const int width = static_cast<int>(lin.weight.rows());
       const int in_width = static_cast<int>(lin.weight.cols());
-      d_gated_.resize(batch, in_width);
-      Gemm<T>(false, false, batch, in_width, width, T(1), dz_.data(), width, lin.weight.data(),
-              in_width, T(0), d_gated_.data(), in_width);
+      Matrix<T>& d_in = gate_inputs ? c.d_in : c.dh;
+      d_in.resize(batch, in_width);
+      Gemm<T>(false, false, batch, in_width, width, T(1), c.dz.data(), width, lin.weight.data(),
+              in_width, T(0), d_in.data(), in_width);
       if (gate_inputs) {
-        d_delta_of(t, l) = d_gated_.cwiseProduct(in);
-        dh_ = d_gated_.cwiseProduct(gate_pp(t, l));
-      } else {
-        dh_.swap(d_gated_);
+        d_delta_of(t, l) = c.d_in.cwiseProduct(in);
+        c.dh = c.d_in.cwiseProduct(gate_pp(t, l));
       }
     }
-    d_o_ += dh_;
+    d_o_ += cache[0].dh;
   }
 
   // The sg(O_ep) columns of the prior pass no gradient on; the prior embeddings do.
@@ -363,14 +365,14 @@ void PepNet<T>::Backward(const PepNetParams<T>& params, PepNetParams<T>* grads,
   if (gated()) {
     for (size_t u = 0; u < pp_cache_.size(); ++u) {
       for (int l = 0; l < pp_gated_layers_; ++l) {
-        GateBackward(params.pp_gates[u][l], prior_, pp_cache_[u][l], d_delta_[u][l],
+        GateBackward(params.pp_gates[u][l], prior_, &pp_cache_[u][l], d_delta_[u][l],
                      &grads->pp_gates[u][l], prior_emb_width_, &d_prior_);
       }
     }
     // d delta_ep = d O_ep * E; d E = d O_ep * delta_ep. The sg(E) columns of the gate input
     // pass no gradient on.
-    dh_ = d_o_.cwiseProduct(e_);
-    GateBackward(params.ep_gate, ep_in_, ep_cache_, dh_, &grads->ep_gate, domain_width_,
+    d_delta_ep_ = d_o_.cwiseProduct(e_);
+    GateBackward(params.ep_gate, ep_in_, &ep_cache_, d_delta_ep_, &grads->ep_gate, domain_width_,
                  &d_domain_);
     d_o_.array() *= ep_cache_.delta.array();
   }

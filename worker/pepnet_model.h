@@ -118,6 +118,7 @@ class PepNet {
  private:
   struct GateCache {
     Matrix<T> r, delta;  // relu(fc1 x), gamma * sigmoid(fc2 r)
+    Matrix<T> da1, da2;  // Backward scratch; per gate so that no size changes per step
   };
   // Where the gate of (task, layer) comes from: columns [col, col + width) of gate unit
   // [unit_row][unit_layer].
@@ -128,6 +129,8 @@ class PepNet {
     Matrix<T> gated;  // delta * h_l, the linear's input (gating inputs only)
     Matrix<T> act;    // relu(z) of a hidden layer; the head's z
     Matrix<T> out;    // delta * act (gating outputs only); h_{l+1}
+    // Backward: d z, d (linear input), d h_l. Per layer so that no size changes per step.
+    Matrix<T> dz, d_in, dh;
   };
   struct TaskCache {
     std::vector<LayerCache> layers;  // tower layers, then the head
@@ -135,7 +138,7 @@ class PepNet {
 
   void GateForward(const GateNUParams<T>& g, const Matrix<T>& x, GateCache* cache) const;
   // Writes the parameter gradients into *dg and adds d x[:, :x_grad_cols] into *dx.
-  void GateBackward(const GateNUParams<T>& g, const Matrix<T>& x, const GateCache& cache,
+  void GateBackward(const GateNUParams<T>& g, const Matrix<T>& x, GateCache* cache,
                     const Matrix<T>& d_delta, GateNUParams<T>* dg, int x_grad_cols, Matrix<T>* dx);
   bool gated() const { return !shape_.disable_gates; }
   int num_layers() const { return static_cast<int>(shape_.tower.size()); }
@@ -157,7 +160,7 @@ class PepNet {
   std::vector<TaskCache> tasks_;
   std::vector<T> loss_per_task_;
   // Backward scratch.
-  Matrix<T> d_o_, d_prior_, d_domain_, dh_, dz_, d_gated_, da1_, da2_;
+  Matrix<T> d_o_, d_prior_, d_domain_, d_delta_ep_;
   std::vector<std::vector<Matrix<T>>> d_delta_;  // like pp_cache_
 };
 

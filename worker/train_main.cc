@@ -9,6 +9,7 @@
 
 #include "common/ps_client.h"
 #include "proto/model_config.pb.h"
+#include "worker/batch_prefetcher.h"
 #include "worker/data_reader.h"
 #include "worker/model_config.h"
 #include "worker/trainer.h"
@@ -19,6 +20,7 @@ DEFINE_bool(local, false, "Keep the embedding table in this process.");
 DEFINE_string(servers, "", "Shard servers host:port,... (without --local).");
 DEFINE_int32(passes, 1, "How many times the data is streamed.");
 DEFINE_uint64(seed, 1, "Seed of the dense initialization and of local embedding rows.");
+DEFINE_int32(threads, 2, "Threads of the training step (the batch's rows are split over them).");
 DEFINE_string(metrics_out, "", "Append one JSON line of metrics per pass to this file.");
 
 namespace {
@@ -53,6 +55,7 @@ int main(int argc, char** argv) {
   if (FLAGS_local == !FLAGS_servers.empty())
     return Fail("give exactly one of --local and --servers");
   if (FLAGS_passes < 1) return Fail("--passes must be >= 1");
+  if (FLAGS_threads < 1 || FLAGS_threads > 256) return Fail("--threads must be in [1, 256]");
 
   pepnet::proto::ModelConfig config;
   pepnet::Status st = pepnet::LoadModelConfigFile(FLAGS_config, &config);
@@ -70,18 +73,22 @@ int main(int argc, char** argv) {
   }
   if (!st.ok()) return Fail(st.ToString());
 
-  pepnet::Trainer trainer(config, store.get(), FLAGS_seed);
+  pepnet::Trainer trainer(config, store.get(), FLAGS_seed, FLAGS_threads);
   std::vector<std::string> task_names;
   for (const auto& t : config.task()) task_names.push_back(t.name());
   for (int pass = 0; pass < FLAGS_passes; ++pass) {
     pepnet::PassMetrics metrics(task_names, config.num_domains());
     pepnet::DataReader reader(&config, files);
-    pepnet::Batch batch;
-    bool done = false;
-    while (!done) {
-      st = reader.Next(config.batch_size(), &batch, &done);
-      if (st.ok()) st = trainer.TrainBatch(batch, &metrics);
-      if (!st.ok()) return Fail("pass " + std::to_string(pass) + ": " + st.ToString());
+    {
+      // Parsing runs ahead on its own thread.
+      pepnet::BatchPrefetcher prefetcher(&reader, config.batch_size());
+      pepnet::Batch batch;
+      bool done = false;
+      while (!done) {
+        st = prefetcher.Next(&batch, &done);
+        if (st.ok()) st = trainer.TrainBatch(batch, &metrics);
+        if (!st.ok()) return Fail("pass " + std::to_string(pass) + ": " + st.ToString());
+      }
     }
     printf("%s", metrics.ToText(pass).c_str());
     if (reader.stats().malformed > 0) {

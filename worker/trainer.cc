@@ -201,14 +201,14 @@ void Trainer::ForwardRows(const Batch& batch, Member* m, const float* task_norma
     for (int r = 0; r < rows; ++r) {
       const size_t i = m->row_begin + r;
       for (uint32_t k = off[i]; k < off[i + 1]; ++k) {
-        emb.row(r) += Eigen::Map<const RowVector<float>>(values_.data() + value_offset_[pos[k]],
-                                                         dim);
+        emb.row(r) +=
+            Eigen::Map<const RowVector<float>>(values_.data() + value_offset_[pos[k]], dim);
       }
       if (mean_pooling_[s] && off[i + 1] > off[i] + 1) emb.row(r) /= float(off[i + 1] - off[i]);
     }
   }
-  m->labels = Eigen::Map<const Matrix<float>>(batch.labels.data() + m->row_begin * num_tasks,
-                                              rows, num_tasks);
+  m->labels = Eigen::Map<const Matrix<float>>(batch.labels.data() + m->row_begin * num_tasks, rows,
+                                              num_tasks);
   m->mask.resize(rows, num_tasks);
   for (int k = 0; k < rows * num_tasks; ++k) {
     m->mask.data()[k] = batch.label_mask[m->row_begin * num_tasks + k];

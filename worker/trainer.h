@@ -63,8 +63,7 @@ ModelShape ShapeOf(const proto::ModelConfig& config);
 class Trainer {
  public:
   // `config` and `store` are borrowed and must outlive the trainer. `threads` >= 1.
-  Trainer(const proto::ModelConfig& config, EmbeddingStore* store, uint64_t seed,
-          int threads = 1);
+  Trainer(const proto::ModelConfig& config, EmbeddingStore* store, uint64_t seed, int threads = 1);
   ~Trainer();
 
   // One step on `batch`; its predictions (before the update) go to `metrics`.
