@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (FLAGS_log_dir.empty()) FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  pepnet::KeepLargeAllocationsInHeap();
   if (FLAGS_config.empty()) return Fail("--config is required");
   const std::vector<std::string> files = Split(FLAGS_data);
   if (files.empty()) return Fail("--data is required");

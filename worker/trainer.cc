@@ -1,5 +1,7 @@
 #include "worker/trainer.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cmath>
 #include <tuple>
@@ -88,6 +90,11 @@ Status MakeLocalStore(const proto::ModelConfig& config, uint64_t seed,
 
 std::unique_ptr<EmbeddingStore> MakeRemoteStore(PsClient* client) {
   return std::make_unique<RemoteStore>(client);
+}
+
+void KeepLargeAllocationsInHeap() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 ModelShape ShapeOf(const proto::ModelConfig& config) {

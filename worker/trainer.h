@@ -60,6 +60,12 @@ std::unique_ptr<EmbeddingStore> MakeRemoteStore(PsClient* client);
 // The model shape a config describes.
 ModelShape ShapeOf(const proto::ModelConfig& config);
 
+// For a training process's main(): keeps freed buffers in the heap instead of returning
+// them to the kernel. Eigen's products allocate their multi-megabyte packing buffers per
+// call; with glibc's defaults those come and go by mmap, and the page faults cost a few
+// percent of a training step (measured in docs/benchmarks.md). Process-wide.
+void KeepLargeAllocationsInHeap();
+
 class Trainer {
  public:
   // `config` and `store` are borrowed and must outlive the trainer. `threads` >= 1.
