@@ -336,6 +336,39 @@ class PsClientImpl : public PsClient {
     return WaitCall(call.get());
   }
 
+  Status BeginPass(uint32_t pass) override {
+    auto call = NewCall(num_shards());
+    for (uint32_t s = 0; s < num_shards(); ++s) {
+      auto req = std::make_shared<ShardSimple>(pool_);
+      req->header.set_type(proto::BEGIN_PASS);
+      req->header.set_pass(pass);
+      req->call = call;
+      req->on_reply = [](const proto::ResponseHeader&) {};
+      Dispatch(s, req);
+    }
+    return WaitCall(call.get());
+  }
+
+  Status ExportRows(uint32_t pass, bool all, const std::vector<std::string>& paths,
+                    std::vector<proto::ExportReply>* replies) override {
+    if (paths.size() != num_shards()) {
+      return Status::InvalidArgument("ExportRows needs one path per shard");
+    }
+    replies->assign(num_shards(), proto::ExportReply());
+    auto call = NewCall(num_shards());
+    for (uint32_t s = 0; s < num_shards(); ++s) {
+      auto req = std::make_shared<ShardSimple>(pool_);
+      req->header.set_type(proto::EXPORT_ROWS);
+      req->header.set_pass(pass);
+      req->header.set_export_all(all);
+      req->header.set_export_path(paths[s]);
+      req->call = call;
+      req->on_reply = [replies, s](const proto::ResponseHeader& r) { (*replies)[s] = r.export_(); };
+      Dispatch(s, req);
+    }
+    return WaitCall(call.get());
+  }
+
   uint32_t num_shards() const override { return static_cast<uint32_t>(conns_.size()); }
   uint32_t slot_bits() const override { return slot_bits_; }
 

@@ -23,7 +23,8 @@
 namespace pepnet {
 namespace proto {
 class ServerStats;
-}
+class ExportReply;
+}  // namespace proto
 
 struct ClientOptions {
   // "host:port" of every shard; position i must be the server started with --shard_id=i.
@@ -66,6 +67,13 @@ class PsClient {
 
   // Synchronous statistics of every shard, in shard order.
   virtual Status Stats(std::vector<proto::ServerStats>* stats) = 0;
+
+  // Pass hooks on every shard (the pass coordinator's): rows created or updated from now
+  // on record `pass`; ExportRows has shard i write its rows (all, or those of `pass`) to
+  // paths[i] on its filesystem.
+  virtual Status BeginPass(uint32_t pass) = 0;
+  virtual Status ExportRows(uint32_t pass, bool all, const std::vector<std::string>& paths,
+                            std::vector<proto::ExportReply>* replies) = 0;
 
   virtual uint32_t num_shards() const = 0;
   // The servers' slot_bits: keys carry their slot in that many top bits.

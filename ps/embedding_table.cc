@@ -11,16 +11,6 @@
 
 namespace pepnet {
 
-struct EmbeddingTable::Partition {
-  mutable std::mutex mu;
-  std::vector<SlotShard*> shards;  // by dense slot index; created on first use
-  uint64_t rows_created = 0;
-
-  ~Partition() {
-    for (SlotShard* s : shards) delete s;
-  }
-};
-
 // Per-thread working memory of one request, kept between requests to avoid allocation.
 struct EmbeddingTable::Scratch {
   std::vector<uint64_t> hash;
@@ -235,6 +225,25 @@ Status EmbeddingTable::Lookup(uint64_t key, RowSnapshot* out) const {
   out->meta = *RowLayout::Meta(row);
   out->weights.assign(RowLayout::Weights(row), RowLayout::Weights(row) + layout.dim);
   out->accumulator.assign(layout.Accumulator(row), layout.Accumulator(row) + layout.acc_floats);
+  return Status::OK();
+}
+
+Status EmbeddingTable::SetWeights(uint64_t key, const float* weights, uint32_t dim) {
+  const int32_t index = slot_index_[SlotOfKey(key, options_.slot_bits)];
+  if (index < 0) return Status::InvalidArgument(KeyError(key, options_.slot_bits));
+  if (dim != layouts_[index].dim) {
+    return Status::InvalidArgument("key " + FormatKey(key) + ": " + std::to_string(dim) +
+                                   " weights for a slot of dim " +
+                                   std::to_string(layouts_[index].dim));
+  }
+  const uint64_t h = TableHash(key, hash_salt_);
+  Partition& part = partitions_[PartitionOf(h)];
+  std::lock_guard<std::mutex> lock(part.mu);
+  bool created = false;
+  char* row = ShardFor(&part, index)->FindOrInsert(key, h, options_.seed, pass(), &created);
+  if (row == nullptr) return Status::ResourceExhausted("slot full for key " + FormatKey(key));
+  if (created) ++part.rows_created;
+  std::memcpy(RowLayout::Weights(row), weights, 4 * size_t{dim});
   return Status::OK();
 }
 

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "common/status.h"
@@ -82,6 +83,16 @@ class EmbeddingTable {
   // Consistent per partition; partitions are read one after another.
   TableStatsSnapshot Stats() const;
 
+  // Calls fn(key, weights, dim, meta) for every row, partition by partition under the
+  // partition's lock (so consistent per partition). fn must not call into the table.
+  template <typename Fn>
+  void ForEachRow(Fn fn) const;
+
+  // Sets a row's weights (creating it if absent), leaving its optimizer state and
+  // counters as they are: for loading a published model. InvalidArgument for a key of
+  // an unconfigured slot or a wrong dim.
+  Status SetWeights(uint64_t key, const float* weights, uint32_t dim);
+
  private:
   struct Partition;
   struct Scratch;
@@ -109,6 +120,31 @@ class EmbeddingTable {
   std::atomic<uint32_t> pass_{0};
   const uint64_t hash_salt_;  // TableHash salt, random per table
 };
+
+struct EmbeddingTable::Partition {
+  mutable std::mutex mu;
+  std::vector<SlotShard*> shards;  // by dense slot index; created on first use
+  uint64_t rows_created = 0;
+
+  ~Partition() {
+    for (SlotShard* s : shards) delete s;
+  }
+};
+
+template <typename Fn>
+void EmbeddingTable::ForEachRow(Fn fn) const {
+  for (uint32_t p = 0; p < num_partitions_; ++p) {
+    const Partition& part = partitions_[p];
+    std::lock_guard<std::mutex> lock(part.mu);
+    for (const SlotShard* shard : part.shards) {
+      if (shard == nullptr) continue;
+      const uint32_t dim = shard->layout().dim;
+      shard->ForEachRow([&](const char* row) {
+        fn(RowLayout::Key(row), RowLayout::Weights(row), dim, *RowLayout::Meta(row));
+      });
+    }
+  }
+}
 
 }  // namespace pepnet
 

@@ -3,6 +3,7 @@
 #include "common/hash.h"
 #include "proto/ps.pb.h"
 #include "ps/embedding_table.h"
+#include "ps/row_file.h"
 
 namespace pepnet {
 namespace {
@@ -68,6 +69,24 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
     case proto::PUSH:
       st = HandlePush(request, payload, payload_len);
       break;
+    case proto::BEGIN_PASS:
+      table_->SetPass(request.pass());
+      break;
+    case proto::EXPORT_ROWS: {
+      if (request.export_path().empty()) {
+        st = Status::InvalidArgument("EXPORT_ROWS without export_path");
+        break;
+      }
+      RowFileInfo info;
+      st =
+          WriteRowFile(*table_, request.export_all(), request.pass(), request.export_path(), &info);
+      if (st.ok()) {
+        reply->mutable_export_()->set_rows(info.rows);
+        reply->mutable_export_()->set_bytes(info.bytes);
+        reply->mutable_export_()->set_checksum(info.checksum);
+      }
+      break;
+    }
     default:
       st = Status::InvalidArgument("unknown request type " + std::to_string(request.type()));
   }

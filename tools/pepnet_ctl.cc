@@ -1,6 +1,7 @@
 // pepnet_ctl: operator commands against running shard servers.
 //
 //   pepnet_ctl stats --servers=h:p,h:p [--json]
+//   pepnet_ctl table_config --model_config=FILE [--seed=N]   (the servers' table config)
 #include <gflags/gflags.h>
 
 #include <cstdio>
@@ -9,11 +10,17 @@
 
 #include "common/ps_client.h"
 #include "common/stats_format.h"
+#include "proto/model_config.pb.h"
 #include "proto/ps.pb.h"
+#include "ps/table_config.h"
+#include "worker/model_config.h"
+#include "worker/trainer.h"
 
 DEFINE_string(servers, "", "Shard servers, host:port in shard order, comma-separated.");
 DEFINE_bool(json, false, "Print one line of JSON instead of a table.");
 DEFINE_int32(timeout_ms, 10000, "Give up on a shard after this long.");
+DEFINE_string(model_config, "", "table_config: the model config whose slots the table holds.");
+DEFINE_uint64(seed, 1, "table_config: the table's row initialization seed.");
 
 namespace {
 
@@ -25,11 +32,19 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("pepnet_ctl stats --servers=host:port[,host:port...] [--json]");
+  const char* usage =
+      "usage: pepnet_ctl stats --servers=host:port[,host:port...] [--json]\n"
+      "       pepnet_ctl table_config --model_config=FILE [--seed=N]";
+  gflags::SetUsageMessage(usage);
   gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (argc != 2 || strcmp(argv[1], "stats") != 0) {
-    return Fail("usage: pepnet_ctl stats --servers=host:port[,host:port...] [--json]");
+  if (argc == 2 && strcmp(argv[1], "table_config") == 0) {
+    pepnet::proto::ModelConfig model;
+    pepnet::Status st = pepnet::LoadModelConfigFile(FLAGS_model_config, &model);
+    if (!st.ok()) return Fail(st.ToString());
+    printf("%s", pepnet::FormatTableConfig(pepnet::TableOptionsFor(model, FLAGS_seed)).c_str());
+    return 0;
   }
+  if (argc != 2 || strcmp(argv[1], "stats") != 0) return Fail(usage);
   pepnet::ClientOptions options;
   pepnet::Status st = pepnet::ParseServerList(FLAGS_servers, &options.servers);
   if (!st.ok()) return Fail("--servers: " + st.message());

@@ -81,6 +81,35 @@ class Adam {
     }
   }
 
+  // As UpdateRange, with the summed gradient given flattened (ForEach order).
+  void UpdateRangeFlat(PepNetParams<T>* params, const T* grad, size_t begin, size_t end) {
+    const T lr = static_cast<T>(options_.learning_rate);
+    const T b1 = static_cast<T>(options_.beta1), b2 = static_cast<T>(options_.beta2);
+    const T eps = static_cast<T>(options_.epsilon);
+    const T inv_c1 = T(1) / c1_, inv_c2 = T(1) / c2_;
+    std::vector<T*> p, m, v;
+    std::vector<long> n;
+    Collect(params, &p, &n);
+    Collect(&m_, &m, nullptr);
+    Collect(&v_, &v, nullptr);
+    size_t base = 0;
+    for (size_t k = 0; k < p.size() && base < end; base += n[k], ++k) {
+      const size_t lo = std::max(begin, base), hi = std::min(end, base + n[k]);
+      if (lo >= hi) continue;
+      T* pk = p[k] + (lo - base);
+      T* mk = m[k] + (lo - base);
+      T* vk = v[k] + (lo - base);
+      const T* gk = grad + lo;
+      const long count = static_cast<long>(hi - lo);
+#pragma omp simd
+      for (long i = 0; i < count; ++i) {
+        mk[i] = b1 * mk[i] + (T(1) - b1) * gk[i];
+        vk[i] = b2 * vk[i] + (T(1) - b2) * gk[i] * gk[i];
+        pk[i] -= lr * (mk[i] * inv_c1) / (std::sqrt(vk[i] * inv_c2) + eps);
+      }
+    }
+  }
+
   size_t num_values() const { return num_values_; }
 
   long step() const { return step_; }

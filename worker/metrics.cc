@@ -1,5 +1,7 @@
 #include "worker/metrics.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -86,6 +88,39 @@ void PassMetrics::Merge(const PassMetrics& other) {
       by_task_domain_[t][d].insert(by_task_domain_[t][d].end(), src.begin(), src.end());
     }
   }
+}
+
+// Layout: per (task, domain) in order, uint64 count then count packed Predictions.
+std::string PassMetrics::Serialize() const {
+  std::string out;
+  for (const auto& task : by_task_domain_) {
+    for (const auto& preds : task) {
+      const uint64_t n = preds.size();
+      out.append(reinterpret_cast<const char*>(&n), 8);
+      out.append(reinterpret_cast<const char*>(preds.data()), n * sizeof(Prediction));
+    }
+  }
+  return out;
+}
+
+Status PassMetrics::MergeSerialized(const char* data, size_t size) {
+  size_t at = 0;
+  for (auto& task : by_task_domain_) {
+    for (auto& preds : task) {
+      uint64_t n;
+      if (size - at < 8) return Status::Corruption("predictions: truncated count");
+      std::memcpy(&n, data + at, 8);
+      at += 8;
+      if ((size - at) / sizeof(Prediction) < n) return Status::Corruption("predictions: truncated");
+      const size_t old = preds.size();
+      preds.resize(old + n);
+      std::memcpy(static_cast<void*>(preds.data() + old), data + at, n * sizeof(Prediction));
+      at += n * sizeof(Prediction);
+    }
+  }
+  if (at != size)
+    return Status::Corruption("predictions: " + std::to_string(size - at) + " bytes left over");
+  return Status::OK();
 }
 
 MetricSummary PassMetrics::Task(int task) const {

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
+
 namespace pepnet {
 
 struct Prediction {
@@ -40,6 +42,10 @@ class PassMetrics {
   void Add(int task, uint32_t domain, const Prediction& p);
   // Appends another worker's predictions.
   void Merge(const PassMetrics& other);
+  // The predictions as bytes (to send them to the coordinator), and their merge back;
+  // Corruption when the bytes do not fit this metrics' tasks and domains.
+  std::string Serialize() const;
+  Status MergeSerialized(const char* data, size_t size);
   void Clear();
 
   MetricSummary Task(int task) const;

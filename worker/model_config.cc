@@ -1,5 +1,10 @@
 #include "worker/model_config.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
+#include "ps/row_file.h"
+
 #include <set>
 
 #include "common/text_proto.h"
@@ -126,6 +131,19 @@ Status LoadModelConfigFile(const std::string& path, proto::ModelConfig* config) 
   std::string text;
   PEPNET_RETURN_IF_ERROR(ReadFileToString(path, "model config", &text));
   return ParseModelConfig(text, path, config);
+}
+
+uint64_t ModelConfigFingerprint(const proto::ModelConfig& config) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    config.SerializeToCodedStream(&coded);
+  }
+  FileChecksum sum;
+  sum.Update(bytes.data(), bytes.size());
+  return sum.Final();
 }
 
 }  // namespace pepnet

@@ -2,6 +2,7 @@
 #ifndef PEPNET_WORKER_MODEL_CONFIG_H_
 #define PEPNET_WORKER_MODEL_CONFIG_H_
 
+#include <cstdint>
 #include <string>
 
 #include "common/status.h"
@@ -18,6 +19,9 @@ Status LoadModelConfigFile(const std::string& path, proto::ModelConfig* config);
 
 // Consistency checks; each error names the field (and slot or task) at fault.
 Status ValidateModelConfig(const proto::ModelConfig& config);
+
+// A hash of the config's content: processes of one cluster must agree on it.
+uint64_t ModelConfigFingerprint(const proto::ModelConfig& config);
 
 // The data column a slot or task reads (its `column`, or else its name).
 std::string SlotColumn(const proto::ModelConfig& config, int slot_index);

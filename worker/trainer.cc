@@ -9,6 +9,7 @@
 #include "common/ps_client.h"
 #include "proto/model_config.pb.h"
 #include "ps/embedding_table.h"
+#include "ps/row_file.h"
 
 namespace pepnet {
 namespace {
@@ -86,6 +87,10 @@ Status MakeLocalStore(const proto::ModelConfig& config, uint64_t seed,
   PEPNET_RETURN_IF_ERROR(EmbeddingTable::Create(TableOptionsFor(config, seed), &table));
   store->reset(new LocalStore(std::move(table)));
   return Status::OK();
+}
+
+std::unique_ptr<EmbeddingStore> MakeTableStore(std::unique_ptr<EmbeddingTable> table) {
+  return std::make_unique<LocalStore>(std::move(table));
 }
 
 std::unique_ptr<EmbeddingStore> MakeRemoteStore(PsClient* client) {
@@ -285,7 +290,11 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
   for (auto& m : members_) {
     if (m->row_end > m->row_begin) parts.push_back(&m->grads);
   }
-  adam_.BeginStep();
+  if (reducer_ == nullptr) {
+    adam_.BeginStep();
+  } else {
+    flat_grads_.resize(adam_.num_values());
+  }
   team_->Run([&](int i) {
     const auto keys = ShareOf(unique_.size(), team_->size(), i);
     std::fill(key_grads_.begin() + value_offset_[keys.first],
@@ -322,9 +331,96 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
                                      shows_.data() + keys.first, clicks_.data() + keys.first)
                       : Status::OK();
     const auto dense = ShareOf(adam_.num_values(), team_->size(), i);
-    adam_.UpdateRange(&params_, parts, dense.first, dense.second);
+    if (reducer_ == nullptr) {
+      adam_.UpdateRange(&params_, parts, dense.first, dense.second);
+      return;
+    }
+    // Flatten this thread's range of the summed gradient for the cluster's reduction.
+    size_t base = 0;
+    for (PepNetParams<float>* part : parts) {
+      base = 0;
+      part->ForEach(
+          [&](const std::string&, Matrix<float>* x) {
+            AddRange(x->data(), x->size(), part == parts[0], dense, &base);
+          },
+          [&](const std::string&, RowVector<float>* x) {
+            AddRange(x->data(), x->size(), part == parts[0], dense, &base);
+          });
+    }
   });
   for (auto& m : members_) PEPNET_RETURN_IF_ERROR(m->status);
+  if (reducer_ == nullptr) return Status::OK();
+  bool all_done = false;
+  PEPNET_RETURN_IF_ERROR(reducer_->AllReduce(true, &flat_grads_, &all_done));
+  if (all_done) return Status::Internal("dense reduction ended the pass during a step with data");
+  return ApplyFlatGradient();
+}
+
+void Trainer::AddRange(const float* src, size_t n, bool first, std::pair<size_t, size_t> range,
+                       size_t* base) {
+  const size_t lo = std::max(range.first, *base), hi = std::min(range.second, *base + n);
+  for (size_t k = lo; k < hi; ++k) {
+    flat_grads_[k] = first ? src[k - *base] : flat_grads_[k] + src[k - *base];
+  }
+  *base += n;
+}
+
+Status Trainer::ApplyFlatGradient() {
+  if (flat_grads_.size() != adam_.num_values()) {
+    return Status::Internal("dense reduction returned " + std::to_string(flat_grads_.size()) +
+                            " floats, the model has " + std::to_string(adam_.num_values()));
+  }
+  adam_.BeginStep();
+  team_->Run([&](int i) {
+    const auto dense = ShareOf(adam_.num_values(), team_->size(), i);
+    adam_.UpdateRangeFlat(&params_, flat_grads_.data(), dense.first, dense.second);
+  });
+  return Status::OK();
+}
+
+Status Trainer::IdleStep(bool* all_done) {
+  if (reducer_ == nullptr) return Status::Internal("IdleStep without a dense reducer");
+  flat_grads_.assign(adam_.num_values(), 0.0f);
+  PEPNET_RETURN_IF_ERROR(reducer_->AllReduce(false, &flat_grads_, all_done));
+  if (*all_done) return Status::OK();
+  return ApplyFlatGradient();
+}
+
+void Trainer::FlattenParams(std::vector<float>* out) const {
+  out->clear();
+  out->reserve(adam_.num_values());
+  PepNetParams<float>& p = const_cast<PepNetParams<float>&>(params_);
+  p.ForEach([&](const std::string&,
+                Matrix<float>* x) { out->insert(out->end(), x->data(), x->data() + x->size()); },
+            [&](const std::string&, RowVector<float>* x) {
+              out->insert(out->end(), x->data(), x->data() + x->size());
+            });
+}
+
+uint64_t Trainer::DenseChecksum() const {
+  std::vector<float> flat;
+  FlattenParams(&flat);
+  FileChecksum sum;
+  sum.Update(reinterpret_cast<const char*>(flat.data()), 4 * flat.size());
+  return sum.Final();
+}
+
+Status Trainer::LoadParams(const float* values, size_t n) {
+  if (n != adam_.num_values()) {
+    return Status::InvalidArgument("dense parameters: " + std::to_string(n) +
+                                   " floats given, the model has " +
+                                   std::to_string(adam_.num_values()));
+  }
+  size_t at = 0;
+  params_.ForEach(
+      [&](const std::string&, Matrix<float>* x) {
+        std::copy(values + at, values + at + x->size(), x->data());
+        at += x->size();
+      },
+      [&](const std::string&, RowVector<float>* x) {
+        std::copy(values + at, values + at + x->size(), x->data());
+        at += x->size();
+      });
   return Status::OK();
 }
 

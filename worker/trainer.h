@@ -47,6 +47,18 @@ class EmbeddingStore {
                       const float* clicks) = 0;
 };
 
+// Sums the dense gradients of the workers of a cluster, once per step: the synchronous
+// dense half of training (the coordinator's STEP). Every worker gets the same sum and
+// applies the same Adam update, so the dense replicas stay bitwise identical.
+class DenseReducer {
+ public:
+  virtual ~DenseReducer() = default;
+  // `grads` holds this worker's flattened dense gradient when `has_data` (else it is
+  // ignored); on return it holds the sum over the workers that had data, or *all_done is
+  // true: no worker had data, the pass's training is over and no step is taken.
+  virtual Status AllReduce(bool has_data, std::vector<float>* grads, bool* all_done) = 0;
+};
+
 // The embedding table a model config needs (its slots, dims and AdaGrad settings); shard
 // servers for the model run with FormatTableConfig of it.
 TableOptions TableOptionsFor(const proto::ModelConfig& config, uint64_t seed);
@@ -54,6 +66,8 @@ TableOptions TableOptionsFor(const proto::ModelConfig& config, uint64_t seed);
 // An in-process table built from the model config's slots (for --local).
 Status MakeLocalStore(const proto::ModelConfig& config, uint64_t seed,
                       std::unique_ptr<EmbeddingStore>* store);
+// A store over an existing table (for serving a loaded model).
+std::unique_ptr<EmbeddingStore> MakeTableStore(std::unique_ptr<EmbeddingTable> table);
 // Shard servers through a connected client (borrowed; must outlive the store).
 std::unique_ptr<EmbeddingStore> MakeRemoteStore(PsClient* client);
 
@@ -78,7 +92,18 @@ class Trainer {
   // Scores `batch` without training: probabilities, [batch.size, num_tasks] row-major.
   Status Predict(const Batch& batch, std::vector<float>* scores);
 
+  // With a reducer (borrowed), each step's dense gradient is summed across the cluster
+  // before Adam; a worker whose share of a pass has run out calls IdleStep until
+  // *all_done, so that every worker takes the same steps.
+  void set_dense_reducer(DenseReducer* reducer) { reducer_ = reducer; }
+  Status IdleStep(bool* all_done);
+
   const PepNetParams<float>& params() const { return params_; }
+  // The dense parameters flattened in PepNetParams::ForEach order, their checksum (equal
+  // on every worker of a cluster), and their replacement (for loading a published model).
+  void FlattenParams(std::vector<float>* out) const;
+  uint64_t DenseChecksum() const;
+  Status LoadParams(const float* values, size_t n);
   int threads() const;
 
  private:
@@ -87,6 +112,12 @@ class Trainer {
   Status PullBatch(const Batch& batch);
   // Member i pools its rows' embeddings and runs the forward pass.
   void ForwardRows(const Batch& batch, Member* m, const float* task_normalizers);
+  // flat_grads_[range] (+)= src, for the part of range inside [*base, *base + n); advances
+  // *base by n.
+  void AddRange(const float* src, size_t n, bool first, std::pair<size_t, size_t> range,
+                size_t* base);
+  // Adam with flat_grads_, split over the threads.
+  Status ApplyFlatGradient();
 
   const proto::ModelConfig& config_;
   EmbeddingStore* store_;
@@ -105,6 +136,8 @@ class Trainer {
   std::vector<uint32_t> position_;
   std::vector<size_t> slot_key_base_, value_offset_;
   std::vector<float> values_, key_grads_, shows_, clicks_;
+  DenseReducer* reducer_ = nullptr;
+  std::vector<float> flat_grads_;
 };
 
 }  // namespace pepnet

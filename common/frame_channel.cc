@@ -1,0 +1,171 @@
+#include "common/frame_channel.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+namespace pepnet {
+namespace {
+
+std::string PeerOf(int fd) {
+  sockaddr_in addr{};
+  socklen_t len = sizeof(addr);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
+  char ip[INET_ADDRSTRLEN] = "?";
+  inet_ntop(AF_INET, &addr.sin_addr, ip, sizeof(ip));
+  return std::string(ip) + ":" + std::to_string(ntohs(addr.sin_port));
+}
+
+void TuneSocket(int fd) {
+  const int one = 1, buffer = kSocketBufferBytes;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof(buffer));
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof(buffer));
+}
+
+Status ResolveIpv4(const std::string& host, int port, sockaddr_in* addr) {
+  addrinfo hints{}, *result = nullptr;
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  const int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &result);
+  if (rc != 0 || result == nullptr) {
+    return Status::InvalidArgument("cannot resolve " + host + ": " + gai_strerror(rc));
+  }
+  std::memcpy(addr, result->ai_addr, sizeof(*addr));
+  freeaddrinfo(result);
+  return Status::OK();
+}
+
+}  // namespace
+
+Status FrameChannel::Connect(const std::string& host, int port, int timeout_ms,
+                             std::unique_ptr<FrameChannel>* out) {
+  sockaddr_in addr{};
+  PEPNET_RETURN_IF_ERROR(ResolveIpv4(host, port, &addr));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Status::Unavailable(std::string("socket: ") + strerror(errno));
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      TuneSocket(fd);
+      out->reset(new FrameChannel(fd));
+      return Status::OK();
+    }
+    const int err = errno;
+    close(fd);
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status::Unavailable("cannot connect to " + host + ":" + std::to_string(port) + ": " +
+                                 strerror(err));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+FrameChannel::FrameChannel(int fd) : fd_(fd), peer_(PeerOf(fd)) {}
+
+FrameChannel::~FrameChannel() { close(fd_); }
+
+void FrameChannel::Close() {
+  if (!closed_.exchange(true)) shutdown(fd_, SHUT_RDWR);
+}
+
+Status FrameChannel::Send(const std::string& header, const void* payload, size_t payload_len) {
+  if (header.size() > kMaxHeaderBytes || payload_len > UINT32_MAX) {
+    return Status::InvalidArgument("frame to " + peer_ + " too large");
+  }
+  char prefix[kFramePrefixBytes];
+  EncodeFramePrefix(static_cast<uint32_t>(header.size()), static_cast<uint32_t>(payload_len),
+                    prefix);
+  const char* parts[3] = {prefix, header.data(), static_cast<const char*>(payload)};
+  const size_t sizes[3] = {kFramePrefixBytes, header.size(), payload_len};
+  for (int i = 0; i < 3; ++i) {
+    size_t done = 0;
+    while (done < sizes[i]) {
+      const ssize_t n = send(fd_, parts[i] + done, sizes[i] - done, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Status::Unavailable("send to " + peer_ + ": " + strerror(errno));
+      done += static_cast<size_t>(n);
+    }
+  }
+  return Status::OK();
+}
+
+Status FrameChannel::ReadExactly(char* out, size_t n, int timeout_ms) {
+  size_t done = 0;
+  while (done < n) {
+    pollfd p{fd_, POLLIN, 0};
+    const int ready = poll(&p, 1, timeout_ms > 0 ? timeout_ms : -1);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) {
+      return Status::DeadlineExceeded("no message from " + peer_ + " in " +
+                                      std::to_string(timeout_ms) + " ms");
+    }
+    const ssize_t got = recv(fd_, out + done, n - done, 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got == 0) return Status::Unavailable("connection closed by " + peer_);
+    if (got < 0) return Status::Unavailable("receive from " + peer_ + ": " + strerror(errno));
+    done += static_cast<size_t>(got);
+  }
+  return Status::OK();
+}
+
+Status FrameChannel::Receive(std::string* header, PayloadBuffer* payload, int timeout_ms,
+                             uint64_t max_frame_bytes) {
+  char prefix[kFramePrefixBytes];
+  PEPNET_RETURN_IF_ERROR(ReadExactly(prefix, sizeof(prefix), timeout_ms));
+  FramePrefix fp;
+  Status st = DecodeFramePrefix(prefix, max_frame_bytes, &fp);
+  if (!st.ok()) return Status(st.code(), "frame from " + peer_ + ": " + st.message());
+  header->resize(fp.header_len);
+  PEPNET_RETURN_IF_ERROR(ReadExactly(header->data(), fp.header_len, timeout_ms));
+  payload->Resize(fp.payload_len);
+  return ReadExactly(payload->data(), fp.payload_len, timeout_ms);
+}
+
+Status FrameListener::Listen(const std::string& host, int port,
+                             std::unique_ptr<FrameListener>* out) {
+  sockaddr_in addr{};
+  PEPNET_RETURN_IF_ERROR(ResolveIpv4(host, port, &addr));
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::Unavailable(std::string("socket: ") + strerror(errno));
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd, 64) != 0) {
+    const int err = errno;
+    close(fd);
+    return Status::Unavailable("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                               strerror(err));
+  }
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  out->reset(new FrameListener(fd, ntohs(addr.sin_port)));
+  return Status::OK();
+}
+
+FrameListener::~FrameListener() { close(fd_); }
+
+Status FrameListener::Accept(std::unique_ptr<FrameChannel>* out, int timeout_ms) {
+  for (;;) {
+    pollfd p{fd_, POLLIN, 0};
+    const int ready = poll(&p, 1, timeout_ms > 0 ? timeout_ms : -1);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) return Status::DeadlineExceeded("no connection in time");
+    const int fd = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EINTR || errno == ECONNABORTED)) continue;
+    if (fd < 0) return Status::Unavailable(std::string("accept: ") + strerror(errno));
+    TuneSocket(fd);
+    out->reset(new FrameChannel(fd));
+    return Status::OK();
+  }
+}
+
+}  // namespace pepnet

@@ -1,0 +1,43 @@
+// Coordinator: the pass lifecycle of a cluster of workers and shard servers
+// (docs/architecture.md, "Passes"). One process, pepnet_coord, runs it.
+//
+// Per pass: every worker announces the pass folder it is ready for (all must agree) ->
+// BEGIN_PASS on every shard -> synchronous dense steps (the sum of the workers' dense
+// gradients, in worker order, sent back to all) until no worker has data -> END_PASS:
+// dense checksums compared, predictions merged into one set of metrics, printed once ->
+// the shards write the pass's rows and the coordinator the dense parameters and the
+// manifest into a new version folder under publish_dir -> the workers go on.
+//
+// Any failure (a worker disconnecting or timing out, disagreeing workers, differing dense
+// replicas, a shard error) fails the run: every worker is told why, Run returns the
+// error. Run is called once, from one thread.
+#ifndef PEPNET_COORD_COORDINATOR_H_
+#define PEPNET_COORD_COORDINATOR_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pepnet {
+
+struct CoordinatorOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;           // 0 = a free port; written to port_file
+  std::string port_file;  // written once listening
+  int num_workers = 1;
+  std::vector<std::string> servers;  // shard servers, in shard order
+  std::string model_config;          // path of the model config (text format)
+  std::string publish_dir;           // where model versions go (created)
+  int base_every = 5;                // a full base version every N passes (1 = always)
+  uint64_t table_seed = 1;           // the servers' table seed, recorded for serving
+  int step_timeout_ms = 600000;      // a worker silent this long in a pass fails it
+  std::string metrics_out;           // appends one JSON line of metrics per pass
+};
+
+Status RunCoordinator(const CoordinatorOptions& options);
+
+}  // namespace pepnet
+
+#endif  // PEPNET_COORD_COORDINATOR_H_

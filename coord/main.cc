@@ -1,0 +1,50 @@
+// pepnet_coord: the pass coordinator of a cluster (coord/coordinator.h).
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include <cstdio>
+
+#include "common/ps_client.h"
+#include "coord/coordinator.h"
+
+DEFINE_string(host, "127.0.0.1", "Address to listen on for workers.");
+DEFINE_int32(port, 0, "Port to listen on; 0 = a free port (see --port_file).");
+DEFINE_string(port_file, "", "Write the port here once listening.");
+DEFINE_int32(num_workers, 1, "Workers in the cluster; each connects once.");
+DEFINE_string(servers, "", "Shard servers host:port,... in shard order.");
+DEFINE_string(config, "", "Model config (protobuf text format), the workers' own.");
+DEFINE_string(publish_dir, "", "Where each pass's model version goes; empty = no publish.");
+DEFINE_int32(base_every, 5, "A full base version every N passes; deltas in between.");
+DEFINE_uint64(seed, 1, "The servers' table seed (recorded in manifests for serving).");
+DEFINE_int32(step_timeout_s, 600, "A worker silent this long during a pass fails the pass.");
+DEFINE_string(metrics_out, "", "Append one JSON line of merged metrics per pass.");
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "pepnet_coord --num_workers=M --servers=h:p,.. --config=FILE --publish_dir=DIR");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  if (FLAGS_log_dir.empty()) FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  pepnet::CoordinatorOptions o;
+  o.host = FLAGS_host;
+  o.port = FLAGS_port;
+  o.port_file = FLAGS_port_file;
+  o.num_workers = FLAGS_num_workers;
+  o.model_config = FLAGS_config;
+  o.publish_dir = FLAGS_publish_dir;
+  o.base_every = FLAGS_base_every;
+  o.table_seed = FLAGS_seed;
+  o.step_timeout_ms = FLAGS_step_timeout_s * 1000;
+  o.metrics_out = FLAGS_metrics_out;
+  if (FLAGS_config.empty()) {
+    fprintf(stderr, "pepnet_coord: --config is required\n");
+    return 1;
+  }
+  pepnet::Status st = pepnet::ParseServerList(FLAGS_servers, &o.servers);
+  if (st.ok()) st = pepnet::RunCoordinator(o);
+  if (!st.ok()) {
+    fprintf(stderr, "pepnet_coord: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,105 @@
+#include "worker/published_model.h"
+
+#include <dirent.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+
+#include "common/text_proto.h"
+#include "proto/publish.pb.h"
+#include "ps/embedding_table.h"
+#include "ps/row_file.h"
+#include "worker/trainer.h"
+
+namespace pepnet {
+
+PublishedModel::~PublishedModel() = default;
+
+Status ListVersions(const std::string& publish_dir, std::vector<std::string>* folders) {
+  folders->clear();
+  DIR* d = opendir(publish_dir.c_str());
+  if (d == nullptr) return Status::NotFound("cannot read the model folder " + publish_dir);
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.rfind("v-", 0) == 0 && name.find('.') == std::string::npos) folders->push_back(name);
+  }
+  closedir(d);
+  std::sort(folders->begin(), folders->end());
+  return Status::OK();
+}
+
+namespace {
+
+Status ReadManifest(const std::string& dir, proto::ModelManifest* m) {
+  std::string text;
+  PEPNET_RETURN_IF_ERROR(ReadFileToString(dir + "/manifest.pbtxt", "model manifest", &text));
+  return ParseTextProto(text, dir + "/manifest.pbtxt", m);
+}
+
+}  // namespace
+
+Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, PublishedModel* out) {
+  std::vector<std::string> folders;
+  PEPNET_RETURN_IF_ERROR(ListVersions(publish_dir, &folders));
+  if (folders.empty()) return Status::NotFound("no model version under " + publish_dir);
+  std::vector<proto::ModelManifest> manifests(folders.size());
+  int target = -1;
+  for (size_t i = 0; i < folders.size(); ++i) {
+    PEPNET_RETURN_IF_ERROR(ReadManifest(publish_dir + "/" + folders[i], &manifests[i]));
+    if (version == 0 || manifests[i].version() == version) target = static_cast<int>(i);
+  }
+  if (target < 0) {
+    return Status::NotFound("no version " + std::to_string(version) + " under " + publish_dir);
+  }
+  const proto::ModelManifest& top = manifests[target];
+  int base = -1;
+  for (int i = 0; i <= target; ++i) {
+    if (manifests[i].version() == top.base_version()) base = i;
+  }
+  if (base < 0 || !manifests[base].is_base()) {
+    return Status::NotFound("version " + std::to_string(top.version()) + " needs base version " +
+                            std::to_string(top.base_version()) + ", absent from " + publish_dir);
+  }
+  PEPNET_RETURN_IF_ERROR(
+      EmbeddingTable::Create(TableOptionsFor(top.model(), top.table_seed()), &out->table));
+  for (int i = base; i <= target; ++i) {
+    const proto::ModelManifest& m = manifests[i];
+    if (i > base && m.parent_version() != manifests[i - 1].version()) {
+      return Status::Corruption(folders[i] + ": parent version " +
+                                std::to_string(m.parent_version()) + " is not " + folders[i - 1]);
+    }
+    for (const proto::RowFile& f : m.rows()) {
+      RowFileInfo info;
+      PEPNET_RETURN_IF_ERROR(ReadRowFile(
+          publish_dir + "/" + folders[i] + "/" + f.path(), f.checksum(),
+          [&](uint64_t key, const float* w, uint32_t dim) {
+            return out->table->SetWeights(key, w, dim);
+          },
+          &info));
+      if (info.rows != f.rows()) {
+        return Status::Corruption(folders[i] + "/" + f.path() + ": " + std::to_string(info.rows) +
+                                  " rows, the manifest says " + std::to_string(f.rows()));
+      }
+    }
+    out->versions_applied.push_back(m.version());
+  }
+  const std::string dense_path = publish_dir + "/" + folders[target] + "/" + top.dense_path();
+  std::ifstream in(dense_path, std::ios::binary);
+  out->dense.resize(top.dense_floats());
+  in.read(reinterpret_cast<char*>(out->dense.data()),
+          static_cast<std::streamsize>(4 * out->dense.size()));
+  if (!in || in.peek() != EOF) {
+    return Status::Corruption(dense_path + ": not " + std::to_string(top.dense_floats()) +
+                              " floats");
+  }
+  FileChecksum sum;
+  sum.Update(reinterpret_cast<const char*>(out->dense.data()), 4 * out->dense.size());
+  if (sum.Final() != top.dense_checksum()) {
+    return Status::Corruption(dense_path + ": checksum mismatch");
+  }
+  out->manifest.reset(new proto::ModelManifest(top));
+  return Status::OK();
+}
+
+}  // namespace pepnet
