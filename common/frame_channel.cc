@@ -78,6 +78,8 @@ void FrameChannel::Close() {
   if (!closed_.exchange(true)) shutdown(fd_, SHUT_RDWR);
 }
 
+void FrameChannel::ShutdownWrite() { shutdown(fd_, SHUT_WR); }
+
 Status FrameChannel::Send(const std::string& header, const void* payload, size_t payload_len) {
   if (header.size() > kMaxHeaderBytes || payload_len > UINT32_MAX) {
     return Status::InvalidArgument("frame to " + peer_ + " too large");

@@ -37,6 +37,8 @@ class FrameChannel {
                  uint64_t max_frame_bytes = kDefaultMaxFrameBytes);
   // Shuts the connection down; a blocked Receive returns Unavailable.
   void Close();
+  // Ends the sending direction (the peer reads what was sent, then end of stream).
+  void ShutdownWrite();
   const std::string& peer() const { return peer_; }
 
  private:

@@ -81,6 +81,7 @@ class WorkerLink {
     return channel_->Send(m.SerializeAsString(), payload, len);
   }
   const std::string& peer() const { return channel_->peer(); }
+  void ShutdownWrite() { channel_->ShutdownWrite(); }
 
   // Guarded by the coordinator's mutex.
   std::deque<Message> queue_;
@@ -122,7 +123,10 @@ class Coordinator {
       st = RunPass(pass, &finished);
       if (finished) break;
     }
-    if (!st.ok()) Broadcast(Fail(st.ToString()));
+    if (!st.ok()) {
+      Broadcast(Fail(st.ToString()));
+      LetWorkersReadTheFailure();
+    }
     return st;
   }
 
@@ -138,6 +142,21 @@ class Coordinator {
     for (auto& w : workers_) {
       if (w) w->Send(m, payload, len);
     }
+  }
+
+  // Closing a socket with unread input resets it, which can discard the FAIL message
+  // before the worker reads it: end our side, then wait (briefly) for each worker to hang up.
+  void LetWorkersReadTheFailure() {
+    for (auto& w : workers_) {
+      if (w) w->ShutdownWrite();
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(5), [this] {
+      for (auto& w : workers_) {
+        if (w && w->error_.ok()) return false;
+      }
+      return true;
+    });
   }
 
   std::string Name(int i) const {

@@ -14,7 +14,7 @@
 #include "worker/trainer.h"
 
 DEFINE_string(model_dir, "", "The publish folder of a cluster (holding v-* versions).");
-DEFINE_uint64(version, 0, "Version to load; 0 = the newest.");
+DEFINE_uint64(model_version, 0, "Version to load; 0 = the newest.");
 DEFINE_string(data, "", "Data files to score, comma-separated (the model's data format).");
 DEFINE_string(out, "", "Write scores here instead of stdout.");
 DEFINE_int32(threads, 2, "Threads.");
@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     return Fail("--model_dir and --data are required");
   }
   pepnet::PublishedModel model;
-  pepnet::Status st = pepnet::LoadPublishedModel(FLAGS_model_dir, FLAGS_version, &model);
+  pepnet::Status st = pepnet::LoadPublishedModel(FLAGS_model_dir, FLAGS_model_version, &model);
   if (!st.ok()) return Fail(st.ToString());
   const pepnet::proto::ModelConfig& config = model.manifest->model();
   std::vector<std::string> files;

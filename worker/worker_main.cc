@@ -137,8 +137,7 @@ class CoordinatorReducer : public DenseReducer {
     m.set_step(step_++);
     m.set_has_data(has_data);
     m.set_num_dense(has_data ? grads->size() : 0);
-    PEPNET_RETURN_IF_ERROR(
-        channel_->Send(m.SerializeAsString(), grads->data(), has_data ? 4 * grads->size() : 0));
+    PEPNET_RETURN_IF_ERROR(Send(channel_, m, grads->data(), has_data ? 4 * grads->size() : 0));
     proto::CoordMessage reply;
     PEPNET_RETURN_IF_ERROR(Receive(channel_, &reply, &payload_));
     if (reply.type() != proto::COORD_STEP) return Unexpected(reply);
@@ -154,6 +153,22 @@ class CoordinatorReducer : public DenseReducer {
     }
     std::memcpy(grads->data(), payload_.data(), payload_.size());
     return Status::OK();
+  }
+
+  // A failed send usually means the coordinator gave up on the cluster: its FAIL message
+  // (the reason) may still be waiting to be read.
+  static Status Send(FrameChannel* channel, const proto::CoordMessage& m, const void* payload,
+                     size_t len) {
+    Status st = channel->Send(m.SerializeAsString(), payload, len);
+    if (st.ok()) return st;
+    std::string header;
+    PayloadBuffer reply_payload;
+    proto::CoordMessage reply;
+    if (channel->Receive(&header, &reply_payload, 2000).ok() && reply.ParseFromString(header) &&
+        reply.type() == proto::COORD_FAIL) {
+      return Status::Unavailable("the cluster failed: " + reply.error());
+    }
+    return st;
   }
 
   static Status Receive(FrameChannel* channel, proto::CoordMessage* m, PayloadBuffer* payload) {
@@ -222,7 +237,7 @@ int Run() {
     begin.set_worker_index(FLAGS_worker_index);
     begin.set_finished(folder.empty());
     begin.set_pass_name(folder);
-    st = coord->Send(begin.SerializeAsString(), nullptr, 0);
+    st = CoordinatorReducer::Send(coord.get(), begin, nullptr, 0);
     proto::CoordMessage reply;
     if (st.ok()) st = CoordinatorReducer::Receive(coord.get(), &reply, &payload);
     if (!st.ok()) return Fail(st.ToString());
@@ -235,6 +250,8 @@ int Run() {
         files.push_back(folder + "/" + all[i]);
       }
     }
+    LOG(INFO) << "pass " << pass << " (" << folder << "): training on " << files.size()
+              << " of its " << all.size() << " files";
     PassMetrics metrics(task_names, config.num_domains());
     DataReader reader(&config, files);
     uint64_t samples = 0;
@@ -269,11 +286,15 @@ int Run() {
       end.set_num_dense(dense.size());
       body.append(reinterpret_cast<const char*>(dense.data()), 4 * dense.size());
     }
-    st = coord->Send(end.SerializeAsString(), body.data(), body.size());
+    st = CoordinatorReducer::Send(coord.get(), end, body.data(), body.size());
     if (st.ok()) st = CoordinatorReducer::Receive(coord.get(), &reply, &payload);
     if (!st.ok()) return Fail("pass " + std::to_string(pass) + ": " + st.ToString());
+    char checksum[32];
+    snprintf(checksum, sizeof(checksum), "%016llx",
+             static_cast<unsigned long long>(end.checksum()));
     LOG(INFO) << "pass " << pass << " (" << folder << "): trained " << samples << " samples from "
-              << files.size() << " files; published version " << reply.version();
+              << files.size() << " files; dense checksum " << checksum << "; published version "
+              << reply.version();
   }
 }
 
