@@ -31,6 +31,10 @@ DEFINE_int32(authors, 2000, "Distinct authors.");
 DEFINE_int32(topics, 12, "Distinct item topics.");
 DEFINE_double(zipf, 1.1, "Zipf exponent of user and item popularity.");
 DEFINE_uint64(seed, 1, "Seed; the same seed writes the same files.");
+DEFINE_string(format, "demo",
+              "demo: the planted data of configs/demo.pbtxt; bench: the columns of "
+              "configs/bench.pbtxt with the PyTorch reference's distributions (Zipf 1.05 "
+              "user/item/author IDs, uniform others, random labels), for throughput runs.");
 
 namespace {
 
@@ -109,6 +113,8 @@ int main(int argc, char** argv) {
   auto user_topic = [](int user) {
     return static_cast<int>(Attribute(kUserTopic, user) * FLAGS_topics);
   };
+  if (FLAGS_format != "demo" && FLAGS_format != "bench") return Fail("--format: demo or bench");
+  const Zipf bench_user(100000, 1.05), bench_item(200000, 1.05), bench_author(20000, 1.05);
   for (int p = 0; p < FLAGS_passes; ++p) {
     const int pass = FLAGS_first_pass + p;
     char name[64];
@@ -118,8 +124,24 @@ int main(int argc, char** argv) {
     for (int f = 0; f < FLAGS_files_per_pass; ++f) {
       std::mt19937_64 rng(pepnet::Mix64(FLAGS_seed ^ (uint64_t(pass) << 32) ^ f));
       std::uniform_real_distribution<double> uniform(0, 1);
-      std::string text = "domain,user,item,author,history,topic,hour,age,like,forward,follow\n";
-      for (int r = 0; r < FLAGS_rows_per_file; ++r) {
+      std::string text;
+      if (FLAGS_format == "bench") {
+        text = "domain_id,user_id,item_id,author_id";
+        for (int k = 0; k < 20; ++k) text += ",other_" + std::to_string(k);
+        text += ",like,follow,forward\n";
+        for (int r = 0; r < FLAGS_rows_per_file; ++r) {
+          text += std::to_string(static_cast<int>(uniform(rng) * kDomains));
+          text += "," + std::to_string(pepnet::Mix64(1 ^ bench_user(&rng)) % 100000);
+          text += "," + std::to_string(pepnet::Mix64(2 ^ bench_item(&rng)) % 200000);
+          text += "," + std::to_string(pepnet::Mix64(3 ^ bench_author(&rng)) % 20000);
+          for (int k = 0; k < 20; ++k) text += "," + std::to_string(static_cast<int>(uniform(rng) * 1000));
+          for (double rate : {0.3, 0.05, 0.1}) text += uniform(rng) < rate ? ",1" : ",0";
+          text += "\n";
+        }
+      } else {
+        text = "domain,user,item,author,history,topic,hour,age,like,forward,follow\n";
+      }
+      for (int r = 0; FLAGS_format == "demo" && r < FLAGS_rows_per_file; ++r) {
         // Popular ranks scattered over the IDs.
         const int user = static_cast<int>(pepnet::Mix64(kRankToId ^ user_rank(&rng)) % FLAGS_users);
         const int item =
