@@ -56,6 +56,16 @@ class Cluster {
     EXPECT_TRUE(st.ok()) << st.ToString();
   }
 
+  // Every process of the run must have logged no sanitizer report (the sanitizer builds
+  // run these tests too).
+  ~Cluster() {
+    const std::string logs = Logs();
+    for (const char* report : {"ERROR: AddressSanitizer", "WARNING: ThreadSanitizer",
+                               "runtime error:", "ERROR: LeakSanitizer"}) {
+      EXPECT_EQ(logs.find(report), std::string::npos) << logs;
+    }
+  }
+
   // Starts the coordinator, then the workers with `source` flags (--passes=... or
   // --pass_root=...).
   void Start(const std::vector<std::string>& source) {

@@ -134,7 +134,8 @@ int main(int argc, char** argv) {
           text += "," + std::to_string(pepnet::Mix64(1 ^ bench_user(&rng)) % 100000);
           text += "," + std::to_string(pepnet::Mix64(2 ^ bench_item(&rng)) % 200000);
           text += "," + std::to_string(pepnet::Mix64(3 ^ bench_author(&rng)) % 20000);
-          for (int k = 0; k < 20; ++k) text += "," + std::to_string(static_cast<int>(uniform(rng) * 1000));
+          for (int k = 0; k < 20; ++k)
+            text += "," + std::to_string(static_cast<int>(uniform(rng) * 1000));
           for (double rate : {0.3, 0.05, 0.1}) text += uniform(rng) < rate ? ",1" : ",0";
           text += "\n";
         }
