@@ -21,5 +21,8 @@ echo "== training: 2 servers + 2 workers (logs in $RUN)"
 echo
 echo "== the published model: $RUN/model (newest version: $(ls "$RUN/model" | tail -n 1))"
 echo "Score data with it:"
-echo "  $BIN/pepnet_predict --model_dir=$RUN/model --data=$RUN/data/pass-00004/part-00000.csv | head"
-"$BIN/pepnet_predict" --model_dir="$RUN/model" --data="$RUN/data/pass-00004/part-00000.csv" | head -n 4
+echo "  $BIN/pepnet_predict --model_dir=$RUN/model --data=$RUN/data/pass-00004/part-00000.csv --out=$RUN/scores.csv"
+"$BIN/pepnet_predict" --model_dir="$RUN/model" --data="$RUN/data/pass-00004/part-00000.csv" \
+  --out="$RUN/scores.csv"
+head -n 4 "$RUN/scores.csv"
+echo "(one line per sample: the probability of each task; all in $RUN/scores.csv)"
