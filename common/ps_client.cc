@@ -349,6 +349,22 @@ class PsClientImpl : public PsClient {
     return WaitCall(call.get());
   }
 
+  Status EndPass(uint32_t pass, std::vector<proto::PassEndReply>* replies) override {
+    replies->assign(num_shards(), proto::PassEndReply());
+    auto call = NewCall(num_shards());
+    for (uint32_t s = 0; s < num_shards(); ++s) {
+      auto req = std::make_shared<ShardSimple>(pool_);
+      req->header.set_type(proto::END_PASS);
+      req->header.set_pass(pass);
+      req->call = call;
+      req->on_reply = [replies, s](const proto::ResponseHeader& r) {
+        (*replies)[s] = r.pass_end();
+      };
+      Dispatch(s, req);
+    }
+    return WaitCall(call.get());
+  }
+
   Status ExportRows(uint32_t pass, bool all, const std::vector<std::string>& paths,
                     std::vector<proto::ExportReply>* replies) override {
     if (paths.size() != num_shards()) {

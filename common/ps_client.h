@@ -24,6 +24,7 @@ namespace pepnet {
 namespace proto {
 class ServerStats;
 class ExportReply;
+class PassEndReply;
 }  // namespace proto
 
 struct ClientOptions {
@@ -72,6 +73,8 @@ class PsClient {
   // on record `pass`; ExportRows has shard i write its rows (all, or those of `pass`) to
   // paths[i] on its filesystem.
   virtual Status BeginPass(uint32_t pass) = 0;
+  // Runs the pass-end policies of `pass` (the one BeginPass started) on every shard.
+  virtual Status EndPass(uint32_t pass, std::vector<proto::PassEndReply>* replies) = 0;
   virtual Status ExportRows(uint32_t pass, bool all, const std::vector<std::string>& paths,
                             std::vector<proto::ExportReply>* replies) = 0;
 

@@ -31,6 +31,36 @@ void Line(std::string* out, const char* label, const std::string& value) {
 
 std::string U(uint64_t v) { return std::to_string(v); }
 
+const char* const kReasons[] = {"score", "memory", "cap", "ttl", "min_updates"};
+constexpr int kNumReasons = 5;
+
+uint64_t Reason(const proto::DeletionCounts& c, int k) {
+  return k < c.by_reason_size() ? c.by_reason(k) : 0;
+}
+
+uint64_t SumReasons(const proto::DeletionCounts& c) {
+  uint64_t sum = 0;
+  for (uint64_t v : c.by_reason()) sum += v;
+  return sum;
+}
+
+// "3 (memory 2, ttl 1)" or "0".
+std::string Deletions(const proto::DeletionCounts& c) {
+  std::string out = std::to_string(SumReasons(c));
+  std::string parts;
+  for (int k = 0; k < kNumReasons; ++k) {
+    if (Reason(c, k) == 0) continue;
+    parts += std::string(parts.empty() ? "" : ", ") + kReasons[k] + " " + U(Reason(c, k));
+  }
+  return parts.empty() ? out : out + " (" + parts + ")";
+}
+
+std::string Millis(uint64_t ns) {
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.3f ms", ns / 1e6);
+  return buf;
+}
+
 void Block(const std::string& title, const proto::ServerStats& s, std::string* out) {
   const proto::TableStats& t = s.table();
   *out += title + "\n";
@@ -38,7 +68,9 @@ void Block(const std::string& title, const proto::ServerStats& s, std::string* o
   for (const auto& slot : t.slots()) {
     char label[64];
     snprintf(label, sizeof(label), "  slot %u (dim %u)", slot.slot(), slot.dim());
-    Line(out, label, U(slot.rows()));
+    Line(out, label,
+         U(slot.rows()) + " rows, " + HumanBytes(slot.bytes()) + "; deleted this pass " +
+             Deletions(slot.deleted_pass()) + ", total " + Deletions(slot.deleted_total()));
   }
   const double per_row = t.rows() ? double(t.bytes_used()) / t.rows() : 0;
   char used[96];
@@ -50,7 +82,31 @@ void Block(const std::string& title, const proto::ServerStats& s, std::string* o
   Line(out, "  metadata", HumanBytes(t.metadata_bytes()));
   Line(out, "  index", HumanBytes(t.index_bytes()));
   Line(out, "  slack", HumanBytes(t.slack_bytes()));
+  Line(out, "max bytes used", HumanBytes(t.max_bytes_used()) + " (since start)");
+  Line(out, "memory limit",
+       t.memory_limit_bytes()
+           ? HumanBytes(t.memory_limit_bytes()) + " (" + U(t.memory_limit_bytes()) + " B)"
+           : std::string("none"));
   Line(out, "rows created", U(t.rows_created()));
+  Line(out, "rows deleted",
+       U(t.rows_deleted()) + " by policies, " + U(t.rows_erased()) + " erased; refused: " +
+           U(t.cap_refused()) + " at a cap, " + U(t.memory_refused()) + " by memory");
+  Line(out, "admission",
+       U(t.admission().admitted()) + " admitted, " + U(t.admission().pushes_dropped()) +
+           " pushes dropped, " + U(t.admission().pulls_default()) + " pulls answered with zeros");
+  if (t.score_quantiles_size() > 0) {
+    std::string q;
+    for (const auto& sq : t.score_quantiles()) {
+      char buf[48];
+      snprintf(buf, sizeof(buf), "%sp%g %.4g", q.empty() ? "" : ", ", sq.q() * 100, sq.score());
+      q += buf;
+    }
+    Line(out, "score quantiles", q);
+  }
+  Line(out, "worst pause",
+       Millis(t.worst_eviction_pause_ns()) + " evicting, " + Millis(t.worst_pass_end_pause_ns()) +
+           " at a pass end");
+  Line(out, "pass", U(t.pass()));
   Line(out, "pulls", U(s.pull_requests()) + " requests, " + U(s.pull_rows()) + " rows");
   Line(out, "pushes", U(s.push_requests()) + " requests, " + U(s.push_rows()) + " rows");
   Line(out, "bad requests", U(s.bad_requests()));
@@ -60,32 +116,101 @@ void Block(const std::string& title, const proto::ServerStats& s, std::string* o
   Line(out, "uptime", uptime);
 }
 
+// Appends "key":value pairs to a JSON object under construction.
+class JsonFields {
+ public:
+  explicit JsonFields(std::string* out) : out_(out) { *out_ += "{"; }
+  void Num(const char* key, uint64_t v) { Raw(key, std::to_string(v)); }
+  void Real(const char* key, double v) {
+    char buf[40];
+    snprintf(buf, sizeof(buf), "%.6g", v);
+    Raw(key, buf);
+  }
+  void Raw(const char* key, const std::string& json) {
+    *out_ += (first_ ? "\"" : ",\"") + std::string(key) + "\":" + json;
+    first_ = false;
+  }
+  void Close() { *out_ += "}"; }
+
+ private:
+  std::string* out_;
+  bool first_ = true;
+};
+
+std::string ReasonsJson(const proto::DeletionCounts& c) {
+  std::string out;
+  JsonFields f(&out);
+  for (int k = 0; k < kNumReasons; ++k) f.Num(kReasons[k], Reason(c, k));
+  f.Close();
+  return out;
+}
+
 void JsonObject(const proto::ServerStats& s, std::string* out) {
   const proto::TableStats& t = s.table();
-  char buf[1024];
-  snprintf(
-      buf, sizeof(buf),
-      "{\"shard_id\":%u,\"num_shards\":%u,\"rows\":%llu,\"bytes_used\":%llu,\"payload_bytes\":%llu,"
-      "\"optimizer_bytes\":%llu,\"metadata_bytes\":%llu,\"index_bytes\":%llu,"
-      "\"slack_bytes\":%llu,\"rows_created\":%llu,\"pull_requests\":%llu,"
-      "\"pull_rows\":%llu,\"push_requests\":%llu,\"push_rows\":%llu,"
-      "\"bad_requests\":%llu,\"connections_accepted\":%llu,\"uptime_s\":%.3f,\"slots\":[",
-      s.shard_id(), s.num_shards(), (unsigned long long)t.rows(),
-      (unsigned long long)t.bytes_used(), (unsigned long long)t.payload_bytes(),
-      (unsigned long long)t.optimizer_bytes(), (unsigned long long)t.metadata_bytes(),
-      (unsigned long long)t.index_bytes(), (unsigned long long)t.slack_bytes(),
-      (unsigned long long)t.rows_created(), (unsigned long long)s.pull_requests(),
-      (unsigned long long)s.pull_rows(), (unsigned long long)s.push_requests(),
-      (unsigned long long)s.push_rows(), (unsigned long long)s.bad_requests(),
-      (unsigned long long)s.connections(), s.uptime_s());
-  *out += buf;
+  JsonFields f(out);
+  f.Num("shard_id", s.shard_id());
+  f.Num("num_shards", s.num_shards());
+  f.Num("rows", t.rows());
+  f.Num("memory_limit_bytes", t.memory_limit_bytes());
+  f.Num("bytes_used", t.bytes_used());
+  f.Num("max_bytes_used", t.max_bytes_used());
+  f.Num("payload_bytes", t.payload_bytes());
+  f.Num("optimizer_bytes", t.optimizer_bytes());
+  f.Num("metadata_bytes", t.metadata_bytes());
+  f.Num("index_bytes", t.index_bytes());
+  f.Num("slack_bytes", t.slack_bytes());
+  f.Num("rows_created", t.rows_created());
+  f.Num("rows_deleted", t.rows_deleted());
+  f.Num("rows_erased", t.rows_erased());
+  f.Num("cap_refused", t.cap_refused());
+  f.Num("memory_refused", t.memory_refused());
+  std::string admission;
+  JsonFields a(&admission);
+  a.Num("admitted", t.admission().admitted());
+  a.Num("pushes_dropped", t.admission().pushes_dropped());
+  a.Num("pulls_default", t.admission().pulls_default());
+  a.Close();
+  f.Raw("admission", admission);
+  std::string quantiles = "[";
+  for (int i = 0; i < t.score_quantiles_size(); ++i) {
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%s{\"q\":%g,\"score\":%.6g}", i ? "," : "",
+             t.score_quantiles(i).q(), t.score_quantiles(i).score());
+    quantiles += buf;
+  }
+  f.Raw("score_quantiles", quantiles + "]");
+  f.Num("worst_eviction_pause_ns", t.worst_eviction_pause_ns());
+  f.Num("worst_pass_end_pause_ns", t.worst_pass_end_pause_ns());
+  f.Num("pass", t.pass());
+  f.Num("pull_requests", s.pull_requests());
+  f.Num("pull_rows", s.pull_rows());
+  f.Num("push_requests", s.push_requests());
+  f.Num("push_rows", s.push_rows());
+  f.Num("bad_requests", s.bad_requests());
+  f.Num("connections_accepted", s.connections());
+  f.Real("uptime_s", s.uptime_s());
+  std::string slots = "[";
   for (int i = 0; i < t.slots_size(); ++i) {
     const auto& slot = t.slots(i);
-    snprintf(buf, sizeof(buf), "%s{\"slot\":%u,\"dim\":%u,\"rows\":%llu}", i ? "," : "",
-             slot.slot(), slot.dim(), (unsigned long long)slot.rows());
-    *out += buf;
+    if (i) slots += ",";
+    JsonFields sf(&slots);
+    sf.Num("slot", slot.slot());
+    sf.Num("dim", slot.dim());
+    sf.Num("rows", slot.rows());
+    sf.Num("bytes", slot.bytes());
+    sf.Raw("deleted_pass", ReasonsJson(slot.deleted_pass()));
+    sf.Raw("deleted_total", ReasonsJson(slot.deleted_total()));
+    sf.Close();
   }
-  *out += "]}";
+  f.Raw("slots", slots + "]");
+  f.Close();
+}
+
+void AddReasons(const proto::DeletionCounts& from, proto::DeletionCounts* to) {
+  while (to->by_reason_size() < from.by_reason_size()) to->add_by_reason(0);
+  for (int k = 0; k < from.by_reason_size(); ++k) {
+    to->set_by_reason(k, to->by_reason(k) + from.by_reason(k));
+  }
 }
 
 }  // namespace
@@ -107,11 +232,30 @@ proto::ServerStats TotalStats(const std::vector<proto::ServerStats>& shards) {
     t->set_slack_bytes(t->slack_bytes() + st.slack_bytes());
     t->set_bytes_used(t->bytes_used() + st.bytes_used());
     t->set_rows_created(t->rows_created() + st.rows_created());
+    t->set_memory_limit_bytes(t->memory_limit_bytes() + st.memory_limit_bytes());
+    // The sum of the shards' high-water marks: an upper bound of the cluster's.
+    t->set_max_bytes_used(t->max_bytes_used() + st.max_bytes_used());
+    t->set_rows_deleted(t->rows_deleted() + st.rows_deleted());
+    t->set_rows_erased(t->rows_erased() + st.rows_erased());
+    t->set_cap_refused(t->cap_refused() + st.cap_refused());
+    t->set_memory_refused(t->memory_refused() + st.memory_refused());
+    proto::AdmissionCounters* a = t->mutable_admission();
+    a->set_admitted(a->admitted() + st.admission().admitted());
+    a->set_pushes_dropped(a->pushes_dropped() + st.admission().pushes_dropped());
+    a->set_pulls_default(a->pulls_default() + st.admission().pulls_default());
+    t->set_worst_eviction_pause_ns(
+        std::max(t->worst_eviction_pause_ns(), st.worst_eviction_pause_ns()));
+    t->set_worst_pass_end_pause_ns(
+        std::max(t->worst_pass_end_pause_ns(), st.worst_pass_end_pause_ns()));
+    t->set_pass(std::max(t->pass(), st.pass()));
     for (const auto& slot : st.slots()) {
       proto::SlotStats& sum = slots[slot.slot()];
       sum.set_slot(slot.slot());
       sum.set_dim(slot.dim());
       sum.set_rows(sum.rows() + slot.rows());
+      sum.set_bytes(sum.bytes() + slot.bytes());
+      AddReasons(slot.deleted_pass(), sum.mutable_deleted_pass());
+      AddReasons(slot.deleted_total(), sum.mutable_deleted_total());
     }
     total.set_pull_requests(total.pull_requests() + s.pull_requests());
     total.set_pull_rows(total.pull_rows() + s.pull_rows());

@@ -21,6 +21,7 @@
 #include "proto/model_config.pb.h"
 #include "proto/ps.pb.h"
 #include "proto/publish.pb.h"
+#include "ps/delete_reason.h"
 #include "ps/row_file.h"
 #include "worker/metrics.h"
 #include "worker/model_config.h"
@@ -339,6 +340,17 @@ class Coordinator {
                                      " bytes of dense parameters for " +
                                      std::to_string(first.header.num_dense()) + " floats");
     }
+    // End-of-pass hooks on every shard, then the publish sees their deletions.
+    std::vector<proto::PassEndReply> ends;
+    PEPNET_RETURN_IF_ERROR(client_->EndPass(pass, &ends));
+    uint64_t deleted[kNumDeleteReasons] = {};
+    uint64_t deleted_total = 0;
+    for (const proto::PassEndReply& e : ends) {
+      for (int k = 0; k < e.deleted().by_reason_size() && k < kNumDeleteReasons; ++k) {
+        deleted[k] += e.deleted().by_reason(k);
+        deleted_total += e.deleted().by_reason(k);
+      }
+    }
     uint64_t version = 0, rows = 0;
     if (!o_.publish_dir.empty()) {
       PEPNET_RETURN_IF_ERROR(Publish(pass, name,
@@ -358,6 +370,30 @@ class Coordinator {
     printf("pass %u (%s): %.1f s; table %llu rows, %.1f MiB on %zu shards", pass, name.c_str(),
            seconds, static_cast<unsigned long long>(table_rows), table_bytes / 1048576.0,
            stats.size());
+    uint64_t evicted = 0;
+    for (const auto& s : stats) {
+      for (const proto::SlotStats& slot : s.table().slots()) {
+        for (int k = 0; k < slot.deleted_pass().by_reason_size(); ++k) {
+          if (k != static_cast<int>(DeleteReason::kTtl) &&
+              k != static_cast<int>(DeleteReason::kMinUpdates) &&
+              k != static_cast<int>(DeleteReason::kScore)) {
+            evicted += slot.deleted_pass().by_reason(k);
+          }
+        }
+      }
+    }
+    if (evicted + deleted_total > 0) {
+      printf("; deleted %llu (evicted %llu",
+             static_cast<unsigned long long>(evicted + deleted_total),
+             static_cast<unsigned long long>(evicted));
+      for (DeleteReason r : {DeleteReason::kTtl, DeleteReason::kMinUpdates, DeleteReason::kScore}) {
+        if (deleted[static_cast<int>(r)] > 0) {
+          printf(", %s %llu", DeleteReasonName(r),
+                 static_cast<unsigned long long>(deleted[static_cast<int>(r)]));
+        }
+      }
+      printf(")");
+    }
     if (version) {
       printf("; published version %llu (%llu rows)", static_cast<unsigned long long>(version),
              static_cast<unsigned long long>(rows));
@@ -402,6 +438,7 @@ class Coordinator {
     manifest.set_table_seed(o_.table_seed);
     *manifest.mutable_model() = model_;
     *total_rows = 0;
+    uint64_t total_deleted = 0;
     for (uint32_t s = 0; s < replies.size(); ++s) {
       proto::RowFile* f = manifest.add_rows();
       f->set_shard(s);
@@ -409,9 +446,12 @@ class Coordinator {
       f->set_rows(replies[s].rows());
       f->set_bytes(replies[s].bytes());
       f->set_checksum(replies[s].checksum());
+      f->set_deleted(replies[s].deleted());
       *total_rows += replies[s].rows();
+      total_deleted += replies[s].deleted();
     }
     manifest.set_total_rows(*total_rows);
+    manifest.set_total_deleted(total_deleted);
     {
       std::ofstream out(tmp_dir + "/dense.bin", std::ios::binary);
       out.write(dense, static_cast<std::streamsize>(4 * num_dense));

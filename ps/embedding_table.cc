@@ -1,5 +1,7 @@
 #include "ps/embedding_table.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -47,20 +49,69 @@ constexpr size_t kShrinkScratchKeys = 1 << 20;
 
 Status EmbeddingTable::Create(const TableOptions& options, std::unique_ptr<EmbeddingTable>* out) {
   PEPNET_RETURN_IF_ERROR(ValidateTableOptions(options));
-  out->reset(new EmbeddingTable(options));
+  std::unique_ptr<EmbeddingTable> table(new EmbeddingTable(options));
+  if (options.memory_limit_bytes > 0) {
+    // The fixed part: the table object, its arrays, and every partition's structures.
+    const uint64_t fixed = table->bytes_used();
+    const double limit = static_cast<double>(options.memory_limit_bytes);
+    const double spare_high = options.memory_high_watermark * limit - fixed;
+    const double spare_low = options.memory_low_watermark * limit - fixed;
+    // Each partition needs room for at least a chunk of rows of every slot.
+    uint64_t chunk_bytes = 0;
+    for (const RowLayout& l : table->layouts_) {
+      chunk_bytes += EstimateAllocatedBytes(uint64_t{SlotShard::kRowsPerChunk} * l.row_bytes);
+    }
+    const double need = 4.0 * chunk_bytes * table->num_partitions_;
+    if (spare_low < need) {
+      return Status::InvalidArgument(
+          "memory_limit_bytes " + std::to_string(options.memory_limit_bytes) +
+          " is too small: the table's fixed structures take " + std::to_string(fixed) +
+          " bytes and its " + std::to_string(table->num_partitions_) +
+          " partitions need at least " + std::to_string(static_cast<uint64_t>(need)) +
+          " bytes of rows under the low watermark (fewer partition_bits need less)");
+    }
+    const uint64_t per_part = table->partitions_[0].bytes;
+    table->part_high_bytes_ = static_cast<uint64_t>(spare_high / table->num_partitions_) + per_part;
+    table->part_low_bytes_ = static_cast<uint64_t>(spare_low / table->num_partitions_) + per_part;
+  }
+  *out = std::move(table);
   return Status::OK();
 }
 
 EmbeddingTable::EmbeddingTable(const TableOptions& options)
     : options_(options), hash_salt_(RandomSalt()) {
   slot_index_.assign(size_t{1} << options_.slot_bits, -1);
+  const size_t num_slots = options_.slots.size();
   for (const SlotOptions& s : options_.slots) {
     slot_index_[s.id] = static_cast<int32_t>(layouts_.size());
     layouts_.push_back(RowLayout::Make(s.dim, s.adagrad));
+    any_admission_ |= s.eviction.admission();
   }
+  capped_rows_.reset(new std::atomic<uint64_t>[num_slots]);
+  for (size_t i = 0; i < num_slots; ++i) capped_rows_[i] = 0;
   num_partitions_ = 1u << options_.partition_bits;
   partitions_ = std::vector<Partition>(num_partitions_);
-  for (Partition& p : partitions_) p.shards.assign(layouts_.size(), nullptr);
+  uint64_t fixed = AllocatedBytes(this) + AllocatedBytes(slot_index_.data()) +
+                   AllocatedBytes(layouts_.data()) + AllocatedBytes(partitions_.data()) +
+                   AllocatedBytes(capped_rows_.get());
+  uint64_t rng = hash_salt_;
+  for (Partition& p : partitions_) {
+    p.shards.assign(num_slots, nullptr);
+    p.deleted_pass.assign(num_slots * kNumDeleteReasons, 0);
+    p.deleted_total.assign(num_slots * kNumDeleteReasons, 0);
+    if (any_admission_) {
+      p.filter.reset(new AdmissionFilter(options_.admission_filter_bytes / num_partitions_,
+                                         Mix64(hash_salt_ ^ 0xAD)));
+    }
+    rng = Mix64(rng);
+    p.evict.rng = rng | 1;
+    p.bytes = AllocatedBytes(p.shards.data()) + AllocatedBytes(p.deleted_pass.data()) +
+              AllocatedBytes(p.deleted_total.data()) +
+              (p.filter ? AllocatedBytes(p.filter.get()) + AllocatedBytes(p.filter->data()) : 0);
+    fixed += p.bytes;
+  }
+  bytes_used_ = fixed;
+  max_bytes_used_ = fixed;
 }
 
 EmbeddingTable::~EmbeddingTable() = default;
@@ -110,22 +161,229 @@ Status EmbeddingTable::Prepare(const uint64_t* keys, size_t n, Scratch* s) const
 
 SlotShard* EmbeddingTable::ShardFor(Partition* p, uint32_t slot_index) {
   SlotShard*& shard = p->shards[slot_index];
-  if (shard == nullptr) shard = new SlotShard(&layouts_[slot_index], hash_salt_);
+  if (shard == nullptr) {
+    shard = new SlotShard(&layouts_[slot_index], hash_salt_);
+    AddBytes(p, static_cast<int64_t>(AllocatedBytes(shard)));
+  }
   return shard;
 }
 
-template <typename Fn>
-Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, Scratch* s, Fn fn) {
-  const uint64_t seed = options_.seed;
+void EmbeddingTable::AddBytes(Partition* part, int64_t delta) {
+  if (delta == 0) return;
+  part->bytes += delta;
+  const uint64_t now = bytes_used_.fetch_add(delta, std::memory_order_relaxed) + delta;
+  if (delta > 0) {
+    uint64_t seen = max_bytes_used_.load(std::memory_order_relaxed);
+    while (now > seen &&
+           !max_bytes_used_.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+    }
+  }
+}
+
+void EmbeddingTable::NotePause(std::atomic<uint64_t>* worst, uint64_t ns) {
+  uint64_t seen = worst->load(std::memory_order_relaxed);
+  while (ns > seen && !worst->compare_exchange_weak(seen, ns, std::memory_order_relaxed)) {
+  }
+}
+
+void EmbeddingTable::DeleteRow(Partition* part, uint32_t slot_index, uint32_t id,
+                               DeleteReason reason) {
+  SlotShard* shard = part->shards[slot_index];
+  const char* row = shard->RowAt(id);
   const uint16_t pass = static_cast<uint16_t>(pass_.load(std::memory_order_relaxed));
+  if (RowLayout::Meta(row)->created_pass != pass) {
+    // Serving has this key from an earlier version: the publish must name it.
+    const uint64_t before = AllocatedBytes(part->deleted_keys.data());
+    part->deleted_keys.push_back(RowLayout::Key(row));
+    AddBytes(part, static_cast<int64_t>(AllocatedBytes(part->deleted_keys.data()) - before));
+  }
+  const uint64_t before = shard->allocated_bytes();
+  shard->EraseAt(id);
+  AddBytes(part, static_cast<int64_t>(shard->allocated_bytes()) - static_cast<int64_t>(before));
+  const size_t k = size_t{slot_index} * kNumDeleteReasons + static_cast<int>(reason);
+  ++part->deleted_pass[k];
+  ++part->deleted_total[k];
+  if (options_.slots[slot_index].eviction.max_rows > 0) {
+    capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+void EmbeddingTable::ResampleThreshold(Partition* part, uint64_t need) {
+  EvictionCursor& c = part->evict;
+  uint64_t rows = 0;
+  for (const SlotShard* shard : part->shards) rows += shard ? shard->rows() : 0;
+  c.valid = rows > 0;
+  c.scanned = 0;
+  c.lap = rows;
+  if (rows == 0) return;
+  // The fraction of rows to sweep out: what brings the partition to the low watermark,
+  // and at least 2% so a lap finds enough.
+  const double over = static_cast<double>(part->bytes + need) - part_low_bytes_;
+  const double q = std::clamp(over / std::max<double>(part->bytes, 1) + 0.01, 0.02, 1.0);
+  constexpr uint64_t kSamples = 1024;
+  std::vector<float> scores;
+  if (rows <= kSamples) {
+    // Small partitions: every row, so the threshold is exact.
+    for (const SlotShard* shard : part->shards) {
+      if (shard == nullptr) continue;
+      for (uint32_t i = 0; i < shard->rows(); ++i) scores.push_back(Score(shard->RowAt(i)));
+    }
+  } else {
+    for (uint64_t k = 0; k < kSamples; ++k) {
+      c.rng ^= c.rng << 13;
+      c.rng ^= c.rng >> 7;
+      c.rng ^= c.rng << 17;
+      uint64_t r = c.rng % rows;
+      for (const SlotShard* shard : part->shards) {
+        if (shard == nullptr) continue;
+        if (r < shard->rows()) {
+          scores.push_back(Score(shard->RowAt(static_cast<uint32_t>(r))));
+          break;
+        }
+        r -= shard->rows();
+      }
+    }
+  }
+  const size_t at = std::min(scores.size() - 1, static_cast<size_t>(q * scores.size()));
+  std::nth_element(scores.begin(), scores.begin() + at, scores.end());
+  c.threshold = scores[at];
+}
+
+void EmbeddingTable::EvictStep(Partition* part, uint64_t need) {
+  constexpr uint32_t kBatch = 256;      // rows evicted per step at most
+  constexpr uint32_t kMaxScan = 16384;  // rows looked at per step at most
+  EvictionCursor& c = part->evict;
+  if (!c.valid || c.scanned >= c.lap) ResampleThreshold(part, need);
+  if (!c.valid) return;
+  const uint32_t num_shards = static_cast<uint32_t>(part->shards.size());
+  uint32_t evicted = 0, scanned = 0;
+  while (evicted < kBatch && scanned < kMaxScan && c.scanned < c.lap) {
+    if (c.shard >= num_shards) {
+      c.shard = 0;
+      c.row = 0;
+    }
+    SlotShard* shard = part->shards[c.shard];
+    if (shard == nullptr || c.row >= shard->rows()) {
+      ++c.shard;
+      c.row = 0;
+      continue;
+    }
+    ++scanned;
+    ++c.scanned;
+    if (Score(shard->RowAt(c.row)) <= c.threshold) {
+      // The shard's last (newest) row moves into c.row; the sweep passes it by until its
+      // next lap, so among equal scores the rows it reaches first, the older, go first.
+      DeleteRow(part, c.shard, c.row, DeleteReason::kMemory);
+      ++evicted;
+    }
+    ++c.row;
+    if (evicted > 0 && part->bytes + need <= part_low_bytes_) break;
+  }
+}
+
+bool EmbeddingTable::MakeRoom(Partition* part, uint64_t need) {
+  if (part->bytes + need <= part_high_bytes_) return true;
+  const auto start = std::chrono::steady_clock::now();
+  bool ok = true;
+  while (part->bytes + need > part_high_bytes_) {
+    uint64_t rows = 0;
+    for (const SlotShard* shard : part->shards) rows += shard ? shard->rows() : 0;
+    if (rows == 0) {
+      ok = false;
+      break;
+    }
+    EvictStep(part, need);
+  }
+  NotePause(&worst_eviction_pause_ns_, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                           std::chrono::steady_clock::now() - start)
+                                           .count());
+  return ok;
+}
+
+bool EmbeddingTable::EvictForCap(Partition* part, uint32_t slot_index) {
+  SlotShard* shard = part->shards[slot_index];
+  if (shard == nullptr || shard->rows() == 0) return false;
+  const auto start = std::chrono::steady_clock::now();
+  // The partition's share of the cap, over 64: one row for small caps (exactly the
+  // lowest), a batch for large ones so the scan is paid once per batch.
+  const uint64_t share = options_.slots[slot_index].eviction.max_rows / num_partitions_;
+  const uint32_t batch =
+      static_cast<uint32_t>(std::clamp<uint64_t>(share / 64, 1, std::min(256u, shard->rows())));
+  std::vector<std::pair<float, uint32_t>> scored(shard->rows());
+  for (uint32_t i = 0; i < shard->rows(); ++i) scored[i] = {Score(shard->RowAt(i)), i};
+  std::nth_element(scored.begin(), scored.begin() + (batch - 1), scored.end());
+  std::sort(scored.begin(), scored.begin() + batch);
+  // Highest ids first: EraseAt moves the last row into the hole, which must not be one
+  // of the rows still to delete.
+  std::vector<uint32_t> ids;
+  for (uint32_t i = 0; i < batch; ++i) ids.push_back(scored[i].second);
+  std::sort(ids.rbegin(), ids.rend());
+  for (uint32_t id : ids) DeleteRow(part, slot_index, id, DeleteReason::kCap);
+  part->evict.valid = false;
+  NotePause(&worst_eviction_pause_ns_, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                           std::chrono::steady_clock::now() - start)
+                                           .count());
+  return true;
+}
+
+char* EmbeddingTable::AcquireRow(Partition* part, uint32_t slot_index, uint64_t key, uint64_t hash,
+                                 float show, Status* error) {
+  SlotShard* shard = ShardFor(part, slot_index);
+  if (char* row = shard->Find(key, hash)) return row;
+  const SlotEvictionOptions& e = options_.slots[slot_index].eviction;
+  if (e.admission()) {
+    if (show < 0) {
+      ++part->admission.pulls_default;
+      return nullptr;
+    }
+    const uint32_t seen = static_cast<uint32_t>(std::clamp(std::lround(show), 1L, 255L));
+    if (part->filter->Add(key, seen) < e.admission_threshold) {
+      ++part->admission.pushes_dropped;
+      return nullptr;
+    }
+    ++part->admission.admitted;
+  }
+  if (e.max_rows > 0) {
+    // Reserve the new row's place; at the cap, evict to make it.
+    if (capped_rows_[slot_index].fetch_add(1, std::memory_order_relaxed) >= e.max_rows &&
+        !EvictForCap(part, slot_index)) {
+      capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
+      ++part->cap_refused;
+      return nullptr;
+    }
+  }
+  if (options_.memory_limit_bytes > 0 && !MakeRoom(part, shard->GrowthForInsert())) {
+    if (e.max_rows > 0) capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
+    ++part->memory_refused;
+    return nullptr;
+  }
+  const uint64_t before = shard->allocated_bytes();
+  char* row = shard->Insert(key, hash, options_.seed,
+                            static_cast<uint16_t>(pass_.load(std::memory_order_relaxed)));
+  if (row == nullptr) {
+    if (e.max_rows > 0) capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
+    *error = Status::ResourceExhausted("slot " + std::to_string(options_.slots[slot_index].id) +
+                                       " is full in its partition (" +
+                                       std::to_string(SlotShard::kMaxRows) + " rows)");
+    return nullptr;
+  }
+  AddBytes(part, static_cast<int64_t>(shard->allocated_bytes() - before));
+  ++part->rows_created;
+  return row;
+}
+
+template <typename Fn>
+Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, const float* shows, Scratch* s,
+                                        Fn fn) {
   for (uint32_t p = 0; p < num_partitions_; ++p) {
     const uint32_t begin = s->part_begin[p], end = s->part_begin[p + 1];
     if (begin == end) continue;
     Partition* part = &partitions_[p];
-    s->rows.resize(end - begin);
     std::lock_guard<std::mutex> lock(part->mu);
     // Sweeps so that the cache misses of many keys overlap: index entries, then rows,
-    // then the lookups (now hitting cache), then the work on the rows.
+    // then the lookups (now hitting cache) each followed by the work on its row. The
+    // work comes right after its lookup because making room for a new row may move
+    // other rows of the partition.
     for (uint32_t j = begin; j < end; ++j) {
       const uint32_t i = s->order[j];
       ShardFor(part, s->slot[i])->PrefetchIndex(s->hash[i]);
@@ -134,18 +392,14 @@ Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, Scratch* s, Fn fn)
       const uint32_t i = s->order[j];
       part->shards[s->slot[i]]->PrefetchRow(s->hash[i]);
     }
+    Status error;
     for (uint32_t j = begin; j < end; ++j) {
       const uint32_t i = s->order[j];
-      bool created;
-      char* row = part->shards[s->slot[i]]->FindOrInsert(keys[i], s->hash[i], seed, pass, &created);
-      if (row == nullptr) {
-        return Status::ResourceExhausted("slot " + std::to_string(options_.slots[s->slot[i]].id) +
-                                         " is full in partition " + std::to_string(p));
-      }
-      part->rows_created += created;
-      s->rows[j - begin] = row;
+      char* row =
+          AcquireRow(part, s->slot[i], keys[i], s->hash[i], shows ? shows[i] : -1.0f, &error);
+      if (!error.ok()) return error;
+      fn(i, row);
     }
-    for (uint32_t j = begin; j < end; ++j) fn(s->order[j], s->rows[j - begin]);
   }
   return Status::OK();
 }
@@ -155,9 +409,13 @@ Status EmbeddingTable::Pull(const uint64_t* keys, size_t n, float* out) {
   Scratch* s = &scratch;
   Status st = Prepare(keys, n, s);
   if (st.ok()) {
-    st = ForEachRowLocked(keys, s, [&](uint32_t i, char* row) {
-      std::memcpy(out + s->offset[i], RowLayout::Weights(row),
-                  sizeof(float) * layouts_[s->slot[i]].dim);
+    st = ForEachRowLocked(keys, nullptr, s, [&](uint32_t i, char* row) {
+      const size_t bytes = sizeof(float) * layouts_[s->slot[i]].dim;
+      if (row != nullptr) {
+        std::memcpy(out + s->offset[i], RowLayout::Weights(row), bytes);
+      } else {
+        std::memset(out + s->offset[i], 0, bytes);
+      }
     });
   }
   if (n > kShrinkScratchKeys) scratch = Scratch();
@@ -202,7 +460,8 @@ Status EmbeddingTable::Push(const uint64_t* keys, size_t n, const float* grads, 
   const uint16_t pass = static_cast<uint16_t>(pass_.load(std::memory_order_relaxed));
   Status st = Prepare(keys, n, s);
   if (st.ok()) {
-    st = ForEachRowLocked(keys, s, [&](uint32_t i, char* row) {
+    st = ForEachRowLocked(keys, shows, s, [&](uint32_t i, char* row) {
+      if (row == nullptr) return;  // not admitted or refused: the update is dropped
       layouts_[s->slot[i]].ApplyAdagrad(row, grads + s->offset[i]);
       RowLayout::CountUpdate(row, shows[i], clicks[i], pass);
     });
@@ -239,37 +498,176 @@ Status EmbeddingTable::SetWeights(uint64_t key, const float* weights, uint32_t d
   const uint64_t h = TableHash(key, hash_salt_);
   Partition& part = partitions_[PartitionOf(h)];
   std::lock_guard<std::mutex> lock(part.mu);
+  SlotShard* shard = ShardFor(&part, index);
+  const uint64_t before = shard->allocated_bytes();
   bool created = false;
-  char* row = ShardFor(&part, index)->FindOrInsert(key, h, options_.seed, pass(), &created);
+  char* row = shard->FindOrInsert(key, h, options_.seed, static_cast<uint16_t>(pass()), &created);
   if (row == nullptr) return Status::ResourceExhausted("slot full for key " + FormatKey(key));
-  if (created) ++part.rows_created;
+  AddBytes(&part, static_cast<int64_t>(shard->allocated_bytes() - before));
+  if (created) {
+    ++part.rows_created;
+    if (options_.slots[index].eviction.max_rows > 0) {
+      capped_rows_[index].fetch_add(1, std::memory_order_relaxed);
+    }
+  }
   std::memcpy(RowLayout::Weights(row), weights, 4 * size_t{dim});
   return Status::OK();
 }
 
+Status EmbeddingTable::Erase(uint64_t key) {
+  const int32_t index = slot_index_[SlotOfKey(key, options_.slot_bits)];
+  if (index < 0) return Status::InvalidArgument(KeyError(key, options_.slot_bits));
+  const uint64_t h = TableHash(key, hash_salt_);
+  Partition& part = partitions_[PartitionOf(h)];
+  std::lock_guard<std::mutex> lock(part.mu);
+  SlotShard* shard = part.shards[index];
+  uint32_t id;
+  if (shard == nullptr || !shard->FindId(key, h, &id)) return Status::OK();
+  const uint64_t before = shard->allocated_bytes();
+  shard->EraseAt(id);
+  AddBytes(&part, static_cast<int64_t>(shard->allocated_bytes()) - static_cast<int64_t>(before));
+  ++part.rows_erased;
+  if (options_.slots[index].eviction.max_rows > 0) {
+    capped_rows_[index].fetch_sub(1, std::memory_order_relaxed);
+  }
+  part.evict.valid = false;
+  return Status::OK();
+}
+
+void EmbeddingTable::BeginPass(uint32_t pass) {
+  pass_.store(pass, std::memory_order_relaxed);
+  for (Partition& part : partitions_) {
+    std::lock_guard<std::mutex> lock(part.mu);
+    const uint64_t before = AllocatedBytes(part.deleted_keys.data());
+    std::vector<uint64_t>().swap(part.deleted_keys);
+    AddBytes(&part, -static_cast<int64_t>(before));
+    std::fill(part.deleted_pass.begin(), part.deleted_pass.end(), 0);
+  }
+}
+
+PassEndReport EmbeddingTable::EndPass() {
+  PassEndReport report;
+  const uint16_t pass = static_cast<uint16_t>(pass_.load(std::memory_order_relaxed));
+  const float decay = options_.score.decay;
+  ++pass_ends_;
+  const bool halve = any_admission_ && options_.admission_halving_passes > 0 &&
+                     pass_ends_ % options_.admission_halving_passes == 0;
+  for (Partition& part : partitions_) {
+    std::lock_guard<std::mutex> lock(part.mu);
+    const auto start = std::chrono::steady_clock::now();
+    for (uint32_t slot = 0; slot < part.shards.size(); ++slot) {
+      SlotShard* shard = part.shards[slot];
+      if (shard == nullptr) continue;
+      report.rows_before += shard->rows();
+      const SlotEvictionOptions& e = options_.slots[slot].eviction;
+      for (uint32_t id = 0; id < shard->rows();) {
+        RowMeta* meta = RowLayout::Meta(shard->RowAt(id));
+        meta->show *= decay;
+        meta->click *= decay;
+        const uint16_t since_update = static_cast<uint16_t>(pass - meta->last_update_pass);
+        const uint16_t since_created = static_cast<uint16_t>(pass - meta->created_pass);
+        DeleteReason reason;
+        if (e.ttl_passes > 0 && since_update >= e.ttl_passes) {
+          reason = DeleteReason::kTtl;
+        } else if (e.min_updates > 0 && since_created + 1u >= e.min_updates_passes &&
+                   meta->update_count < e.min_updates) {
+          reason = DeleteReason::kMinUpdates;
+        } else if (e.delete_score_threshold > 0 &&
+                   FeatureScore(*meta, options_.score.coefficients) < e.delete_score_threshold) {
+          reason = DeleteReason::kScore;
+        } else {
+          ++id;
+          continue;
+        }
+        // The last row moves into `id`; it is decayed when the loop looks at it there.
+        DeleteRow(&part, slot, id, reason);
+        ++report.deleted[static_cast<int>(reason)];
+      }
+      report.rows_after += shard->rows();
+      const uint64_t before = shard->allocated_bytes();
+      shard->ShrinkIndexIfSparse();
+      AddBytes(&part,
+               static_cast<int64_t>(shard->allocated_bytes()) - static_cast<int64_t>(before));
+    }
+    if (halve) part.filter->Halve();
+    part.evict.valid = false;
+    NotePause(&worst_pass_end_pause_ns_, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             std::chrono::steady_clock::now() - start)
+                                             .count());
+  }
+  return report;
+}
+
 TableStatsSnapshot EmbeddingTable::Stats() const {
   TableStatsSnapshot st;
-  std::vector<uint64_t> rows_by_slot(layouts_.size(), 0);
+  const size_t num_slots = layouts_.size();
+  st.slots.resize(num_slots);
+  for (size_t i = 0; i < num_slots; ++i) {
+    st.slots[i].slot = options_.slots[i].id;
+    st.slots[i].dim = layouts_[i].dim;
+  }
   // Structures outside the partitions: this object, the slot map, layouts, partitions.
   st.bytes.slack += AllocatedBytes(this) + AllocatedBytes(slot_index_.data()) +
-                    AllocatedBytes(layouts_.data()) + AllocatedBytes(partitions_.data());
+                    AllocatedBytes(layouts_.data()) + AllocatedBytes(partitions_.data()) +
+                    AllocatedBytes(capped_rows_.get());
+  // A strided sample of every partition's scores for the quantiles.
+  constexpr uint64_t kScoreSamples = 8192;
+  const uint64_t per_part = std::max<uint64_t>(1, kScoreSamples / num_partitions_);
+  std::vector<float> scores;
   for (uint32_t p = 0; p < num_partitions_; ++p) {
     const Partition& part = partitions_[p];
     std::lock_guard<std::mutex> lock(part.mu);
     st.rows_created += part.rows_created;
-    st.bytes.slack += AllocatedBytes(part.shards.data());
-    for (size_t i = 0; i < part.shards.size(); ++i) {
+    st.rows_erased += part.rows_erased;
+    st.cap_refused += part.cap_refused;
+    st.memory_refused += part.memory_refused;
+    st.admission.admitted += part.admission.admitted;
+    st.admission.pushes_dropped += part.admission.pushes_dropped;
+    st.admission.pulls_default += part.admission.pulls_default;
+    st.bytes.slack +=
+        AllocatedBytes(part.shards.data()) + AllocatedBytes(part.deleted_pass.data()) +
+        AllocatedBytes(part.deleted_total.data()) + AllocatedBytes(part.deleted_keys.data());
+    if (part.filter) {
+      st.bytes.metadata += AllocatedBytes(part.filter.get()) + AllocatedBytes(part.filter->data());
+    }
+    uint64_t part_rows = 0;
+    for (size_t i = 0; i < num_slots; ++i) {
+      for (int r = 0; r < kNumDeleteReasons; ++r) {
+        st.slots[i].deleted_pass[r] += part.deleted_pass[i * kNumDeleteReasons + r];
+        st.slots[i].deleted_total[r] += part.deleted_total[i * kNumDeleteReasons + r];
+        st.rows_deleted += part.deleted_total[i * kNumDeleteReasons + r];
+      }
       const SlotShard* shard = part.shards[i];
       if (shard == nullptr) continue;
-      rows_by_slot[i] += shard->rows();
+      st.slots[i].rows += shard->rows();
+      st.slots[i].bytes += shard->allocated_bytes() + AllocatedBytes(shard);
       st.bytes.Add(shard->Bytes());
       st.bytes.slack += AllocatedBytes(shard);
+      part_rows += shard->rows();
+    }
+    const uint64_t stride = std::max<uint64_t>(1, part_rows / per_part);
+    uint64_t k = 0;
+    for (const SlotShard* shard : part.shards) {
+      if (shard == nullptr) continue;
+      for (uint32_t i = 0; i < shard->rows(); ++i, ++k) {
+        if (k % stride == 0) scores.push_back(Score(shard->RowAt(i)));
+      }
     }
   }
-  for (size_t i = 0; i < layouts_.size(); ++i) {
-    st.slots.push_back({options_.slots[i].id, layouts_[i].dim, rows_by_slot[i]});
-    st.rows += rows_by_slot[i];
+  for (const SlotStatsSnapshot& s : st.slots) st.rows += s.rows;
+  if (!scores.empty()) {
+    std::sort(scores.begin(), scores.end());
+    for (double q : {0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0}) {
+      st.score_quantiles.emplace_back(
+          q, scores[std::min(scores.size() - 1, static_cast<size_t>(q * scores.size()))]);
+    }
   }
+  st.memory_limit_bytes = options_.memory_limit_bytes;
+  st.bytes_used = bytes_used();
+  st.max_bytes_used = max_bytes_used();
+  st.worst_eviction_pause_ns = worst_eviction_pause_ns_.load(std::memory_order_relaxed);
+  st.worst_pass_end_pause_ns = worst_pass_end_pause_ns_.load(std::memory_order_relaxed);
+  st.pass = pass();
   return st;
 }
 

@@ -1,13 +1,21 @@
 // EmbeddingTable: one server's shard of the Global Shared Embedding Table (GSET).
 //
 // A collisionless map from 64-bit feature keys to embedding rows. The key's top
-// `slot_bits` bits name its slot, which fixes the row's dim and optimizer settings.
-// Rows are created on first Pull (or Push) with values derived from (key, seed), and
-// updated on Push with AdaGrad.
+// `slot_bits` bits name its slot, which fixes the row's dim, optimizer settings and
+// memory-control policies. Rows are created on first Pull (or Push) with values derived
+// from (key, seed), and updated on Push with AdaGrad.
+//
+// Memory control (docs/config.md, "Memory control"): a hard memory limit enforced by
+// evicting the lowest-score rows, per-slot count caps, pass-end deletion by TTL, by
+// minimum update count and by score, and optional admission of new keys through a
+// counting filter. Every deletion is counted by reason and slot, and logged for the
+// pass's publish.
 //
 // Thread safety: all methods may be called concurrently. The table is split into
 // 2^partition_bits partitions by key hash, each behind its own mutex; a request locks
-// each partition it touches once, one at a time, so requests never deadlock.
+// each partition it touches once, one at a time, so requests never deadlock. The memory
+// limit is split evenly over the partitions (each holds a uniform hash sample of the
+// keys), so a partition makes room under its own lock, in bounded steps.
 #ifndef PEPNET_PS_EMBEDDING_TABLE_H_
 #define PEPNET_PS_EMBEDDING_TABLE_H_
 
@@ -15,9 +23,12 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
+#include "ps/admission_filter.h"
+#include "ps/delete_reason.h"
 #include "ps/row_layout.h"
 #include "ps/slot_shard.h"
 #include "ps/table_config.h"
@@ -31,22 +42,53 @@ struct RowSnapshot {
   std::vector<float> accumulator;
 };
 
-struct SlotRowCount {
+struct SlotStatsSnapshot {
   uint32_t slot = 0;
   uint32_t dim = 0;
   uint64_t rows = 0;
+  uint64_t bytes = 0;  // the slot's row chunks, indexes and shard objects
+  uint64_t deleted_pass[kNumDeleteReasons] = {};   // since the current pass began
+  uint64_t deleted_total[kNumDeleteReasons] = {};  // since start
+};
+
+struct AdmissionStats {
+  uint64_t admitted = 0;        // keys given a row on reaching the threshold
+  uint64_t pushes_dropped = 0;  // pushed keys below the threshold (gradient dropped)
+  uint64_t pulls_default = 0;   // pulled keys without a row (answered with zeros)
 };
 
 struct TableStatsSnapshot {
   uint64_t rows = 0;
   uint64_t rows_created = 0;
-  std::vector<SlotRowCount> slots;  // every configured slot, in config order
-  TableBytes bytes;                 // bytes.total() is every byte the table owns
+  uint64_t rows_deleted = 0;             // by the policies (sum over slots and reasons)
+  uint64_t rows_erased = 0;              // by Erase
+  uint64_t cap_refused = 0;              // new keys refused: slot at its cap, no row to evict
+  uint64_t memory_refused = 0;           // new keys refused: nothing left to evict
+  std::vector<SlotStatsSnapshot> slots;  // every configured slot, in config order
+  TableBytes bytes;                      // bytes.total() is every byte the table owns
+  uint64_t memory_limit_bytes = 0;       // 0 = none
+  uint64_t bytes_used = 0;               // the running count (equals bytes.total() when idle)
+  uint64_t max_bytes_used = 0;           // its high-water mark since start
+  AdmissionStats admission;
+  // Feature-score quantiles over a sample of the rows: {q, score} for q in
+  // 0, .25, .5, .75, .9, .99, 1; empty when the table is empty.
+  std::vector<std::pair<double, float>> score_quantiles;
+  uint64_t worst_eviction_pause_ns = 0;  // longest a pull or push spent evicting
+  uint64_t worst_pass_end_pause_ns = 0;  // longest a partition was locked by EndPass
+  uint32_t pass = 0;
+};
+
+// What EndPass did.
+struct PassEndReport {
+  uint64_t rows_before = 0;
+  uint64_t rows_after = 0;
+  uint64_t deleted[kNumDeleteReasons] = {};
 };
 
 class EmbeddingTable {
  public:
-  // InvalidArgument if `options` does not validate.
+  // InvalidArgument if `options` does not validate, or if the memory limit cannot even
+  // hold the table's fixed structures.
   static Status Create(const TableOptions& options, std::unique_ptr<EmbeddingTable>* table);
   ~EmbeddingTable();
   EmbeddingTable(const EmbeddingTable&) = delete;
@@ -62,36 +104,59 @@ class EmbeddingTable {
   Status CountValues(const uint64_t* keys, size_t n, uint64_t* num_values) const;
 
   // Writes each key's row to `out` in key order (CountValues floats), creating absent
-  // rows. Duplicate keys are allowed.
+  // rows. Duplicate keys are allowed. A key that may not have a row (its slot's
+  // admission threshold not reached, or refused by a full slot or memory) reads zeros.
   Status Pull(const uint64_t* keys, size_t n, float* out);
 
   // For each distinct key, sums its gradients (rows laid out as in Pull), shows and
   // clicks over the request, then applies one AdaGrad step and adds the counts. Absent
-  // rows are created first. InvalidArgument (a key of an unconfigured slot) applies
-  // nothing; ResourceExhausted (a slot full in a partition) may have applied the keys of
-  // the partitions handled before it.
+  // rows are created first; a key that may not have a row drops its update (counted in
+  // the stats). InvalidArgument (a key of an unconfigured slot) applies nothing;
+  // ResourceExhausted (a slot full in a partition) may have applied the keys of the
+  // partitions handled before it.
   Status Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
               const float* clicks);
 
   // Copy of one row; NotFound if absent.
   Status Lookup(uint64_t key, RowSnapshot* out) const;
 
-  // The pass number recorded in rows created or updated from now on.
-  void SetPass(uint32_t pass) { pass_.store(pass, std::memory_order_relaxed); }
+  // Starts pass `pass`: rows created or updated from now on record it, and the log of
+  // deleted keys and the per-pass deletion counters start empty.
+  void BeginPass(uint32_t pass);
   uint32_t pass() const { return pass_.load(std::memory_order_relaxed); }
+
+  // The pass-end policies, partition by partition: decays every row's show and click,
+  // then deletes rows by TTL, by minimum update count and by score; shrinks sparse
+  // indexes; halves the admission filter when due. Call once per pass, between the
+  // pass's last push and its export.
+  PassEndReport EndPass();
+
+  // Calls fn(key) for every key deleted since BeginPass that existed before the pass
+  // and has no row now: what serving must drop. Under each partition's lock in turn.
+  template <typename Fn>
+  void ForEachDeletedKey(Fn fn) const;
 
   // Consistent per partition; partitions are read one after another.
   TableStatsSnapshot Stats() const;
+
+  // Bytes the table owns now (every allocation: rows, indexes, logs, filter, the table
+  // itself), kept current on every allocation and free; and its high-water mark.
+  uint64_t bytes_used() const { return bytes_used_.load(std::memory_order_relaxed); }
+  uint64_t max_bytes_used() const { return max_bytes_used_.load(std::memory_order_relaxed); }
 
   // Calls fn(key, weights, dim, meta) for every row, partition by partition under the
   // partition's lock (so consistent per partition). fn must not call into the table.
   template <typename Fn>
   void ForEachRow(Fn fn) const;
 
-  // Sets a row's weights (creating it if absent), leaving its optimizer state and
-  // counters as they are: for loading a published model. InvalidArgument for a key of
-  // an unconfigured slot or a wrong dim.
+  // Sets a row's weights (creating it if absent, past every policy), leaving its
+  // optimizer state and counters as they are: for loading a published model.
+  // InvalidArgument for a key of an unconfigured slot or a wrong dim.
   Status SetWeights(uint64_t key, const float* weights, uint32_t dim);
+
+  // Deletes a key's row if present (for applying a published model's deletions); not
+  // logged and not counted as an eviction.
+  Status Erase(uint64_t key);
 
  private:
   struct Partition;
@@ -101,10 +166,32 @@ class EmbeddingTable {
   // Fills scratch with hashes, slot indices, output offsets and a partition-major order.
   Status Prepare(const uint64_t* keys, size_t n, Scratch* s) const;
   // Runs `fn(key index, row)` for every key, partition by partition under its lock,
-  // creating absent rows.
+  // creating absent rows as the policies allow; row is nullptr when they do not.
+  // `shows` (per key) is given by pushes and nullptr for pulls.
   template <typename Fn>
-  Status ForEachRowLocked(const uint64_t* keys, Scratch* s, Fn fn);
+  Status ForEachRowLocked(const uint64_t* keys, const float* shows, Scratch* s, Fn fn);
   SlotShard* ShardFor(Partition* p, uint32_t slot_index);
+  // The key's row, created if the policies allow (nullptr if not). `show` < 0 for a
+  // pull. Evicts to make room under a cap or the memory limit.
+  char* AcquireRow(Partition* part, uint32_t slot_index, uint64_t key, uint64_t hash, float show,
+                   Status* error);
+  // Deletes row `id` of the partition's shard of `slot_index`, logging its key for
+  // the publish when it existed before this pass.
+  void DeleteRow(Partition* part, uint32_t slot_index, uint32_t id, DeleteReason reason);
+  // Evicts under the memory limit until `need` more bytes fit under the high watermark;
+  // false if the partition has nothing left to evict.
+  bool MakeRoom(Partition* part, uint64_t need);
+  // One bounded step of MakeRoom: evicts up to a batch of rows whose score is in the
+  // partition's lowest few percent, stopping at the low watermark.
+  void EvictStep(Partition* part, uint64_t need);
+  void ResampleThreshold(Partition* part, uint64_t need);
+  // Evicts the lowest-score rows of a capped slot in this partition; false if it has none.
+  bool EvictForCap(Partition* part, uint32_t slot_index);
+  void AddBytes(Partition* part, int64_t delta);
+  void NotePause(std::atomic<uint64_t>* worst, uint64_t ns);
+  float Score(const char* row) const {
+    return FeatureScore(*RowLayout::Meta(row), options_.score.coefficients);
+  }
   // The top partition_bits bits of a TableHash.
   uint32_t PartitionOf(uint64_t hash) const {
     return options_.partition_bits == 0
@@ -118,18 +205,65 @@ class EmbeddingTable {
   std::vector<Partition> partitions_;
   uint32_t num_partitions_ = 1;
   std::atomic<uint32_t> pass_{0};
+  uint32_t pass_ends_ = 0;    // EndPass calls, for the admission filter's halving
   const uint64_t hash_salt_;  // TableHash salt, random per table
+  bool any_admission_ = false;
+  // Row counts of capped slots over all partitions (a new row reserves its place here
+  // before it is created, so the cap holds exactly across partitions).
+  std::unique_ptr<std::atomic<uint64_t>[]> capped_rows_;
+  // Memory limit per partition (every partition holds a uniform hash sample of keys).
+  uint64_t part_high_bytes_ = 0, part_low_bytes_ = 0;
+  std::atomic<uint64_t> bytes_used_{0};
+  std::atomic<uint64_t> max_bytes_used_{0};
+  std::atomic<uint64_t> worst_eviction_pause_ns_{0};
+  std::atomic<uint64_t> worst_pass_end_pause_ns_{0};
+};
+
+// Eviction bookkeeping of a partition; fields are guarded by the partition's lock.
+struct EvictionCursor {
+  float threshold = 0;
+  bool valid = false;
+  uint32_t shard = 0;    // dense slot index of the sweep position
+  uint32_t row = 0;      // row id in that shard
+  uint64_t scanned = 0;  // rows looked at since the threshold was sampled
+  uint64_t lap = 0;      // rows in the partition when it was sampled
+  uint64_t rng = 0x9E3779B97F4A7C15ull;
 };
 
 struct EmbeddingTable::Partition {
   mutable std::mutex mu;
   std::vector<SlotShard*> shards;  // by dense slot index; created on first use
   uint64_t rows_created = 0;
+  uint64_t rows_erased = 0;
+  uint64_t cap_refused = 0, memory_refused = 0;
+  AdmissionStats admission;
+  std::unique_ptr<AdmissionFilter> filter;  // only if a slot has admission
+  // Deletions by [slot index][reason], since the pass began and since start.
+  std::vector<uint64_t> deleted_pass, deleted_total;
+  // Keys deleted in this pass that existed before it.
+  std::vector<uint64_t> deleted_keys;
+  EvictionCursor evict;
+  // Bytes owned by this partition: shards and their objects, the shard directory,
+  // counters, log and filter.
+  uint64_t bytes = 0;
 
   ~Partition() {
     for (SlotShard* s : shards) delete s;
   }
 };
+
+template <typename Fn>
+void EmbeddingTable::ForEachDeletedKey(Fn fn) const {
+  for (uint32_t p = 0; p < num_partitions_; ++p) {
+    const Partition& part = partitions_[p];
+    std::lock_guard<std::mutex> lock(part.mu);
+    for (uint64_t key : part.deleted_keys) {
+      const int32_t index = slot_index_[SlotOfKey(key, options_.slot_bits)];
+      const SlotShard* shard = part.shards[index];
+      if (shard == nullptr || shard->Find(key, TableHash(key, hash_salt_)) == nullptr) fn(key);
+    }
+  }
+}
 
 template <typename Fn>
 void EmbeddingTable::ForEachRow(Fn fn) const {

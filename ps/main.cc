@@ -21,6 +21,11 @@ DEFINE_string(table_config, "", "Table config in protobuf text format (required)
 DEFINE_uint64(max_frame_bytes, 256ull << 20, "Largest accepted request frame.");
 DEFINE_int32(max_connections, 1024, "Open connections beyond this are refused.");
 DEFINE_int32(shutdown_grace_ms, 5000, "Time requests in progress get to finish on shutdown.");
+DEFINE_uint64(memory_limit_bytes, 0,
+              "Hard limit on the bytes the table owns (0 = none): past the high watermark the "
+              "lowest-score rows are evicted down to the low watermark.");
+DEFINE_double(memory_high_watermark, 0.99, "Eviction starts at this fraction of the limit.");
+DEFINE_double(memory_low_watermark, 0.95, "Eviction stops at this fraction of the limit.");
 
 namespace {
 
@@ -54,6 +59,9 @@ int main(int argc, char** argv) {
   pepnet::TableOptions table_options;
   pepnet::Status st = pepnet::LoadTableConfigFile(FLAGS_table_config, &table_options);
   if (!st.ok()) Die(st.ToString());
+  table_options.memory_limit_bytes = FLAGS_memory_limit_bytes;
+  table_options.memory_high_watermark = FLAGS_memory_high_watermark;
+  table_options.memory_low_watermark = FLAGS_memory_low_watermark;
   std::unique_ptr<pepnet::EmbeddingTable> table;
   st = pepnet::EmbeddingTable::Create(table_options, &table);
   if (!st.ok()) Die(st.ToString());
@@ -81,7 +89,10 @@ int main(int argc, char** argv) {
   }
   LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << "/" << FLAGS_num_shards << " serving on "
             << FLAGS_host << ":" << server.port() << " with " << FLAGS_threads << " threads, "
-            << table_options.slots.size() << " slots";
+            << table_options.slots.size() << " slots"
+            << (FLAGS_memory_limit_bytes
+                    ? ", memory limit " + std::to_string(FLAGS_memory_limit_bytes) + " bytes"
+                    : std::string());
   server.Run(/*handle_signals=*/true);
   LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << " stopped";
   return 0;

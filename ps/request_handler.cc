@@ -70,8 +70,22 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
       st = HandlePush(request, payload, payload_len);
       break;
     case proto::BEGIN_PASS:
-      table_->SetPass(request.pass());
+      table_->BeginPass(request.pass());
       break;
+    case proto::END_PASS: {
+      if (request.pass() != table_->pass()) {
+        st = Status::InvalidArgument("END_PASS for pass " + std::to_string(request.pass()) +
+                                     " but the running pass is " + std::to_string(table_->pass()));
+        break;
+      }
+      const PassEndReport r = table_->EndPass();
+      proto::PassEndReply* out = reply->mutable_pass_end();
+      out->set_rows_before(r.rows_before);
+      out->set_rows_after(r.rows_after);
+      for (int k = 0; k < kNumDeleteReasons; ++k)
+        out->mutable_deleted()->add_by_reason(r.deleted[k]);
+      break;
+    }
     case proto::EXPORT_ROWS: {
       if (request.export_path().empty()) {
         st = Status::InvalidArgument("EXPORT_ROWS without export_path");
@@ -84,6 +98,7 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
         reply->mutable_export_()->set_rows(info.rows);
         reply->mutable_export_()->set_bytes(info.bytes);
         reply->mutable_export_()->set_checksum(info.checksum);
+        reply->mutable_export_()->set_deleted(info.deleted);
       }
       break;
     }
@@ -167,12 +182,34 @@ void RequestHandler::FillStats(proto::ServerStats* out) const {
   proto::TableStats* ts = out->mutable_table();
   ts->set_rows(t.rows);
   ts->set_rows_created(t.rows_created);
-  for (const SlotRowCount& s : t.slots) {
+  for (const SlotStatsSnapshot& s : t.slots) {
     proto::SlotStats* ss = ts->add_slots();
     ss->set_slot(s.slot);
     ss->set_dim(s.dim);
     ss->set_rows(s.rows);
+    ss->set_bytes(s.bytes);
+    for (int k = 0; k < kNumDeleteReasons; ++k) {
+      ss->mutable_deleted_pass()->add_by_reason(s.deleted_pass[k]);
+      ss->mutable_deleted_total()->add_by_reason(s.deleted_total[k]);
+    }
   }
+  ts->set_memory_limit_bytes(t.memory_limit_bytes);
+  ts->set_max_bytes_used(t.max_bytes_used);
+  ts->set_rows_deleted(t.rows_deleted);
+  ts->set_rows_erased(t.rows_erased);
+  ts->set_cap_refused(t.cap_refused);
+  ts->set_memory_refused(t.memory_refused);
+  ts->mutable_admission()->set_admitted(t.admission.admitted);
+  ts->mutable_admission()->set_pushes_dropped(t.admission.pushes_dropped);
+  ts->mutable_admission()->set_pulls_default(t.admission.pulls_default);
+  for (const auto& [q, score] : t.score_quantiles) {
+    proto::ScoreQuantile* sq = ts->add_score_quantiles();
+    sq->set_q(q);
+    sq->set_score(score);
+  }
+  ts->set_worst_eviction_pause_ns(t.worst_eviction_pause_ns);
+  ts->set_worst_pass_end_pause_ns(t.worst_pass_end_pause_ns);
+  ts->set_pass(t.pass);
   ts->set_payload_bytes(t.bytes.payload);
   ts->set_optimizer_bytes(t.bytes.optimizer);
   ts->set_metadata_bytes(t.bytes.metadata);

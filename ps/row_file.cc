@@ -12,7 +12,7 @@
 namespace pepnet {
 namespace {
 
-constexpr char kMagic[8] = {'P', 'E', 'P', 'R', 'O', 'W', 'S', '1'};
+constexpr char kMagic[8] = {'P', 'E', 'P', 'R', 'O', 'W', 'S', '2'};
 constexpr uint32_t kMaxDim = 1 << 16;
 
 struct FileCloser {
@@ -50,6 +50,11 @@ Status WriteRowFile(const EmbeddingTable& table, bool all, uint32_t pass, const 
     ok = ok && fwrite(data, 1, n, f.get()) == n;
   };
   put(kMagic, sizeof(kMagic));
+  std::vector<uint64_t> deleted;
+  if (!all) table.ForEachDeletedKey([&](uint64_t key) { deleted.push_back(key); });
+  const uint64_t num_deleted = deleted.size();
+  put(&num_deleted, 8);
+  put(deleted.data(), 8 * deleted.size());
   uint64_t rows = 0;
   const uint16_t p16 = static_cast<uint16_t>(pass);
   table.ForEachRow([&](uint64_t key, const float* weights, uint32_t dim, const RowMeta& meta) {
@@ -68,13 +73,15 @@ Status WriteRowFile(const EmbeddingTable& table, bool all, uint32_t pass, const 
     return Status::Unavailable("cannot rename " + tmp + ": " + strerror(errno));
   }
   info->rows = rows;
+  info->deleted = num_deleted;
   info->bytes = static_cast<uint64_t>(bytes);
   info->checksum = sum.Final();
   return Status::OK();
 }
 
 Status ReadRowFile(const std::string& path, uint64_t expected_checksum,
-                   const std::function<Status(uint64_t, const float*, uint32_t)>& fn,
+                   const std::function<Status(uint64_t)>& on_deleted,
+                   const std::function<Status(uint64_t, const float*, uint32_t)>& on_row,
                    RowFileInfo* info) {
   File f(fopen(path.c_str(), "rb"));
   if (!f) return Status::NotFound("cannot read " + path + ": " + strerror(errno));
@@ -93,8 +100,17 @@ Status ReadRowFile(const std::string& path, uint64_t expected_checksum,
     return Status::Corruption(path + ": " + what + " at byte " + std::to_string(offset));
   };
   char magic[8];
-  if (size < 16 || !get(magic, 8) || std::memcmp(magic, kMagic, 8) != 0) {
+  if (size < 24 || !get(magic, 8) || std::memcmp(magic, kMagic, 8) != 0) {
     return corrupt("not a row file (bad magic or too short)");
+  }
+  uint64_t num_deleted;
+  if (!get(&num_deleted, 8) || num_deleted > (static_cast<uint64_t>(size) - 24) / 8) {
+    return corrupt("deleted-key count larger than the file");
+  }
+  for (uint64_t i = 0; i < num_deleted; ++i) {
+    uint64_t key;
+    if (!get(&key, 8)) return corrupt("truncated deleted keys");
+    PEPNET_RETURN_IF_ERROR(on_deleted(key));
   }
   std::vector<float> weights;
   uint64_t rows = 0;
@@ -105,7 +121,7 @@ Status ReadRowFile(const std::string& path, uint64_t expected_checksum,
     if (dim == 0 || dim > kMaxDim) return corrupt("row dim " + std::to_string(dim));
     weights.resize(dim);
     if (!get(weights.data(), 4 * size_t{dim})) return corrupt("truncated row");
-    PEPNET_RETURN_IF_ERROR(fn(key, weights.data(), dim));
+    PEPNET_RETURN_IF_ERROR(on_row(key, weights.data(), dim));
     ++rows;
   }
   uint64_t count;
@@ -113,6 +129,7 @@ Status ReadRowFile(const std::string& path, uint64_t expected_checksum,
     return corrupt("footer says " + std::to_string(count) + " rows, read " + std::to_string(rows));
   }
   info->rows = rows;
+  info->deleted = num_deleted;
   info->bytes = offset;
   info->checksum = sum.Final();
   if (expected_checksum != 0 && info->checksum != expected_checksum) {

@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -25,6 +26,14 @@ void* CheckedCalloc(size_t n, size_t size) {
 
 uint64_t AllocatedBytes(const void* block) {
   return block ? malloc_usable_size(const_cast<void*>(block)) + kMallocHeaderBytes : 0;
+}
+
+uint64_t EstimateAllocatedBytes(uint64_t n) {
+  // glibc serves large blocks with mmap (whole pages, 16 bytes of header) and small ones
+  // from the heap in 16-byte steps with one size word; 32 bytes at least.
+  constexpr uint64_t kMmapThreshold = 128 << 10;
+  if (n >= kMmapThreshold) return (n + 16 + 4095) / 4096 * 4096;
+  return std::max<uint64_t>(32, (n + kMallocHeaderBytes + 15) / 16 * 16);
 }
 
 SlotShard::SlotShard(const RowLayout* layout, uint64_t salt) : layout_(layout), salt_(salt) {}
@@ -70,61 +79,129 @@ char* SlotShard::Find(uint64_t key, uint64_t hash) const {
   }
 }
 
-char* SlotShard::FindOrInsert(uint64_t key, uint64_t hash, uint64_t seed, uint16_t pass,
-                              bool* created) {
-  *created = false;
-  if (capacity_ != 0) {
-    const uint32_t tag = Tag(hash);
-    uint32_t pos = HomeSlot(hash);
-    for (;; pos = (pos + 1 == capacity_) ? 0 : pos + 1) {
-      const uint32_t entry = index_[pos];
-      if (entry == 0) break;
-      if ((entry & ~kRowMask) == tag) {
-        char* row = RowAt((entry & kRowMask) - 1);
-        if (RowLayout::Key(row) == key) return row;
-      }
-    }
-    // `pos` is the empty entry ending the probe; use it unless the index must grow.
-    if (uint64_t{num_rows_ + 1} * 100 <= uint64_t{capacity_} * 85) {
-      if (num_rows_ >= kMaxRows) return nullptr;
-      char* row = AppendRow();
-      layout_->InitRow(row, key, seed, pass);
-      index_[pos] = tag | num_rows_;  // num_rows_ is now this row's id + 1
-      *created = true;
-      return row;
+bool SlotShard::FindId(uint64_t key, uint64_t hash, uint32_t* id) const {
+  if (capacity_ == 0) return false;
+  const uint32_t tag = Tag(hash);
+  for (uint32_t pos = HomeSlot(hash);; pos = Next(pos)) {
+    const uint32_t entry = index_[pos];
+    if (entry == 0) return false;
+    if ((entry & ~kRowMask) == tag && RowLayout::Key(RowAt((entry & kRowMask) - 1)) == key) {
+      *id = (entry & kRowMask) - 1;
+      return true;
     }
   }
+}
+
+bool SlotShard::IndexFull() const {
+  return capacity_ == 0 || uint64_t{num_rows_ + 1} * 100 > uint64_t{capacity_} * 85;
+}
+
+char* SlotShard::Insert(uint64_t key, uint64_t hash, uint64_t seed, uint16_t pass) {
   if (num_rows_ >= kMaxRows) return nullptr;
-  GrowIndex();
+  if (IndexFull()) {
+    Rehash(capacity_ == 0 ? kInitialCapacity : static_cast<uint32_t>(uint64_t{capacity_} * 3 / 2));
+  }
   char* row = AppendRow();
   layout_->InitRow(row, key, seed, pass);
   uint32_t pos = HomeSlot(hash);
-  while (index_[pos] != 0) pos = (pos + 1 == capacity_) ? 0 : pos + 1;
-  index_[pos] = Tag(hash) | num_rows_;
-  *created = true;
+  while (index_[pos] != 0) pos = Next(pos);
+  index_[pos] = Tag(hash) | num_rows_;  // num_rows_ is now this row's id + 1
   return row;
+}
+
+char* SlotShard::FindOrInsert(uint64_t key, uint64_t hash, uint64_t seed, uint16_t pass,
+                              bool* created) {
+  char* row = Find(key, hash);
+  *created = row == nullptr;
+  return row != nullptr ? row : Insert(key, hash, seed, pass);
+}
+
+uint64_t SlotShard::GrowthForInsert() const {
+  uint64_t bytes = 0;
+  if (num_rows_ == uint64_t{num_chunks_} * kRowsPerChunk) {
+    bytes += EstimateAllocatedBytes(uint64_t{kRowsPerChunk} * layout_->row_bytes);
+    if (num_chunks_ == chunk_slots_) {
+      bytes += EstimateAllocatedBytes(sizeof(char*) * (chunk_slots_ == 0 ? 4 : chunk_slots_ * 2));
+    }
+  }
+  if (IndexFull()) {
+    const uint64_t cap = capacity_ == 0 ? kInitialCapacity : uint64_t{capacity_} * 3 / 2;
+    bytes += EstimateAllocatedBytes(cap * sizeof(uint32_t));
+  }
+  return bytes;
 }
 
 char* SlotShard::AppendRow() {
   const uint32_t id = num_rows_;
-  if (id % kRowsPerChunk == 0 && id / kRowsPerChunk == num_chunks_) {
+  if (id == num_chunks_ * kRowsPerChunk) {
     if (num_chunks_ == chunk_slots_) {
+      allocated_bytes_ -= AllocatedBytes(chunks_);
       chunk_slots_ = chunk_slots_ == 0 ? 4 : chunk_slots_ * 2;
       chunks_ = static_cast<char**>(std::realloc(chunks_, sizeof(char*) * chunk_slots_));
       CHECK(chunks_ != nullptr) << "out of memory growing the chunk directory";
+      allocated_bytes_ += AllocatedBytes(chunks_);
     }
-    chunks_[num_chunks_++] = static_cast<char*>(CheckedCalloc(kRowsPerChunk, layout_->row_bytes));
+    char* chunk = static_cast<char*>(CheckedCalloc(kRowsPerChunk, layout_->row_bytes));
+    allocated_bytes_ += AllocatedBytes(chunk);
+    chunks_[num_chunks_++] = chunk;
   }
   ++num_rows_;
   return RowAt(id);
 }
 
-void SlotShard::GrowIndex() {
-  const uint32_t new_capacity =
-      capacity_ == 0 ? kInitialCapacity : static_cast<uint32_t>(uint64_t{capacity_} * 3 / 2);
+uint32_t SlotShard::PositionOf(uint32_t id) const {
+  const uint64_t hash = TableHash(RowLayout::Key(RowAt(id)), salt_);
+  const uint32_t entry = Tag(hash) | (id + 1);
+  uint32_t pos = HomeSlot(hash);
+  while (index_[pos] != entry) {
+    DCHECK_NE(index_[pos], 0u) << "row " << id << " is not in the index";
+    pos = Next(pos);
+  }
+  return pos;
+}
+
+void SlotShard::EraseAt(uint32_t id) {
+  DCHECK_LT(id, num_rows_);
+  // Backward-shift deletion: walk the cluster after the hole and move back every entry
+  // whose home slot does not lie cyclically in (hole, entry], so no probe sequence
+  // crosses an empty entry that used to be full.
+  uint32_t hole = PositionOf(id);
+  for (uint32_t pos = Next(hole);; pos = Next(pos)) {
+    const uint32_t entry = index_[pos];
+    if (entry == 0) break;
+    const uint32_t home = HomeSlot(TableHash(RowLayout::Key(RowAt((entry & kRowMask) - 1)), salt_));
+    const bool stays = hole <= pos ? (hole < home && home <= pos) : (hole < home || home <= pos);
+    if (stays) continue;
+    index_[hole] = entry;
+    hole = pos;
+  }
+  index_[hole] = 0;
+  const uint32_t last = num_rows_ - 1;
+  if (id != last) {
+    const uint32_t pos = PositionOf(last);
+    std::memcpy(RowAt(id), RowAt(last), layout_->row_bytes);
+    index_[pos] = (index_[pos] & ~kRowMask) | (id + 1);
+  }
+  num_rows_ = last;
+  if (num_chunks_ > 0 && num_rows_ <= (num_chunks_ - 1) * kRowsPerChunk) {
+    char* chunk = chunks_[--num_chunks_];
+    allocated_bytes_ -= AllocatedBytes(chunk);
+    std::free(chunk);
+  }
+}
+
+void SlotShard::ShrinkIndexIfSparse() {
+  if (capacity_ <= kInitialCapacity || uint64_t{num_rows_} * 4 >= capacity_) return;
+  // Load 0.6 after the rebuild leaves room to grow before the next rehash.
+  const uint32_t target = static_cast<uint32_t>(uint64_t{num_rows_} * 10 / 6) + 1;
+  Rehash(std::max(kInitialCapacity, target));
+}
+
+void SlotShard::Rehash(uint32_t new_capacity) {
   auto* fresh = static_cast<uint32_t*>(CheckedCalloc(new_capacity, sizeof(uint32_t)));
   uint32_t* old = index_;
   const uint32_t old_capacity = capacity_;
+  allocated_bytes_ += AllocatedBytes(fresh);
   index_ = fresh;
   capacity_ = new_capacity;
   for (uint32_t i = 0; i < old_capacity; ++i) {
@@ -132,9 +209,10 @@ void SlotShard::GrowIndex() {
     if (entry == 0) continue;
     const uint64_t hash = TableHash(RowLayout::Key(RowAt((entry & kRowMask) - 1)), salt_);
     uint32_t pos = HomeSlot(hash);
-    while (index_[pos] != 0) pos = (pos + 1 == capacity_) ? 0 : pos + 1;
+    while (index_[pos] != 0) pos = Next(pos);
     index_[pos] = entry;
   }
+  allocated_bytes_ -= AllocatedBytes(old);
   std::free(old);
 }
 

@@ -56,18 +56,41 @@ class SlotShard {
   void PrefetchIndex(uint64_t hash) const;
 
   // Brings the row the key's index entries point to toward the cache (call after
-  // PrefetchIndex has had time to land), so FindOrInsert's key compare does not stall.
+  // PrefetchIndex has had time to land), so Find's key compare does not stall.
   void PrefetchRow(uint64_t hash) const;
 
-  // The key's row, or nullptr.
+  // The key's row, or nullptr. Row pointers stay valid until the next Insert or Erase.
   char* Find(uint64_t key, uint64_t hash) const;
 
-  // The key's row, created with InitRow(key, seed, pass) if absent. Returns nullptr only
-  // when the shard holds kMaxRows rows already.
+  // The key's row id (for EraseAt); false if absent.
+  bool FindId(uint64_t key, uint64_t hash, uint32_t* id) const;
+
+  // Creates the row of a key that Find did not find, with InitRow(key, seed, pass).
+  // Returns nullptr only when the shard holds kMaxRows rows already.
+  char* Insert(uint64_t key, uint64_t hash, uint64_t seed, uint16_t pass);
+
+  // Find, then Insert if absent.
   char* FindOrInsert(uint64_t key, uint64_t hash, uint64_t seed, uint16_t pass, bool* created);
+
+  // Bytes the next Insert would allocate (a chunk, a bigger chunk directory or index),
+  // so a memory limit can make room first. Counts the new index whole: the old one is
+  // freed only after the copy.
+  uint64_t GrowthForInsert() const;
+
+  // Deletes row `id` (< rows()): its index entry goes by backward shift, the last row
+  // moves into its place (so rows stay dense and row ids change), and an emptied last
+  // chunk is freed.
+  void EraseAt(uint32_t id);
+
+  // Rebuilds the index at a smaller capacity when rows fill under a quarter of it (after
+  // bulk deletions), giving the memory back.
+  void ShrinkIndexIfSparse();
 
   uint32_t rows() const { return num_rows_; }
   const RowLayout& layout() const { return *layout_; }
+  char* RowAt(uint32_t id) const {
+    return chunks_[id / kRowsPerChunk] + size_t{id % kRowsPerChunk} * layout_->row_bytes;
+  }
 
   // Calls fn(const char* row) for every live row.
   template <typename Fn>
@@ -76,17 +99,21 @@ class SlotShard {
   }
 
   TableBytes Bytes() const;
+  // Bytes().total() without the walk: every block this shard allocated (not the shard
+  // object itself), kept up to date on every allocation and free.
+  uint64_t allocated_bytes() const { return allocated_bytes_; }
 
  private:
-  char* RowAt(uint32_t id) const {
-    return chunks_[id / kRowsPerChunk] + size_t{id % kRowsPerChunk} * layout_->row_bytes;
-  }
   uint32_t HomeSlot(uint64_t hash) const {
     return static_cast<uint32_t>((uint64_t{static_cast<uint32_t>(hash)} * capacity_) >> 32);
   }
+  uint32_t Next(uint32_t pos) const { return pos + 1 == capacity_ ? 0 : pos + 1; }
   // Bits 48..55: the partition uses the top bits and HomeSlot the low 32.
   static uint32_t Tag(uint64_t hash) { return static_cast<uint32_t>(hash >> 24) & 0xFF000000u; }
-  void GrowIndex();
+  // The index position holding row `id`.
+  uint32_t PositionOf(uint32_t id) const;
+  void Rehash(uint32_t new_capacity);
+  bool IndexFull() const;
   char* AppendRow();
 
   const RowLayout* layout_;
@@ -97,7 +124,12 @@ class SlotShard {
   char** chunks_ = nullptr;
   uint32_t num_chunks_ = 0;
   uint32_t chunk_slots_ = 0;  // capacity of chunks_
+  uint64_t allocated_bytes_ = 0;
 };
+
+// What the allocator will hold for a block of `n` bytes requested from malloc: the
+// estimate AllocatedBytes gives once it is allocated, used to make room beforehand.
+uint64_t EstimateAllocatedBytes(uint64_t n);
 
 // The hash that places keys inside a server's table. The salt is drawn at random per
 // table: it makes the placement independent of ShardOfKey (which fixed the high bits of

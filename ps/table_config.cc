@@ -6,6 +6,7 @@
 
 #include "common/text_proto.h"
 #include "proto/table_config.pb.h"
+#include "ps/slot_shard.h"
 
 namespace pepnet {
 namespace {
@@ -15,6 +16,40 @@ std::string SlotName(const SlotOptions& s) {
 }
 
 }  // namespace
+
+SlotEvictionOptions SlotEvictionFromProto(const proto::SlotEviction& p) {
+  SlotEvictionOptions e;
+  e.max_rows = p.max_rows();
+  e.ttl_passes = p.ttl_passes();
+  e.min_updates = p.min_updates();
+  e.min_updates_passes = p.min_updates_passes();
+  e.delete_score_threshold = p.delete_score_threshold();
+  e.admission_threshold = p.admission_threshold();
+  return e;
+}
+
+void SlotEvictionToProto(const SlotEvictionOptions& e, proto::SlotEviction* p) {
+  p->set_max_rows(e.max_rows);
+  p->set_ttl_passes(e.ttl_passes);
+  p->set_min_updates(e.min_updates);
+  p->set_min_updates_passes(e.min_updates_passes);
+  p->set_delete_score_threshold(e.delete_score_threshold);
+  p->set_admission_threshold(e.admission_threshold);
+}
+
+FeatureScoreOptions FeatureScoreFromProto(const proto::FeatureScoreConfig& p) {
+  FeatureScoreOptions o;
+  o.coefficients.nonclick = p.nonclick_coeff();
+  o.coefficients.click = p.click_coeff();
+  o.decay = p.decay();
+  return o;
+}
+
+void FeatureScoreToProto(const FeatureScoreOptions& o, proto::FeatureScoreConfig* p) {
+  p->set_nonclick_coeff(o.coefficients.nonclick);
+  p->set_click_coeff(o.coefficients.click);
+  p->set_decay(o.decay);
+}
 
 Status ValidateTableOptions(const TableOptions& o) {
   if (o.slot_bits < 1 || o.slot_bits > 16) {
@@ -57,6 +92,47 @@ Status ValidateTableOptions(const TableOptions& o) {
     if (!(a.init_range >= 0) || a.init_range > a.weight_bound) {
       return Status::InvalidArgument(SlotName(s) + ": init_range must be in [0, weight_bound]");
     }
+    const SlotEvictionOptions& e = s.eviction;
+    if (e.max_rows > SlotShard::kMaxRows << o.partition_bits) {
+      return Status::InvalidArgument(
+          SlotName(s) + ": eviction.max_rows must be at most " +
+          std::to_string(uint64_t{SlotShard::kMaxRows} << o.partition_bits));
+    }
+    if (e.min_updates > 0 && e.min_updates_passes < 1) {
+      return Status::InvalidArgument(SlotName(s) + ": eviction.min_updates_passes must be >= 1");
+    }
+    if (e.ttl_passes > kMaxPassAge || e.min_updates_passes > kMaxPassAge) {
+      return Status::InvalidArgument(SlotName(s) +
+                                     ": eviction.ttl_passes and min_updates_passes must be at "
+                                     "most " +
+                                     std::to_string(kMaxPassAge));
+    }
+    if (!(e.delete_score_threshold >= 0)) {
+      return Status::InvalidArgument(SlotName(s) +
+                                     ": eviction.delete_score_threshold must be >= 0");
+    }
+    if (e.admission_threshold > kMaxAdmissionThreshold) {
+      return Status::InvalidArgument(SlotName(s) +
+                                     ": eviction.admission_threshold must be at most " +
+                                     std::to_string(kMaxAdmissionThreshold));
+    }
+  }
+  const FeatureScoreOptions& sc = o.score;
+  if (!(sc.coefficients.nonclick >= 0) || !(sc.coefficients.click >= 0)) {
+    return Status::InvalidArgument("score: nonclick_coeff and click_coeff must be >= 0");
+  }
+  if (!(sc.decay > 0) || sc.decay > 1) {
+    return Status::InvalidArgument("score: decay must be in (0, 1]");
+  }
+  if (o.admission_filter_bytes < (uint64_t{1} << o.partition_bits) ||
+      o.admission_filter_bytes > (uint64_t{1} << 36)) {
+    return Status::InvalidArgument("admission_filter_bytes must be in [2^partition_bits, 2^36]");
+  }
+  if (!(o.memory_low_watermark > 0) || !(o.memory_low_watermark < o.memory_high_watermark) ||
+      o.memory_high_watermark > 1) {
+    return Status::InvalidArgument("memory watermarks must satisfy 0 < low < high <= 1, got low " +
+                                   std::to_string(o.memory_low_watermark) + ", high " +
+                                   std::to_string(o.memory_high_watermark));
   }
   return Status::OK();
 }
@@ -68,6 +144,9 @@ Status ParseTableConfig(const std::string& text, const std::string& source, Tabl
   o.slot_bits = config.slot_bits();
   o.partition_bits = config.partition_bits();
   o.seed = config.seed();
+  o.score = FeatureScoreFromProto(config.score());
+  o.admission_filter_bytes = config.admission_filter_bytes();
+  o.admission_halving_passes = config.admission_halving_passes();
   for (const proto::SlotConfig& sc : config.slot()) {
     SlotOptions s;
     s.id = sc.id();
@@ -79,6 +158,7 @@ Status ParseTableConfig(const std::string& text, const std::string& source, Tabl
     s.adagrad.epsilon = sc.epsilon();
     s.adagrad.weight_bound = sc.weight_bound();
     s.adagrad.init_range = sc.init_range();
+    s.eviction = SlotEvictionFromProto(sc.eviction());
     o.slots.push_back(s);
   }
   Status st = ValidateTableOptions(o);
@@ -103,7 +183,11 @@ std::string FormatTableConfig(const TableOptions& o) {
     sc->set_epsilon(s.adagrad.epsilon);
     sc->set_weight_bound(s.adagrad.weight_bound);
     sc->set_init_range(s.adagrad.init_range);
+    SlotEvictionToProto(s.eviction, sc->mutable_eviction());
   }
+  FeatureScoreToProto(o.score, config.mutable_score());
+  config.set_admission_filter_bytes(o.admission_filter_bytes);
+  config.set_admission_halving_passes(o.admission_halving_passes);
   std::string text;
   google::protobuf::TextFormat::PrintToString(config, &text);
   return text;

@@ -11,12 +11,34 @@
 #include "ps/row_layout.h"
 
 namespace pepnet {
+namespace proto {
+class SlotEviction;
+class FeatureScoreConfig;
+}  // namespace proto
+
+// Per-slot memory control (proto SlotEviction); every policy is off at its default.
+struct SlotEvictionOptions {
+  uint64_t max_rows = 0;  // per shard; 0 = no cap
+  uint32_t ttl_passes = 0;
+  uint32_t min_updates = 0;
+  uint32_t min_updates_passes = 1;
+  float delete_score_threshold = 0;
+  uint32_t admission_threshold = 0;  // 0 or 1 = off
+
+  bool admission() const { return admission_threshold > 1; }
+};
 
 struct SlotOptions {
   uint32_t id = 0;
   uint32_t dim = 0;
   std::string name;
   AdagradParams adagrad;
+  SlotEvictionOptions eviction;
+};
+
+struct FeatureScoreOptions {
+  ScoreCoefficients coefficients;
+  float decay = 0.98f;  // show and click are multiplied by this at every pass end
 };
 
 struct TableOptions {
@@ -28,9 +50,29 @@ struct TableOptions {
   uint32_t partition_bits = 5;
   // Seed of the deterministic initialization of new rows.
   uint64_t seed = 0;
+  FeatureScoreOptions score;
+  uint64_t admission_filter_bytes = 4u << 20;
+  uint32_t admission_halving_passes = 1;
+
+  // Not part of the table config file: a property of the machine a shard runs on
+  // (pepnet_ps --memory_limit_bytes). 0 = no limit. Past high_watermark * limit bytes
+  // the lowest-score rows are evicted until low_watermark * limit is reached.
+  uint64_t memory_limit_bytes = 0;
+  double memory_high_watermark = 0.99;
+  double memory_low_watermark = 0.95;
 };
 
 constexpr uint32_t kMaxSlotDim = 4096;
+// Rows record pass numbers modulo 2^16; ages up to this are compared exactly.
+constexpr uint32_t kMaxPassAge = 32767;
+// Admission counters are one byte.
+constexpr uint32_t kMaxAdmissionThreshold = 255;
+
+// Conversions of the config messages shared with the model config.
+SlotEvictionOptions SlotEvictionFromProto(const proto::SlotEviction& p);
+void SlotEvictionToProto(const SlotEvictionOptions& e, proto::SlotEviction* p);
+FeatureScoreOptions FeatureScoreFromProto(const proto::FeatureScoreConfig& p);
+void FeatureScoreToProto(const FeatureScoreOptions& o, proto::FeatureScoreConfig* p);
 
 // Parses and validates a TableConfig text. Errors name `source` (a file name) and the
 // line, field or slot at fault.

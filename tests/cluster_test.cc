@@ -162,7 +162,7 @@ std::set<uint64_t> KeysOfRowFile(const std::string& path) {
   std::set<uint64_t> keys;
   RowFileInfo info;
   Status st = ReadRowFile(
-      path, 0,
+      path, 0, [](uint64_t) { return Status::OK(); },
       [&](uint64_t key, const float*, uint32_t) {
         keys.insert(key);
         return Status::OK();

@@ -173,7 +173,7 @@ TEST_P(EmbeddingTableModelTest, RandomizedAgainstMapReference) {
       EXPECT_EQ(st.bytes.optimizer, optimizer);
       EXPECT_EQ(st.bytes.metadata, 16 * st.rows);
       EXPECT_GT(st.bytes.index, 4 * st.rows);
-      for (const SlotRowCount& s : st.slots) EXPECT_EQ(s.rows, per_slot[s.slot]) << s.slot;
+      for (const SlotStatsSnapshot& s : st.slots) EXPECT_EQ(s.rows, per_slot[s.slot]) << s.slot;
       // Every row's counters and accumulator match.
       for (const auto& [k, r] : ref.rows()) {
         RowSnapshot snap;
@@ -246,10 +246,10 @@ TEST(EmbeddingTableTest, PassNumbersAreRecorded) {
   std::unique_ptr<EmbeddingTable> table;
   ASSERT_TRUE(EmbeddingTable::Create(ThreeSlots(1), &table).ok());
   const uint64_t k = MakeKey(1, 77);
-  table->SetPass(4);
+  table->BeginPass(4);
   float out[4];
   ASSERT_TRUE(table->Pull(&k, 1, out).ok());
-  table->SetPass(6);
+  table->BeginPass(6);
   const float g[4] = {1, 1, 1, 1}, one = 1, zero = 0;
   ASSERT_TRUE(table->Push(&k, 1, g, &one, &zero).ok());
   RowSnapshot snap;

@@ -73,13 +73,16 @@ Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, Publ
       RowFileInfo info;
       PEPNET_RETURN_IF_ERROR(ReadRowFile(
           publish_dir + "/" + folders[i] + "/" + f.path(), f.checksum(),
+          [&](uint64_t key) { return out->table->Erase(key); },
           [&](uint64_t key, const float* w, uint32_t dim) {
             return out->table->SetWeights(key, w, dim);
           },
           &info));
-      if (info.rows != f.rows()) {
+      if (info.rows != f.rows() || info.deleted != f.deleted()) {
         return Status::Corruption(folders[i] + "/" + f.path() + ": " + std::to_string(info.rows) +
-                                  " rows, the manifest says " + std::to_string(f.rows()));
+                                  " rows and " + std::to_string(info.deleted) +
+                                  " deleted keys, the manifest says " + std::to_string(f.rows()) +
+                                  " and " + std::to_string(f.deleted()));
       }
     }
     out->versions_applied.push_back(m.version());

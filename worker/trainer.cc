@@ -76,8 +76,12 @@ TableOptions TableOptionsFor(const proto::ModelConfig& config, uint64_t seed) {
     so.adagrad.learning_rate =
         s.has_learning_rate() ? s.learning_rate() : config.embedding_learning_rate();
     so.adagrad.per_dim = s.has_accumulator() && s.accumulator() == proto::PER_DIM;
+    so.eviction = SlotEvictionFromProto(s.eviction());
     o.slots.push_back(so);
   }
+  o.score = FeatureScoreFromProto(config.score());
+  o.admission_filter_bytes = config.admission_filter_bytes();
+  o.admission_halving_passes = config.admission_halving_passes();
   return o;
 }
 
@@ -280,7 +284,8 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
   }
 
   // One summed gradient per distinct key (divided by the count under mean pooling), its
-  // occurrences as shows, and a click per occurrence in a sample with a positive label.
+  // occurrences as shows, and per occurrence the largest click_weight of the sample's
+  // positive tasks as clicks.
   // Member i sums and pushes the distinct keys of its share, then updates its share of
   // the dense parameters.
   key_grads_.resize(values_.size());
@@ -311,15 +316,19 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
           const size_t row = m.row_begin + r;
           const uint32_t count = off[row + 1] - off[row];
           const float scale = mean_pooling_[s] && count > 1 ? 1.0f / count : 1.0f;
-          bool positive = false;
-          for (int t = 0; t < num_tasks; ++t) positive |= m.mask(r, t) != 0 && m.labels(r, t) > 0;
+          float click = 0;
+          for (int t = 0; t < num_tasks; ++t) {
+            if (m.mask(r, t) != 0 && m.labels(r, t) > 0) {
+              click = std::max(click, config_.task(t).click_weight());
+            }
+          }
           for (uint32_t k = off[row]; k < off[row + 1]; ++k) {
             const uint32_t j = pos[k];
             if (j < keys.first || j >= keys.second) continue;
             Eigen::Map<RowVector<float>>(key_grads_.data() + value_offset_[j], dim) +=
                 m.slot_grads[s].row(r) * scale;
             shows_[j] += 1.0f;
-            if (positive) clicks_[j] += 1.0f;
+            clicks_[j] += click;
           }
         }
       }
