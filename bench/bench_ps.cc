@@ -34,6 +34,12 @@ DEFINE_int32(inflight, 8, "Requests kept in flight.");
 DEFINE_int32(connections, 2, "Connections per shard.");
 DEFINE_int32(server_threads, 2, "--threads of the server started here.");
 DEFINE_uint32(dim, 16, "Row dim of the server started here (slot 0).");
+DEFINE_bool(fresh_keys, false,
+            "Every request holds keys never sent before (a flood of new IDs) instead of "
+            "cycling the pre-generated requests; --universe and --zipf are then unused.");
+DEFINE_uint64(memory_limit_bytes, 0,
+              "--memory_limit_bytes of the server started here (0 = none); with a limit under "
+              "the universe's size every phase evicts steadily.");
 DEFINE_uint64(seed, 1, "Seed of the key and gradient generator.");
 
 namespace {
@@ -123,7 +129,8 @@ int main(int argc, char** argv) {
     pepnet::Status st =
         server.Start({pepnet::ExecutableDir() + "/pepnet_ps", "--port=0", "--host=127.0.0.1",
                       "--port_file=" + port_file, "--table_config=" + config,
-                      "--threads=" + std::to_string(FLAGS_server_threads)},
+                      "--threads=" + std::to_string(FLAGS_server_threads),
+                      "--memory_limit_bytes=" + std::to_string(FLAGS_memory_limit_bytes)},
                      tmpdir + "/server.log");
     if (!st.ok()) return Fail(st.ToString());
     uint16_t port;
@@ -162,12 +169,16 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < n; ++i) clicks[i] = (i % 10 == 0) ? 1.0f : 0.0f;
   std::vector<std::vector<float>> values(FLAGS_inflight);
 
-  auto pull = [&](int i) {
-    return client->Pull(requests[i % requests.size()].data(), n, &values[i % values.size()]);
+  uint64_t next_fresh = FLAGS_universe;  // past every pre-generated rank
+  std::vector<uint64_t> fresh(n);
+  auto keys_for = [&](int i) -> const uint64_t* {
+    if (!FLAGS_fresh_keys) return requests[i % requests.size()].data();
+    for (uint64_t& k : fresh) k = KeyOfRank(next_fresh++, client->slot_bits());
+    return fresh.data();  // the client copies keys before Pull/Push return
   };
+  auto pull = [&](int i) { return client->Pull(keys_for(i), n, &values[i % values.size()]); };
   auto push = [&](int i) {
-    return client->Push(requests[i % requests.size()].data(), n, grads.data(), shows.data(),
-                        clicks.data());
+    return client->Push(keys_for(i), n, grads.data(), shows.data(), clicks.data());
   };
   Phase warm;
   const int total = FLAGS_requests * FLAGS_rounds;
@@ -192,11 +203,16 @@ int main(int argc, char** argv) {
   std::vector<pepnet::proto::ServerStats> stats;
   st = client->Stats(&stats);
   if (!st.ok()) return Fail(st.ToString());
-  uint64_t rows = 0, bytes = 0, payload = 0;
+  uint64_t rows = 0, bytes = 0, payload = 0, deleted = 0, max_bytes = 0, limit = 0;
+  uint64_t worst_pause_ns = 0;
   for (const auto& s : stats) {
     rows += s.table().rows();
     bytes += s.table().bytes_used();
     payload += s.table().payload_bytes() + s.table().optimizer_bytes();
+    deleted += s.table().rows_deleted();
+    max_bytes += s.table().max_bytes_used();
+    limit += s.table().memory_limit_bytes();
+    worst_pause_ns = std::max<uint64_t>(worst_pause_ns, s.table().worst_eviction_pause_ns());
   }
   const double pull_rps = pull_rates[pull_rates.size() / 2];
   const double push_rps = push_rates[push_rates.size() / 2];
@@ -217,11 +233,18 @@ int main(int argc, char** argv) {
   printf("table: %llu rows, %.1f bytes/row (payload+optimizer %.1f, target <= %.1f)\n",
          (unsigned long long)rows, bytes_per_row, payload_per_row, 1.10 * (payload_per_row + 16));
   printf(
+      "memory: limit %llu, used %llu, max used %llu; %llu rows deleted; worst eviction pause "
+      "%.3f ms\n",
+      (unsigned long long)limit, (unsigned long long)bytes, (unsigned long long)max_bytes,
+      (unsigned long long)deleted, worst_pause_ns / 1e6);
+  printf(
       "{\"pull_rows_per_s\": %.0f, \"push_rows_per_s\": %.0f, \"pull_mb_per_s\": %.1f, "
       "\"push_mb_per_s\": %.1f, \"payload_bytes_per_row\": %.2f, \"bytes_per_row\": %.2f, "
-      "\"rows\": %llu}\n",
+      "\"rows\": %llu, \"memory_limit_bytes\": %llu, \"max_bytes_used\": %llu, "
+      "\"rows_deleted\": %llu, \"worst_eviction_pause_ms\": %.3f}\n",
       pull_rps, push_rps, pull_mbps, push_mbps, payload_per_row, bytes_per_row,
-      (unsigned long long)rows);
+      (unsigned long long)rows, (unsigned long long)limit, (unsigned long long)max_bytes,
+      (unsigned long long)deleted, worst_pause_ns / 1e6);
   client.reset();
   if (server.running()) {
     server.Signal(SIGTERM);

@@ -13,6 +13,9 @@ namespace {
 
 constexpr uint32_t kInitialCapacity = 16;
 constexpr uint32_t kRowMask = 0x00FFFFFFu;
+// An entry whose row was deleted: probes go on past it, inserts may reuse it. Row field
+// 0 never names a row (live entries hold row id + 1).
+constexpr uint32_t kTombstone = 0xFF000000u;
 // glibc keeps one size word in front of every block.
 constexpr uint64_t kMallocHeaderBytes = sizeof(size_t);
 
@@ -56,7 +59,7 @@ void SlotShard::PrefetchRow(uint64_t hash) const {
   for (int i = 0; i < 4; ++i) {
     const uint32_t entry = index_[pos];
     if (entry == 0) return;
-    if ((entry & ~kRowMask) == tag) {
+    if ((entry & ~kRowMask) == tag && (entry & kRowMask) != 0) {
       const char* row = RowAt((entry & kRowMask) - 1);
       __builtin_prefetch(row);
       __builtin_prefetch(row + layout_->row_bytes - 1);
@@ -72,7 +75,7 @@ char* SlotShard::Find(uint64_t key, uint64_t hash) const {
   for (uint32_t pos = HomeSlot(hash);; pos = (pos + 1 == capacity_) ? 0 : pos + 1) {
     const uint32_t entry = index_[pos];
     if (entry == 0) return nullptr;
-    if ((entry & ~kRowMask) == tag) {
+    if ((entry & ~kRowMask) == tag && (entry & kRowMask) != 0) {
       char* row = RowAt((entry & kRowMask) - 1);
       if (RowLayout::Key(row) == key) return row;
     }
@@ -85,7 +88,8 @@ bool SlotShard::FindId(uint64_t key, uint64_t hash, uint32_t* id) const {
   for (uint32_t pos = HomeSlot(hash);; pos = Next(pos)) {
     const uint32_t entry = index_[pos];
     if (entry == 0) return false;
-    if ((entry & ~kRowMask) == tag && RowLayout::Key(RowAt((entry & kRowMask) - 1)) == key) {
+    if ((entry & ~kRowMask) == tag && (entry & kRowMask) != 0 &&
+        RowLayout::Key(RowAt((entry & kRowMask) - 1)) == key) {
       *id = (entry & kRowMask) - 1;
       return true;
     }
@@ -93,18 +97,26 @@ bool SlotShard::FindId(uint64_t key, uint64_t hash, uint32_t* id) const {
 }
 
 bool SlotShard::IndexFull() const {
-  return capacity_ == 0 || uint64_t{num_rows_ + 1} * 100 > uint64_t{capacity_} * 85;
+  return capacity_ == 0 || (uint64_t{num_rows_} + tombstones_ + 1) * 100 > uint64_t{capacity_} * 85;
+}
+
+uint32_t SlotShard::CapacityAfterRehash() const {
+  if (capacity_ == 0) return kInitialCapacity;
+  // Mostly tombstones: clean them out at the same size; else grow.
+  if ((uint64_t{num_rows_} + 1) * 100 <= uint64_t{capacity_} * 60) return capacity_;
+  return static_cast<uint32_t>(uint64_t{capacity_} * 3 / 2);
 }
 
 char* SlotShard::Insert(uint64_t key, uint64_t hash, uint64_t seed, uint16_t pass) {
   if (num_rows_ >= kMaxRows) return nullptr;
-  if (IndexFull()) {
-    Rehash(capacity_ == 0 ? kInitialCapacity : static_cast<uint32_t>(uint64_t{capacity_} * 3 / 2));
-  }
+  if (IndexFull()) Rehash(CapacityAfterRehash());
   char* row = AppendRow();
   layout_->InitRow(row, key, seed, pass);
+  // The key is absent (the caller's Find said so): the first tombstone on its probe
+  // sequence, or else the empty entry ending it, takes it.
   uint32_t pos = HomeSlot(hash);
-  while (index_[pos] != 0) pos = Next(pos);
+  while (index_[pos] != 0 && index_[pos] != kTombstone) pos = Next(pos);
+  if (index_[pos] == kTombstone) --tombstones_;
   index_[pos] = Tag(hash) | num_rows_;  // num_rows_ is now this row's id + 1
   return row;
 }
@@ -124,10 +136,7 @@ uint64_t SlotShard::GrowthForInsert() const {
       bytes += EstimateAllocatedBytes(sizeof(char*) * (chunk_slots_ == 0 ? 4 : chunk_slots_ * 2));
     }
   }
-  if (IndexFull()) {
-    const uint64_t cap = capacity_ == 0 ? kInitialCapacity : uint64_t{capacity_} * 3 / 2;
-    bytes += EstimateAllocatedBytes(cap * sizeof(uint32_t));
-  }
+  if (IndexFull()) bytes += EstimateAllocatedBytes(uint64_t{CapacityAfterRehash()} * 4);
   return bytes;
 }
 
@@ -162,25 +171,21 @@ uint32_t SlotShard::PositionOf(uint32_t id) const {
 
 void SlotShard::EraseAt(uint32_t id) {
   DCHECK_LT(id, num_rows_);
-  // Backward-shift deletion: walk the cluster after the hole and move back every entry
-  // whose home slot does not lie cyclically in (hole, entry], so no probe sequence
-  // crosses an empty entry that used to be full.
-  uint32_t hole = PositionOf(id);
-  for (uint32_t pos = Next(hole);; pos = Next(pos)) {
-    const uint32_t entry = index_[pos];
-    if (entry == 0) break;
-    const uint32_t home = HomeSlot(TableHash(RowLayout::Key(RowAt((entry & kRowMask) - 1)), salt_));
-    const bool stays = hole <= pos ? (hole < home && home <= pos) : (hole < home || home <= pos);
-    if (stays) continue;
-    index_[hole] = entry;
-    hole = pos;
+  // A tombstone keeps the probe sequences that pass here intact; an entry followed by an
+  // empty one ends every sequence through it and can simply be emptied. (Backward-shift
+  // deletion would need every later entry's key, a cache miss each.)
+  const uint32_t pos = PositionOf(id);
+  if (index_[Next(pos)] == 0) {
+    index_[pos] = 0;
+  } else {
+    index_[pos] = kTombstone;
+    ++tombstones_;
   }
-  index_[hole] = 0;
   const uint32_t last = num_rows_ - 1;
   if (id != last) {
-    const uint32_t pos = PositionOf(last);
+    const uint32_t moved = PositionOf(last);
     std::memcpy(RowAt(id), RowAt(last), layout_->row_bytes);
-    index_[pos] = (index_[pos] & ~kRowMask) | (id + 1);
+    index_[moved] = (index_[moved] & ~kRowMask) | (id + 1);
   }
   num_rows_ = last;
   if (num_chunks_ > 0 && num_rows_ <= (num_chunks_ - 1) * kRowsPerChunk) {
@@ -191,29 +196,31 @@ void SlotShard::EraseAt(uint32_t id) {
 }
 
 void SlotShard::ShrinkIndexIfSparse() {
-  if (capacity_ <= kInitialCapacity || uint64_t{num_rows_} * 4 >= capacity_) return;
-  // Load 0.6 after the rebuild leaves room to grow before the next rehash.
-  const uint32_t target = static_cast<uint32_t>(uint64_t{num_rows_} * 10 / 6) + 1;
-  Rehash(std::max(kInitialCapacity, target));
+  if (capacity_ > kInitialCapacity && uint64_t{num_rows_} * 4 < capacity_) {
+    // Load 0.6 after the rebuild leaves room to grow before the next rehash.
+    const uint32_t target = static_cast<uint32_t>(uint64_t{num_rows_} * 10 / 6) + 1;
+    Rehash(std::max(kInitialCapacity, target));
+  } else if (tombstones_ > capacity_ / 8) {
+    Rehash(capacity_);
+  }
 }
 
 void SlotShard::Rehash(uint32_t new_capacity) {
   auto* fresh = static_cast<uint32_t*>(CheckedCalloc(new_capacity, sizeof(uint32_t)));
-  uint32_t* old = index_;
-  const uint32_t old_capacity = capacity_;
   allocated_bytes_ += AllocatedBytes(fresh);
+  allocated_bytes_ -= AllocatedBytes(index_);
+  std::free(index_);
   index_ = fresh;
   capacity_ = new_capacity;
-  for (uint32_t i = 0; i < old_capacity; ++i) {
-    const uint32_t entry = old[i];
-    if (entry == 0) continue;
-    const uint64_t hash = TableHash(RowLayout::Key(RowAt((entry & kRowMask) - 1)), salt_);
+  tombstones_ = 0;
+  // From the rows, which are dense and read in order, rather than from the old entries,
+  // whose rows would be read at random.
+  for (uint32_t id = 0; id < num_rows_; ++id) {
+    const uint64_t hash = TableHash(RowLayout::Key(RowAt(id)), salt_);
     uint32_t pos = HomeSlot(hash);
     while (index_[pos] != 0) pos = Next(pos);
-    index_[pos] = entry;
+    index_[pos] = Tag(hash) | (id + 1);
   }
-  allocated_bytes_ -= AllocatedBytes(old);
-  std::free(old);
 }
 
 TableBytes SlotShard::Bytes() const {

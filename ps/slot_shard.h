@@ -4,10 +4,13 @@
 //  - rows live in fixed-size chunks of kRowsPerChunk rows (no per-row allocation, row
 //    addresses never move, so a pointer stays valid while the partition lock is held);
 //  - the index is open addressing with linear probing over 4-byte entries
-//    [8-bit hash tag | 24-bit row number + 1]; 0 is empty. The full 64-bit key lives in
-//    the row and is compared on every tag match, so the table is collisionless.
-//  - the index grows by 1.5x at load 0.85, keeping its cost between 4.7 and 7.1 bytes
-//    per row.
+//    [8-bit hash tag | 24-bit row number + 1]; 0 is empty, row number 0 a tombstone
+//    (a deleted entry). The full 64-bit key lives in the row and is compared on every
+//    tag match, so the table is collisionless.
+//  - the index is rebuilt when rows and tombstones reach load 0.85: at 1.5x the size
+//    if rows alone are above 0.6, else at the same size to drop the tombstones. Its
+//    cost stays between 4.7 and 7.1 bytes per row while the table only grows.
+//  - deleting a row moves the shard's last row into its place, so rows stay dense.
 //
 // Not thread-safe: the owning EmbeddingTable serializes access per partition.
 #ifndef PEPNET_PS_SLOT_SHARD_H_
@@ -112,8 +115,10 @@ class SlotShard {
   static uint32_t Tag(uint64_t hash) { return static_cast<uint32_t>(hash >> 24) & 0xFF000000u; }
   // The index position holding row `id`.
   uint32_t PositionOf(uint32_t id) const;
+  // Rebuilds the index at `new_capacity` from the rows, dropping tombstones.
   void Rehash(uint32_t new_capacity);
   bool IndexFull() const;
+  uint32_t CapacityAfterRehash() const;
   char* AppendRow();
 
   const RowLayout* layout_;
@@ -121,6 +126,7 @@ class SlotShard {
   uint32_t* index_ = nullptr;
   uint32_t capacity_ = 0;
   uint32_t num_rows_ = 0;
+  uint32_t tombstones_ = 0;
   char** chunks_ = nullptr;
   uint32_t num_chunks_ = 0;
   uint32_t chunk_slots_ = 0;  // capacity of chunks_

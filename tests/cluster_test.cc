@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -49,8 +50,9 @@ std::string PassDir(const std::string& root, int pass) {
 // The coordinator and the workers of one run.
 class Cluster {
  public:
-  Cluster(const testing::TempDir& dir, int workers) : dir_(dir), num_workers_(workers) {
-    EXPECT_TRUE(LoadModelConfigFile(DemoConfig(), &config_).ok());
+  Cluster(const testing::TempDir& dir, int workers, const std::string& config = DemoConfig())
+      : dir_(dir), num_workers_(workers), config_path_(config) {
+    EXPECT_TRUE(LoadModelConfigFile(config_path_, &config_).ok());
     Status st =
         testing::StartShards(dir, FormatTableConfig(TableOptionsFor(config_, 1)), 2, servers_);
     EXPECT_TRUE(st.ok()) << st.ToString();
@@ -72,7 +74,7 @@ class Cluster {
     const std::string port_file = dir_.File("coord.port");
     Status st = coord_.Start(
         {testing::BinDir() + "/pepnet_coord", "--num_workers=" + std::to_string(num_workers_),
-         "--servers=" + servers(), "--config=" + DemoConfig(), "--publish_dir=" + publish_dir(),
+         "--servers=" + servers(), "--config=" + config_path_, "--publish_dir=" + publish_dir(),
          "--base_every=5", "--port=0", "--port_file=" + port_file,
          "--metrics_out=" + metrics_path(), "--step_timeout_s=60"},
         dir_.File("coord.log"));
@@ -83,7 +85,7 @@ class Cluster {
     workers_.resize(num_workers_);
     for (int i = 0; i < num_workers_; ++i) {
       std::vector<std::string> argv = {testing::BinDir() + "/pepnet_worker",
-                                       "--config=" + DemoConfig(),
+                                       "--config=" + config_path_,
                                        "--servers=" + servers(),
                                        "--coordinator=127.0.0.1:" + std::to_string(port),
                                        "--worker_index=" + std::to_string(i),
@@ -133,6 +135,7 @@ class Cluster {
  private:
   const testing::TempDir& dir_;
   const int num_workers_;
+  const std::string config_path_;
   proto::ModelConfig config_;
   testing::ServerProcess servers_[2];
   Subprocess coord_;
@@ -170,6 +173,53 @@ std::set<uint64_t> KeysOfRowFile(const std::string& path) {
       &info);
   EXPECT_TRUE(st.ok()) << st.ToString();
   return keys;
+}
+
+// pepnet_predict on a held-out file equals the trainer's forward pass on the same model:
+// the rows on the servers and the published dense parameters.
+void ExpectPredictParity(Cluster& cluster, const testing::TempDir& dir, const std::string& holdout,
+                         size_t samples) {
+  std::string output;
+  ASSERT_EQ(testing::RunCommand(
+                {testing::BinDir() + "/pepnet_predict", "--model_dir=" + cluster.publish_dir(),
+                 "--data=" + holdout, "--out=" + dir.File("scores.csv")},
+                dir, &output),
+            0)
+      << output;
+  PublishedModel model;
+  ASSERT_TRUE(LoadPublishedModel(cluster.publish_dir(), 0, &model).ok());
+  ClientOptions options;
+  options.servers = {};
+  ASSERT_TRUE(ParseServerList(cluster.servers(), &options.servers).ok());
+  std::unique_ptr<PsClient> client;
+  ASSERT_TRUE(PsClient::Connect(options, &client).ok());
+  std::unique_ptr<EmbeddingStore> store = MakeRemoteStore(client.get());
+  Trainer trainer(cluster.config(), store.get(), 1, 1);
+  ASSERT_TRUE(trainer.LoadParams(model.dense.data(), model.dense.size()).ok());
+  DataReader reader(&cluster.config(), {holdout});
+  Batch batch;
+  bool done = false;
+  std::vector<float> expected, scores;
+  while (!done) {
+    ASSERT_TRUE(reader.Next(512, &batch, &done).ok());
+    ASSERT_TRUE(trainer.Predict(batch, &scores).ok());
+    expected.insert(expected.end(), scores.begin(), scores.end());
+  }
+  std::ifstream in(dir.File("scores.csv"));
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "like,forward,follow");
+  size_t k = 0;
+  while (std::getline(in, line)) {
+    std::stringstream fields(line);
+    for (std::string cell; std::getline(fields, cell, ',');) {
+      ASSERT_LT(k, expected.size());
+      EXPECT_NEAR(std::stod(cell), expected[k], 1e-6) << "score " << k;
+      ++k;
+    }
+  }
+  EXPECT_EQ(k, expected.size());
+  EXPECT_EQ(k, samples * cluster.config().task_size());
 }
 
 TEST(ClusterTest, TwoServersTwoWorkersTrainPublishAndServe) {
@@ -227,50 +277,78 @@ TEST(ClusterTest, TwoServersTwoWorkersTrainPublishAndServe) {
     EXPECT_EQ(published, KeysOfPass(cluster.config(), PassDir(data, v))) << versions[v];
   }
 
-  // pepnet_predict on the held-out pass equals the trainer's forward pass on the same
-  // model: the rows on the servers and the published dense parameters.
-  const std::string holdout = PassDir(data, 3) + "/part-00000.csv";
-  std::string output;
-  ASSERT_EQ(testing::RunCommand(
-                {testing::BinDir() + "/pepnet_predict", "--model_dir=" + cluster.publish_dir(),
-                 "--data=" + holdout, "--out=" + dir.File("scores.csv")},
-                dir, &output),
-            0)
-      << output;
-  PublishedModel model;
-  ASSERT_TRUE(LoadPublishedModel(cluster.publish_dir(), 0, &model).ok());
-  ClientOptions options;
-  options.servers = {};
-  ASSERT_TRUE(ParseServerList(cluster.servers(), &options.servers).ok());
-  std::unique_ptr<PsClient> client;
-  ASSERT_TRUE(PsClient::Connect(options, &client).ok());
-  std::unique_ptr<EmbeddingStore> store = MakeRemoteStore(client.get());
-  Trainer trainer(cluster.config(), store.get(), 1, 1);
-  ASSERT_TRUE(trainer.LoadParams(model.dense.data(), model.dense.size()).ok());
-  DataReader reader(&cluster.config(), {holdout});
-  Batch batch;
-  bool done = false;
-  std::vector<float> expected, scores;
-  while (!done) {
-    ASSERT_TRUE(reader.Next(512, &batch, &done).ok());
-    ASSERT_TRUE(trainer.Predict(batch, &scores).ok());
-    expected.insert(expected.end(), scores.begin(), scores.end());
+  ExpectPredictParity(cluster, dir, PassDir(data, 3) + "/part-00000.csv", 10000);
+}
+
+std::set<uint64_t> SlotKeys(const std::set<uint64_t>& keys, uint32_t slot) {
+  std::set<uint64_t> out;
+  for (uint64_t k : keys) {
+    if (SlotOfKey(k, 10) == slot) out.insert(k);
   }
-  std::ifstream in(dir.File("scores.csv"));
-  std::string line;
-  std::getline(in, line);
-  EXPECT_EQ(line, "like,forward,follow");
-  size_t k = 0;
-  while (std::getline(in, line)) {
-    std::stringstream fields(line);
-    for (std::string cell; std::getline(fields, cell, ',');) {
-      ASSERT_LT(k, expected.size());
-      EXPECT_NEAR(std::stod(cell), expected[k], 1e-6) << "score " << k;
-      ++k;
+  return out;
+}
+
+// With a TTL of one pass on the item slot, every pass end deletes the items the pass did
+// not train; each delta names exactly those, and serving (which applies the deletions)
+// still scores like the trainer.
+TEST(ClusterTest, PassEndDeletionsReachTheDeltasAndServing) {
+  testing::TempDir dir;
+  std::string config = testing::ReadFile(DemoConfig());
+  const std::string item = "slot { name: \"item\" id: 3 role: ITEM dim: 16 }";
+  ASSERT_NE(config.find(item), std::string::npos);
+  config.replace(config.find(item), item.size(),
+                 "slot { name: \"item\" id: 3 role: ITEM dim: 16 eviction { ttl_passes: 1 } }");
+  testing::WriteFile(dir.File("ttl.pbtxt"), config);
+  const std::string data = dir.File("data");
+  GenerateData(dir, data, 0, 4, 4000);
+  Cluster cluster(dir, 2, dir.File("ttl.pbtxt"));
+  cluster.Start({"--passes=" + PassDir(data, 0) + "," + PassDir(data, 1) + "," + PassDir(data, 2)});
+  ASSERT_EQ(cluster.WaitAll(600000), std::vector<int>({0, 0, 0})) << cluster.Logs();
+
+  std::vector<std::string> versions;
+  ASSERT_TRUE(ListVersions(cluster.publish_dir(), &versions).ok());
+  ASSERT_EQ(versions.size(), 3u);
+  for (int v = 0; v < 3; ++v) {
+    const std::string folder = cluster.publish_dir() + "/" + versions[v];
+    proto::ModelManifest manifest;
+    std::string text;
+    ASSERT_TRUE(ReadFileToString(folder + "/manifest.pbtxt", "manifest", &text).ok());
+    ASSERT_TRUE(ParseTextProto(text, "manifest", &manifest).ok());
+    std::set<uint64_t> deleted, published;
+    for (const auto& f : manifest.rows()) {
+      RowFileInfo info;
+      ASSERT_TRUE(ReadRowFile(
+                      folder + "/" + f.path(), f.checksum(),
+                      [&](uint64_t key) {
+                        deleted.insert(key);
+                        return Status::OK();
+                      },
+                      [&](uint64_t key, const float*, uint32_t) {
+                        published.insert(key);
+                        return Status::OK();
+                      },
+                      &info)
+                      .ok());
+      EXPECT_EQ(info.deleted, f.deleted());
     }
+    EXPECT_EQ(deleted.size(), manifest.total_deleted());
+    const std::set<uint64_t> trained = KeysOfPass(cluster.config(), PassDir(data, v));
+    EXPECT_EQ(published, trained) << versions[v];
+    std::set<uint64_t> expected;
+    if (v > 0) {
+      // The items of the previous pass that this pass did not train.
+      const std::set<uint64_t> before =
+          SlotKeys(KeysOfPass(cluster.config(), PassDir(data, v - 1)), 3);
+      const std::set<uint64_t> now = SlotKeys(trained, 3);
+      std::set_difference(before.begin(), before.end(), now.begin(), now.end(),
+                          std::inserter(expected, expected.end()));
+      EXPECT_GT(expected.size(), 0u);
+    }
+    EXPECT_EQ(deleted, expected) << versions[v];
   }
-  EXPECT_EQ(k, expected.size());
-  EXPECT_EQ(k, 10000u * 3);
+  // The coordinator's per-pass line counts the deletions.
+  EXPECT_NE(testing::ReadFile(dir.File("coord.log")).find(", ttl "), std::string::npos);
+  ExpectPredictParity(cluster, dir, PassDir(data, 3) + "/part-00000.csv", 4000);
 }
 
 // A worker killed in the middle of a pass fails the run with a message naming it; nothing
