@@ -281,22 +281,27 @@ void EmbeddingTable::EvictStep(Partition* part, uint64_t need) {
   }
 }
 
-bool EmbeddingTable::MakeRoom(Partition* part, uint64_t need) {
+bool EmbeddingTable::MakeRoom(Partition* part, const SlotShard& shard) {
+  // What the insert would allocate can change as rows go (the shard's last chunk may be
+  // freed), so it is asked again after every step.
+  uint64_t need = shard.GrowthForInsert();
   if (part->bytes + need <= part_high_bytes_) return true;
   const auto start = std::chrono::steady_clock::now();
   bool ok = true;
   while (part->bytes + need > part_high_bytes_) {
     uint64_t rows = 0;
-    for (const SlotShard* shard : part->shards) rows += shard ? shard->rows() : 0;
+    for (const SlotShard* s : part->shards) rows += s ? s->rows() : 0;
     if (rows == 0) {
       ok = false;
       break;
     }
     EvictStep(part, need);
+    need = shard.GrowthForInsert();
   }
-  NotePause(&worst_eviction_pause_ns_, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                           std::chrono::steady_clock::now() - start)
-                                           .count());
+  NotePause(&worst_eviction_pause_ns_,
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                                 start)
+                .count());
   return ok;
 }
 
@@ -352,7 +357,7 @@ char* EmbeddingTable::AcquireRow(Partition* part, uint32_t slot_index, uint64_t 
       return nullptr;
     }
   }
-  if (options_.memory_limit_bytes > 0 && !MakeRoom(part, shard->GrowthForInsert())) {
+  if (options_.memory_limit_bytes > 0 && !MakeRoom(part, *shard)) {
     if (e.max_rows > 0) capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
     ++part->memory_refused;
     return nullptr;
@@ -549,9 +554,9 @@ PassEndReport EmbeddingTable::EndPass() {
   PassEndReport report;
   const uint16_t pass = static_cast<uint16_t>(pass_.load(std::memory_order_relaxed));
   const float decay = options_.score.decay;
-  ++pass_ends_;
+  const uint32_t pass_ends = pass_ends_.fetch_add(1, std::memory_order_relaxed) + 1;
   const bool halve = any_admission_ && options_.admission_halving_passes > 0 &&
-                     pass_ends_ % options_.admission_halving_passes == 0;
+                     pass_ends % options_.admission_halving_passes == 0;
   for (Partition& part : partitions_) {
     std::lock_guard<std::mutex> lock(part.mu);
     const auto start = std::chrono::steady_clock::now();

@@ -178,9 +178,9 @@ class EmbeddingTable {
   // Deletes row `id` of the partition's shard of `slot_index`, logging its key for
   // the publish when it existed before this pass.
   void DeleteRow(Partition* part, uint32_t slot_index, uint32_t id, DeleteReason reason);
-  // Evicts under the memory limit until `need` more bytes fit under the high watermark;
-  // false if the partition has nothing left to evict.
-  bool MakeRoom(Partition* part, uint64_t need);
+  // Evicts under the memory limit until a row of `shard` (in `part`) fits under the high
+  // watermark; false if the partition has nothing left to evict.
+  bool MakeRoom(Partition* part, const SlotShard& shard);
   // One bounded step of MakeRoom: evicts up to a batch of rows whose score is in the
   // partition's lowest few percent, stopping at the low watermark.
   void EvictStep(Partition* part, uint64_t need);
@@ -205,7 +205,7 @@ class EmbeddingTable {
   std::vector<Partition> partitions_;
   uint32_t num_partitions_ = 1;
   std::atomic<uint32_t> pass_{0};
-  uint32_t pass_ends_ = 0;    // EndPass calls, for the admission filter's halving
+  std::atomic<uint32_t> pass_ends_{0};  // EndPass calls, for the admission filter's halving
   const uint64_t hash_salt_;  // TableHash salt, random per table
   bool any_admission_ = false;
   // Row counts of capped slots over all partitions (a new row reserves its place here

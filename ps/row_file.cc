@@ -46,6 +46,7 @@ Status WriteRowFile(const EmbeddingTable& table, bool all, uint32_t pass, const 
   FileChecksum sum;
   bool ok = true;
   auto put = [&](const void* data, size_t n) {
+    if (n == 0) return;  // an empty vector's data() may be null, which fwrite must not get
     sum.Update(static_cast<const char*>(data), n);
     ok = ok && fwrite(data, 1, n, f.get()) == n;
   };

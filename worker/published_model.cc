@@ -61,8 +61,12 @@ Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, Publ
     return Status::NotFound("version " + std::to_string(top.version()) + " needs base version " +
                             std::to_string(top.base_version()) + ", absent from " + publish_dir);
   }
-  PEPNET_RETURN_IF_ERROR(
-      EmbeddingTable::Create(TableOptionsFor(top.model(), top.table_seed()), &out->table));
+  // Serving holds every shard's rows in one table: the per-shard caps do not apply (a
+  // pull of a new key must not evict a loaded row). Admission stays: a key without a
+  // row reads zeros, as on the servers.
+  TableOptions table_options = TableOptionsFor(top.model(), top.table_seed());
+  for (SlotOptions& slot : table_options.slots) slot.eviction.max_rows = 0;
+  PEPNET_RETURN_IF_ERROR(EmbeddingTable::Create(table_options, &out->table));
   for (int i = base; i <= target; ++i) {
     const proto::ModelManifest& m = manifests[i];
     if (i > base && m.parent_version() != manifests[i - 1].version()) {
