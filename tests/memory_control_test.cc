@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <random>
 #include <set>
@@ -328,13 +329,16 @@ std::vector<float> AfterPushes(const RowLayout& layout, uint64_t key, uint64_t s
 // update count implies (a row deleted and re-created starts over, never from stale data),
 // and the counters add up.
 TEST(MemoryControlTest, EvictionRacingRequestsNeverResurrectsStaleRows) {
-  TableOptions o = OneSlot(2);
+  SlotEvictionOptions e;
+  e.ttl_passes = 3;
+  TableOptions o = OneSlot(2, e);
   o.slots[0].dim = 8;
   o.memory_limit_bytes = 1 << 20;
   auto t = MakeTable(o);
   const RowLayout layout = RowLayout::Make(8, o.slots[0].adagrad);
   constexpr uint64_t kUniverse = 40000;
   std::atomic<bool> stop{false};
+  std::atomic<int> rounds_done{0};
   std::atomic<uint64_t> checked{0}, mismatches{0};
   auto writer = [&](int seed) {
     std::mt19937_64 rng(seed);
@@ -348,6 +352,7 @@ TEST(MemoryControlTest, EvictionRacingRequestsNeverResurrectsStaleRows) {
       ASSERT_TRUE(
           t->Push(keys.data(), keys.size(), grads.data(), shows.data(), clicks.data()).ok());
       ASSERT_TRUE(t->Pull(keys.data(), keys.size(), out.data()).ok());
+      ++rounds_done;
     }
   };
   auto reader = [&]() {
@@ -360,16 +365,30 @@ TEST(MemoryControlTest, EvictionRacingRequestsNeverResurrectsStaleRows) {
       ++checked;
     }
   };
+  // Pass ends (decay and TTL deletions) race the requests too: one per 60 writer rounds,
+  // so that TTL does not keep the table under the memory limit on a slow (sanitizer) build.
+  auto passes = [&]() {
+    for (uint32_t pass = 1; !stop.load();) {
+      if (rounds_done.load() >= static_cast<int>(pass) * 60) {
+        t->BeginPass(++pass);
+        t->EndPass();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    }
+  };
   std::vector<std::thread> threads;
   for (int i = 0; i < 3; ++i) threads.emplace_back(writer, i + 1);
-  std::thread r(reader);
+  std::thread r(reader), p(passes);
   for (auto& th : threads) th.join();
   stop = true;
   r.join();
+  p.join();
   EXPECT_EQ(mismatches.load(), 0u) << "of " << checked.load() << " rows read";
   EXPECT_GT(checked.load(), 0u);
   const TableStatsSnapshot st = t->Stats();
   EXPECT_GT(Deleted(st, DeleteReason::kMemory), 0u);
+  EXPECT_GT(Deleted(st, DeleteReason::kTtl), 0u);
   EXPECT_LE(st.max_bytes_used, o.memory_limit_bytes);
   ExpectBytesConsistent(*t);
   // Every surviving row is consistent too.

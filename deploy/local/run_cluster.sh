@@ -7,11 +7,12 @@
 #   deploy/local/run_cluster.sh --config=configs/demo.pbtxt --pass_root=DIR \
 #       [--servers=2] [--workers=2] [--run_dir=run] [--publish_dir=RUN/model] \
 #       [--max_passes=0] [--idle_timeout=10] [--threads=1] [--base_every=5]
+#       [--memory_limit_bytes=0]   (per shard server; 0 = no limit)
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="${PEPNET_BIN:-$HERE/../../build/bin}"
 SERVERS=2 WORKERS=2 RUN_DIR=run CONFIG="" PASS_ROOT="" PASSES="" PUBLISH_DIR="" MAX_PASSES=0
-IDLE_TIMEOUT=10 THREADS=1 BASE_EVERY=5
+IDLE_TIMEOUT=10 THREADS=1 BASE_EVERY=5 MEMORY_LIMIT=0
 for arg in "$@"; do
   case "$arg" in
     --servers=*) SERVERS="${arg#*=}" ;;
@@ -25,6 +26,7 @@ for arg in "$@"; do
     --idle_timeout=*) IDLE_TIMEOUT="${arg#*=}" ;;
     --threads=*) THREADS="${arg#*=}" ;;
     --base_every=*) BASE_EVERY="${arg#*=}" ;;
+    --memory_limit_bytes=*) MEMORY_LIMIT="${arg#*=}" ;;
     *) echo "run_cluster: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -59,7 +61,8 @@ wait_port() {  # file, seconds
 SERVER_LIST=""
 for i in $(seq 0 $((SERVERS - 1))); do
   "$BIN/pepnet_ps" --table_config="$RUN_DIR/table.pbtxt" --port=0 --port_file="$RUN_DIR/ps-$i.port" \
-    --shard_id="$i" --num_shards="$SERVERS" > "$RUN_DIR/ps-$i.log" 2>&1 &
+    --shard_id="$i" --num_shards="$SERVERS" --memory_limit_bytes="$MEMORY_LIMIT" \
+    > "$RUN_DIR/ps-$i.log" 2>&1 &
   PIDS+=($!); NAMES+=("server $i")
 done
 for i in $(seq 0 $((SERVERS - 1))); do
