@@ -104,8 +104,8 @@ void Block(const std::string& title, const proto::ServerStats& s, std::string* o
     Line(out, "score quantiles", q);
   }
   Line(out, "worst pause",
-       Millis(t.worst_eviction_pause_ns()) + " evicting, " + Millis(t.worst_pass_end_pause_ns()) +
-           " at a pass end");
+       Millis(t.worst_eviction_pause_ns()) + " for a new row, " +
+           Millis(t.worst_pass_end_pause_ns()) + " at a pass end");
   Line(out, "pass", U(t.pass()));
   Line(out, "pulls", U(s.pull_requests()) + " requests, " + U(s.pull_rows()) + " rows");
   Line(out, "pushes", U(s.push_requests()) + " requests, " + U(s.push_rows()) + " rows");

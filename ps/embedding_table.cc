@@ -284,31 +284,19 @@ void EmbeddingTable::EvictStep(Partition* part, uint64_t need) {
 bool EmbeddingTable::MakeRoom(Partition* part, const SlotShard& shard) {
   // What the insert would allocate can change as rows go (the shard's last chunk may be
   // freed), so it is asked again after every step.
-  uint64_t need = shard.GrowthForInsert();
-  if (part->bytes + need <= part_high_bytes_) return true;
-  const auto start = std::chrono::steady_clock::now();
-  bool ok = true;
-  while (part->bytes + need > part_high_bytes_) {
+  for (uint64_t need = shard.GrowthForInsert(); part->bytes + need > part_high_bytes_;
+       need = shard.GrowthForInsert()) {
     uint64_t rows = 0;
     for (const SlotShard* s : part->shards) rows += s ? s->rows() : 0;
-    if (rows == 0) {
-      ok = false;
-      break;
-    }
+    if (rows == 0) return false;
     EvictStep(part, need);
-    need = shard.GrowthForInsert();
   }
-  NotePause(&worst_eviction_pause_ns_,
-            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
-                                                                 start)
-                .count());
-  return ok;
+  return true;
 }
 
 bool EmbeddingTable::EvictForCap(Partition* part, uint32_t slot_index) {
   SlotShard* shard = part->shards[slot_index];
   if (shard == nullptr || shard->rows() == 0) return false;
-  const auto start = std::chrono::steady_clock::now();
   // The partition's share of the cap, over 64: one row for small caps (exactly the
   // lowest), a batch for large ones so the scan is paid once per batch.
   const uint64_t share = options_.slots[slot_index].eviction.max_rows / num_partitions_;
@@ -325,9 +313,6 @@ bool EmbeddingTable::EvictForCap(Partition* part, uint32_t slot_index) {
   std::sort(ids.rbegin(), ids.rend());
   for (uint32_t id : ids) DeleteRow(part, slot_index, id, DeleteReason::kCap);
   part->evict.valid = false;
-  NotePause(&worst_eviction_pause_ns_, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                           std::chrono::steady_clock::now() - start)
-                                           .count());
   return true;
 }
 
@@ -348,20 +333,43 @@ char* EmbeddingTable::AcquireRow(Partition* part, uint32_t slot_index, uint64_t 
     }
     ++part->admission.admitted;
   }
+  // The slow path of a new row (evicting, or rebuilding the index) is what stalls a
+  // request: it is timed, and the longest is reported.
+  std::chrono::steady_clock::time_point start;
+  bool timed = false;
+  auto time_from_here = [&] {
+    if (!timed) start = std::chrono::steady_clock::now();
+    timed = true;
+  };
+  auto done = [&](char* row) {
+    if (timed) {
+      NotePause(&worst_eviction_pause_ns_, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                               std::chrono::steady_clock::now() - start)
+                                               .count());
+    }
+    return row;
+  };
   if (e.max_rows > 0) {
     // Reserve the new row's place; at the cap, evict to make it.
-    if (capped_rows_[slot_index].fetch_add(1, std::memory_order_relaxed) >= e.max_rows &&
-        !EvictForCap(part, slot_index)) {
-      capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
-      ++part->cap_refused;
-      return nullptr;
+    if (capped_rows_[slot_index].fetch_add(1, std::memory_order_relaxed) >= e.max_rows) {
+      time_from_here();
+      if (!EvictForCap(part, slot_index)) {
+        capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
+        ++part->cap_refused;
+        return done(nullptr);
+      }
     }
   }
-  if (options_.memory_limit_bytes > 0 && !MakeRoom(part, *shard)) {
-    if (e.max_rows > 0) capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
-    ++part->memory_refused;
-    return nullptr;
+  if (options_.memory_limit_bytes > 0 &&
+      part->bytes + shard->GrowthForInsert() > part_high_bytes_) {
+    time_from_here();
+    if (!MakeRoom(part, *shard)) {
+      if (e.max_rows > 0) capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
+      ++part->memory_refused;
+      return done(nullptr);
+    }
   }
+  if (shard->IndexRebuildDue()) time_from_here();
   const uint64_t before = shard->allocated_bytes();
   char* row = shard->Insert(key, hash, options_.seed,
                             static_cast<uint16_t>(pass_.load(std::memory_order_relaxed)));
@@ -370,11 +378,11 @@ char* EmbeddingTable::AcquireRow(Partition* part, uint32_t slot_index, uint64_t 
     *error = Status::ResourceExhausted("slot " + std::to_string(options_.slots[slot_index].id) +
                                        " is full in its partition (" +
                                        std::to_string(SlotShard::kMaxRows) + " rows)");
-    return nullptr;
+    return done(nullptr);
   }
   AddBytes(part, static_cast<int64_t>(shard->allocated_bytes() - before));
   ++part->rows_created;
-  return row;
+  return done(row);
 }
 
 template <typename Fn>

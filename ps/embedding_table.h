@@ -73,7 +73,9 @@ struct TableStatsSnapshot {
   // Feature-score quantiles over a sample of the rows: {q, score} for q in
   // 0, .25, .5, .75, .9, .99, 1; empty when the table is empty.
   std::vector<std::pair<double, float>> score_quantiles;
-  uint64_t worst_eviction_pause_ns = 0;  // longest a pull or push spent evicting
+  // Longest a pull or push spent on one new row's slow path: evicting under a cap or the
+  // memory limit, and rebuilding the row's index when due.
+  uint64_t worst_eviction_pause_ns = 0;
   uint64_t worst_pass_end_pause_ns = 0;  // longest a partition was locked by EndPass
   uint32_t pass = 0;
 };
@@ -206,7 +208,7 @@ class EmbeddingTable {
   uint32_t num_partitions_ = 1;
   std::atomic<uint32_t> pass_{0};
   std::atomic<uint32_t> pass_ends_{0};  // EndPass calls, for the admission filter's halving
-  const uint64_t hash_salt_;  // TableHash salt, random per table
+  const uint64_t hash_salt_;            // TableHash salt, random per table
   bool any_admission_ = false;
   // Row counts of capped slots over all partitions (a new row reserves its place here
   // before it is created, so the cap holds exactly across partitions).

@@ -80,6 +80,9 @@ class SlotShard {
   // freed only after the copy.
   uint64_t GrowthForInsert() const;
 
+  // Whether the next Insert rebuilds the index first (a pause proportional to rows()).
+  bool IndexRebuildDue() const { return IndexFull(); }
+
   // Deletes row `id` (< rows()): its index entry goes by backward shift, the last row
   // moves into its place (so rows stay dense and row ids change), and an emptied last
   // chunk is freed.

@@ -161,6 +161,14 @@ std::set<uint64_t> KeysOfPass(const proto::ModelConfig& config, const std::strin
   return keys;
 }
 
+bool ReadManifest(const std::string& version_folder, proto::ModelManifest* manifest) {
+  std::string text;
+  Status st = ReadFileToString(version_folder + "/manifest.pbtxt", "manifest", &text);
+  if (st.ok()) st = ParseTextProto(text, "manifest", manifest);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return st.ok();
+}
+
 std::set<uint64_t> KeysOfRowFile(const std::string& path) {
   std::set<uint64_t> keys;
   RowFileInfo info;
@@ -259,9 +267,7 @@ TEST(ClusterTest, TwoServersTwoWorkersTrainPublishAndServe) {
   for (int v = 0; v < 3; ++v) {
     const std::string folder = cluster.publish_dir() + "/" + versions[v];
     proto::ModelManifest manifest;
-    std::string text;
-    ASSERT_TRUE(ReadFileToString(folder + "/manifest.pbtxt", "manifest", &text).ok());
-    ASSERT_TRUE(ParseTextProto(text, "manifest", &manifest).ok());
+    ASSERT_TRUE(ReadManifest(folder, &manifest));
     EXPECT_EQ(manifest.is_base(), v == 0);
     EXPECT_EQ(manifest.base_version(), 1u);
     EXPECT_EQ(manifest.parent_version(), uint64_t(v));
@@ -312,9 +318,7 @@ TEST(ClusterTest, PassEndDeletionsReachTheDeltasAndServing) {
   for (int v = 0; v < 3; ++v) {
     const std::string folder = cluster.publish_dir() + "/" + versions[v];
     proto::ModelManifest manifest;
-    std::string text;
-    ASSERT_TRUE(ReadFileToString(folder + "/manifest.pbtxt", "manifest", &text).ok());
-    ASSERT_TRUE(ParseTextProto(text, "manifest", &manifest).ok());
+    ASSERT_TRUE(ReadManifest(folder, &manifest));
     std::set<uint64_t> deleted, published;
     for (const auto& f : manifest.rows()) {
       RowFileInfo info;
