@@ -193,9 +193,7 @@ void EmbeddingTable::DeleteRow(Partition* part, uint32_t slot_index, uint32_t id
   const uint16_t pass = static_cast<uint16_t>(pass_.load(std::memory_order_relaxed));
   if (RowLayout::Meta(row)->created_pass != pass) {
     // Serving has this key from an earlier version: the publish must name it.
-    const uint64_t before = AllocatedBytes(part->deleted_keys.data());
-    part->deleted_keys.push_back(RowLayout::Key(row));
-    AddBytes(part, static_cast<int64_t>(AllocatedBytes(part->deleted_keys.data()) - before));
+    AddBytes(part, static_cast<int64_t>(part->deleted_keys.Add(RowLayout::Key(row))));
   }
   const uint64_t before = shard->allocated_bytes();
   shard->EraseAt(id);
@@ -249,12 +247,12 @@ void EmbeddingTable::ResampleThreshold(Partition* part, uint64_t need) {
   c.threshold = scores[at];
 }
 
-void EmbeddingTable::EvictStep(Partition* part, uint64_t need) {
+uint32_t EmbeddingTable::EvictStep(Partition* part, uint64_t need) {
   constexpr uint32_t kBatch = 256;      // rows evicted per step at most
   constexpr uint32_t kMaxScan = 16384;  // rows looked at per step at most
   EvictionCursor& c = part->evict;
   if (!c.valid || c.scanned >= c.lap) ResampleThreshold(part, need);
-  if (!c.valid) return;
+  if (!c.valid) return 0;
   const uint32_t num_shards = static_cast<uint32_t>(part->shards.size());
   uint32_t evicted = 0, scanned = 0;
   while (evicted < kBatch && scanned < kMaxScan && c.scanned < c.lap) {
@@ -279,17 +277,26 @@ void EmbeddingTable::EvictStep(Partition* part, uint64_t need) {
     ++c.row;
     if (evicted > 0 && part->bytes + need <= part_low_bytes_) break;
   }
+  return evicted;
 }
 
 bool EmbeddingTable::MakeRoom(Partition* part, const SlotShard& shard) {
   // What the insert would allocate can change as rows go (the shard's last chunk may be
   // freed), so it is asked again after every step.
+  uint64_t idle_rows_scanned = 0;
   for (uint64_t need = shard.GrowthForInsert(); part->bytes + need > part_high_bytes_;
        need = shard.GrowthForInsert()) {
     uint64_t rows = 0;
     for (const SlotShard* s : part->shards) rows += s ? s->rows() : 0;
     if (rows == 0) return false;
-    EvictStep(part, need);
+    const uint64_t scanned_before = part->evict.scanned;
+    if (EvictStep(part, need) > 0) {
+      idle_rows_scanned = 0;
+    } else if ((idle_rows_scanned += part->evict.scanned - scanned_before + 1) > 2 * rows) {
+      // Two laps without a victim: scores the threshold cannot order (a safeguard; the
+      // server refuses non-finite counts). Refuse rather than spin under the lock.
+      return false;
+    }
   }
   return true;
 }
@@ -297,36 +304,65 @@ bool EmbeddingTable::MakeRoom(Partition* part, const SlotShard& shard) {
 bool EmbeddingTable::EvictForCap(Partition* part, uint32_t slot_index) {
   SlotShard* shard = part->shards[slot_index];
   if (shard == nullptr || shard->rows() == 0) return false;
+  const uint32_t rows = shard->rows();
   // The partition's share of the cap, over 64: one row for small caps (exactly the
-  // lowest), a batch for large ones so the scan is paid once per batch.
+  // lowest), a batch for large ones so that finding them is paid once per batch.
   const uint64_t share = options_.slots[slot_index].eviction.max_rows / num_partitions_;
-  const uint32_t batch =
-      static_cast<uint32_t>(std::clamp<uint64_t>(share / 64, 1, std::min(256u, shard->rows())));
-  std::vector<std::pair<float, uint32_t>> scored(shard->rows());
-  for (uint32_t i = 0; i < shard->rows(); ++i) scored[i] = {Score(shard->RowAt(i)), i};
-  std::nth_element(scored.begin(), scored.begin() + (batch - 1), scored.end());
-  std::sort(scored.begin(), scored.begin() + batch);
-  // Highest ids first: EraseAt moves the last row into the hole, which must not be one
-  // of the rows still to delete.
-  std::vector<uint32_t> ids;
-  for (uint32_t i = 0; i < batch; ++i) ids.push_back(scored[i].second);
-  std::sort(ids.rbegin(), ids.rend());
-  for (uint32_t id : ids) DeleteRow(part, slot_index, id, DeleteReason::kCap);
+  const uint32_t batch = static_cast<uint32_t>(std::clamp<uint64_t>(share / 64, 1, rows));
+  constexpr uint32_t kExactRows = 4096;
+  if (rows <= kExactRows) {
+    // Exactly the `batch` lowest, deleted highest id first: EraseAt moves the last row
+    // into the hole, which must not be one still to delete.
+    std::vector<std::pair<float, uint32_t>> scored(rows);
+    for (uint32_t i = 0; i < rows; ++i) scored[i] = {Score(shard->RowAt(i)), i};
+    std::nth_element(scored.begin(), scored.begin() + (batch - 1), scored.end());
+    std::vector<uint32_t> ids(batch);
+    for (uint32_t i = 0; i < batch; ++i) ids[i] = scored[i].second;
+    std::sort(ids.rbegin(), ids.rend());
+    for (uint32_t id : ids) DeleteRow(part, slot_index, id, DeleteReason::kCap);
+  } else {
+    // Large shards: the batch/rows quantile of 1024 sampled scores, then a sweep from a
+    // random row deleting the rows at or under it (as the memory limit's eviction does),
+    // so no per-row scratch is needed.
+    EvictionCursor& c = part->evict;
+    std::vector<float> sample(1024);
+    for (float& score : sample) {
+      c.rng ^= c.rng << 13;
+      c.rng ^= c.rng >> 7;
+      c.rng ^= c.rng << 17;
+      score = Score(shard->RowAt(static_cast<uint32_t>(c.rng % rows)));
+    }
+    const size_t at = std::min<size_t>(sample.size() - 1, uint64_t{batch} * sample.size() / rows);
+    std::nth_element(sample.begin(), sample.begin() + at, sample.end());
+    const float threshold = sample[at];
+    uint32_t deleted = 0;
+    uint32_t id = static_cast<uint32_t>(c.rng % rows);
+    for (uint64_t looked = 0; deleted < batch && looked < rows && shard->rows() > 0; ++looked) {
+      if (id >= shard->rows()) id = 0;
+      if (Score(shard->RowAt(id)) <= threshold) {
+        DeleteRow(part, slot_index, id, DeleteReason::kCap);
+        ++deleted;
+      }
+      ++id;  // past the row moved into a hole too, as the memory sweep does
+    }
+    if (deleted == 0) return false;
+  }
   part->evict.valid = false;
   return true;
 }
 
 char* EmbeddingTable::AcquireRow(Partition* part, uint32_t slot_index, uint64_t key, uint64_t hash,
-                                 float show, Status* error) {
+                                 const float* show, Status* error) {
   SlotShard* shard = ShardFor(part, slot_index);
   if (char* row = shard->Find(key, hash)) return row;
   const SlotEvictionOptions& e = options_.slots[slot_index].eviction;
   if (e.admission()) {
-    if (show < 0) {
+    if (show == nullptr) {
       ++part->admission.pulls_default;
       return nullptr;
     }
-    const uint32_t seen = static_cast<uint32_t>(std::clamp(std::lround(show), 1L, 255L));
+    // Shows are finite and >= 0 (the server refuses others); a push counts at least once.
+    const uint32_t seen = static_cast<uint32_t>(std::clamp(std::lround(*show), 1L, 255L));
     if (part->filter->Add(key, seen) < e.admission_threshold) {
       ++part->admission.pushes_dropped;
       return nullptr;
@@ -409,7 +445,7 @@ Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, const float* shows
     for (uint32_t j = begin; j < end; ++j) {
       const uint32_t i = s->order[j];
       char* row =
-          AcquireRow(part, s->slot[i], keys[i], s->hash[i], shows ? shows[i] : -1.0f, &error);
+          AcquireRow(part, s->slot[i], keys[i], s->hash[i], shows ? &shows[i] : nullptr, &error);
       if (!error.ok()) return error;
       fn(i, row);
     }
@@ -547,18 +583,30 @@ Status EmbeddingTable::Erase(uint64_t key) {
   return Status::OK();
 }
 
-void EmbeddingTable::BeginPass(uint32_t pass) {
+Status EmbeddingTable::BeginPass(uint32_t pass) {
+  const uint32_t running = pass_.load(std::memory_order_relaxed);
+  if (pass < running) {
+    return Status::InvalidArgument("pass " + std::to_string(pass) +
+                                   " begins but the table is at pass " + std::to_string(running) +
+                                   "; passes only go forward (row ages would wrap and TTL "
+                                   "would delete every row)");
+  }
   pass_.store(pass, std::memory_order_relaxed);
   for (Partition& part : partitions_) {
     std::lock_guard<std::mutex> lock(part.mu);
-    const uint64_t before = AllocatedBytes(part.deleted_keys.data());
-    std::vector<uint64_t>().swap(part.deleted_keys);
-    AddBytes(&part, -static_cast<int64_t>(before));
+    AddBytes(&part, -static_cast<int64_t>(part.deleted_keys.Clear()));
     std::fill(part.deleted_pass.begin(), part.deleted_pass.end(), 0);
   }
+  return Status::OK();
 }
 
-PassEndReport EmbeddingTable::EndPass() {
+Status EmbeddingTable::EndPass(PassEndReport* out) {
+  std::lock_guard<std::mutex> once(end_pass_mu_);
+  if (last_ended_pass_ == static_cast<int64_t>(pass())) {
+    return Status::InvalidArgument("pass " + std::to_string(pass()) +
+                                   " has already ended (its scores were decayed once)");
+  }
+  last_ended_pass_ = pass();
   PassEndReport report;
   const uint16_t pass = static_cast<uint16_t>(pass_.load(std::memory_order_relaxed));
   const float decay = options_.score.decay;
@@ -608,7 +656,8 @@ PassEndReport EmbeddingTable::EndPass() {
                                              std::chrono::steady_clock::now() - start)
                                              .count());
   }
-  return report;
+  if (out != nullptr) *out = report;
+  return Status::OK();
 }
 
 TableStatsSnapshot EmbeddingTable::Stats() const {
@@ -637,9 +686,9 @@ TableStatsSnapshot EmbeddingTable::Stats() const {
     st.admission.admitted += part.admission.admitted;
     st.admission.pushes_dropped += part.admission.pushes_dropped;
     st.admission.pulls_default += part.admission.pulls_default;
-    st.bytes.slack +=
-        AllocatedBytes(part.shards.data()) + AllocatedBytes(part.deleted_pass.data()) +
-        AllocatedBytes(part.deleted_total.data()) + AllocatedBytes(part.deleted_keys.data());
+    st.bytes.slack += AllocatedBytes(part.shards.data()) +
+                      AllocatedBytes(part.deleted_pass.data()) +
+                      AllocatedBytes(part.deleted_total.data()) + part.deleted_keys.bytes();
     if (part.filter) {
       st.bytes.metadata += AllocatedBytes(part.filter.get()) + AllocatedBytes(part.filter->data());
     }
@@ -658,13 +707,16 @@ TableStatsSnapshot EmbeddingTable::Stats() const {
       st.bytes.slack += AllocatedBytes(shard);
       part_rows += shard->rows();
     }
+    // Every stride-th row of the partition, visiting only those.
     const uint64_t stride = std::max<uint64_t>(1, part_rows / per_part);
-    uint64_t k = 0;
+    uint64_t first = 0;  // the first sampled row of the next shard
     for (const SlotShard* shard : part.shards) {
       if (shard == nullptr) continue;
-      for (uint32_t i = 0; i < shard->rows(); ++i, ++k) {
-        if (k % stride == 0) scores.push_back(Score(shard->RowAt(i)));
+      uint64_t i = first;
+      for (; i < shard->rows(); i += stride) {
+        scores.push_back(Score(shard->RowAt(static_cast<uint32_t>(i))));
       }
+      first = i - shard->rows();
     }
   }
   for (const SlotStatsSnapshot& s : st.slots) st.rows += s.rows;

@@ -29,6 +29,7 @@
 #include "common/status.h"
 #include "ps/admission_filter.h"
 #include "ps/delete_reason.h"
+#include "ps/key_log.h"
 #include "ps/row_layout.h"
 #include "ps/slot_shard.h"
 #include "ps/table_config.h"
@@ -123,15 +124,16 @@ class EmbeddingTable {
   Status Lookup(uint64_t key, RowSnapshot* out) const;
 
   // Starts pass `pass`: rows created or updated from now on record it, and the log of
-  // deleted keys and the per-pass deletion counters start empty.
-  void BeginPass(uint32_t pass);
+  // deleted keys and the per-pass deletion counters start empty. InvalidArgument for a
+  // pass lower than the running one (row ages would wrap and TTL delete everything).
+  Status BeginPass(uint32_t pass);
   uint32_t pass() const { return pass_.load(std::memory_order_relaxed); }
 
   // The pass-end policies, partition by partition: decays every row's show and click,
   // then deletes rows by TTL, by minimum update count and by score; shrinks sparse
   // indexes; halves the admission filter when due. Call once per pass, between the
-  // pass's last push and its export.
-  PassEndReport EndPass();
+  // pass's last push and its export. InvalidArgument if this pass has already ended.
+  Status EndPass(PassEndReport* report = nullptr);
 
   // Calls fn(key) for every key deleted since BeginPass that existed before the pass
   // and has no row now: what serving must drop. Under each partition's lock in turn.
@@ -173,10 +175,11 @@ class EmbeddingTable {
   template <typename Fn>
   Status ForEachRowLocked(const uint64_t* keys, const float* shows, Scratch* s, Fn fn);
   SlotShard* ShardFor(Partition* p, uint32_t slot_index);
-  // The key's row, created if the policies allow (nullptr if not). `show` < 0 for a
-  // pull. Evicts to make room under a cap or the memory limit.
-  char* AcquireRow(Partition* part, uint32_t slot_index, uint64_t key, uint64_t hash, float show,
-                   Status* error);
+  // The key's row, created if the policies allow (nullptr if not). `show` is the push's
+  // show for the key, nullptr for a pull. Evicts to make room under a cap or the memory
+  // limit.
+  char* AcquireRow(Partition* part, uint32_t slot_index, uint64_t key, uint64_t hash,
+                   const float* show, Status* error);
   // Deletes row `id` of the partition's shard of `slot_index`, logging its key for
   // the publish when it existed before this pass.
   void DeleteRow(Partition* part, uint32_t slot_index, uint32_t id, DeleteReason reason);
@@ -184,8 +187,9 @@ class EmbeddingTable {
   // watermark; false if the partition has nothing left to evict.
   bool MakeRoom(Partition* part, const SlotShard& shard);
   // One bounded step of MakeRoom: evicts up to a batch of rows whose score is in the
-  // partition's lowest few percent, stopping at the low watermark.
-  void EvictStep(Partition* part, uint64_t need);
+  // partition's lowest few percent, stopping at the low watermark. Returns the rows
+  // evicted.
+  uint32_t EvictStep(Partition* part, uint64_t need);
   void ResampleThreshold(Partition* part, uint64_t need);
   // Evicts the lowest-score rows of a capped slot in this partition; false if it has none.
   bool EvictForCap(Partition* part, uint32_t slot_index);
@@ -207,8 +211,12 @@ class EmbeddingTable {
   std::vector<Partition> partitions_;
   uint32_t num_partitions_ = 1;
   std::atomic<uint32_t> pass_{0};
-  std::atomic<uint32_t> pass_ends_{0};  // EndPass calls, for the admission filter's halving
-  const uint64_t hash_salt_;            // TableHash salt, random per table
+  std::atomic<uint32_t> pass_ends_{0};
+  // The pass EndPass last ran for (guarded by end_pass_mu_): a repeated END_PASS would
+  // decay the scores twice.
+  std::mutex end_pass_mu_;
+  int64_t last_ended_pass_ = -1;  // EndPass calls, for the admission filter's halving
+  const uint64_t hash_salt_;      // TableHash salt, random per table
   bool any_admission_ = false;
   // Row counts of capped slots over all partitions (a new row reserves its place here
   // before it is created, so the cap holds exactly across partitions).
@@ -243,7 +251,7 @@ struct EmbeddingTable::Partition {
   // Deletions by [slot index][reason], since the pass began and since start.
   std::vector<uint64_t> deleted_pass, deleted_total;
   // Keys deleted in this pass that existed before it.
-  std::vector<uint64_t> deleted_keys;
+  KeyLog deleted_keys;
   EvictionCursor evict;
   // Bytes owned by this partition: shards and their objects, the shard directory,
   // counters, log and filter.
@@ -259,11 +267,11 @@ void EmbeddingTable::ForEachDeletedKey(Fn fn) const {
   for (uint32_t p = 0; p < num_partitions_; ++p) {
     const Partition& part = partitions_[p];
     std::lock_guard<std::mutex> lock(part.mu);
-    for (uint64_t key : part.deleted_keys) {
+    part.deleted_keys.ForEach([&](uint64_t key) {
       const int32_t index = slot_index_[SlotOfKey(key, options_.slot_bits)];
       const SlotShard* shard = part.shards[index];
       if (shard == nullptr || shard->Find(key, TableHash(key, hash_salt_)) == nullptr) fn(key);
-    }
+    });
   }
 }
 

@@ -11,6 +11,9 @@ namespace {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "payloads are read in place as little-endian uint64/float32");
 
+// Largest show or click one push may carry for a key.
+constexpr float kMaxCount = 1e9f;
+
 Status LengthMismatch(const char* what, uint64_t got, uint64_t want) {
   return Status::InvalidArgument(std::string(what) + ": payload is " + std::to_string(got) +
                                  " bytes but the header implies " + std::to_string(want));
@@ -70,7 +73,7 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
       st = HandlePush(request, payload, payload_len);
       break;
     case proto::BEGIN_PASS:
-      table_->BeginPass(request.pass());
+      st = table_->BeginPass(request.pass());
       break;
     case proto::END_PASS: {
       if (request.pass() != table_->pass()) {
@@ -78,7 +81,9 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
                                      " but the running pass is " + std::to_string(table_->pass()));
         break;
       }
-      const PassEndReport r = table_->EndPass();
+      PassEndReport r;
+      st = table_->EndPass(&r);
+      if (!st.ok()) break;
       proto::PassEndReply* out = reply->mutable_pass_end();
       out->set_rows_before(r.rows_before);
       out->set_rows_after(r.rows_after);
@@ -161,6 +166,15 @@ Status RequestHandler::HandlePush(const proto::RequestHeader& request, const cha
   const auto* grads = reinterpret_cast<const float*>(payload + 8 * n);
   const float* shows = grads + v;
   const float* clicks = shows + n;
+  // Counts feed the feature score that eviction orders rows by: a NaN would make rows
+  // unorderable, a negative one a score below every honest row.
+  for (uint64_t i = 0; i < n; ++i) {
+    if (!(shows[i] >= 0 && shows[i] <= kMaxCount) || !(clicks[i] >= 0 && clicks[i] <= kMaxCount)) {
+      return Status::InvalidArgument(
+          "push: key " + FormatKey(keys[i]) + " has show " + std::to_string(shows[i]) +
+          " and click " + std::to_string(clicks[i]) + "; both must be finite, >= 0 and <= 1e9");
+    }
+  }
   PEPNET_RETURN_IF_ERROR(table_->Push(keys, n, grads, shows, clicks));
   counters_.push_requests.fetch_add(1, std::memory_order_relaxed);
   counters_.push_rows.fetch_add(n, std::memory_order_relaxed);

@@ -13,6 +13,8 @@ namespace pepnet {
 namespace {
 
 constexpr char kMagic[8] = {'P', 'E', 'P', 'R', 'O', 'W', 'S', '2'};
+// The first format, without the deleted-key section; still read.
+constexpr char kMagicV1[8] = {'P', 'E', 'P', 'R', 'O', 'W', 'S', '1'};
 constexpr uint32_t kMaxDim = 1 << 16;
 
 struct FileCloser {
@@ -101,11 +103,13 @@ Status ReadRowFile(const std::string& path, uint64_t expected_checksum,
     return Status::Corruption(path + ": " + what + " at byte " + std::to_string(offset));
   };
   char magic[8];
-  if (size < 24 || !get(magic, 8) || std::memcmp(magic, kMagic, 8) != 0) {
+  if (size < 16 || !get(magic, 8) ||
+      (std::memcmp(magic, kMagic, 8) != 0 && std::memcmp(magic, kMagicV1, 8) != 0)) {
     return corrupt("not a row file (bad magic or too short)");
   }
-  uint64_t num_deleted;
-  if (!get(&num_deleted, 8) || num_deleted > (static_cast<uint64_t>(size) - 24) / 8) {
+  uint64_t num_deleted = 0;
+  if (std::memcmp(magic, kMagic, 8) == 0 &&
+      (!get(&num_deleted, 8) || num_deleted > (static_cast<uint64_t>(size) - 16) / 8)) {
     return corrupt("deleted-key count larger than the file");
   }
   for (uint64_t i = 0; i < num_deleted; ++i) {

@@ -35,8 +35,10 @@ uint64_t EstimateAllocatedBytes(uint64_t n) {
   // glibc serves large blocks with mmap (whole pages, 16 bytes of header) and small ones
   // from the heap in 16-byte steps with one size word; 32 bytes at least.
   constexpr uint64_t kMmapThreshold = 128 << 10;
-  if (n >= kMmapThreshold) return (n + 16 + 4095) / 4096 * 4096;
-  return std::max<uint64_t>(32, (n + kMallocHeaderBytes + 15) / 16 * 16);
+  const uint64_t chunk = std::max<uint64_t>(32, (n + kMallocHeaderBytes + 15) / 16 * 16);
+  // An mmapped chunk takes one more size word and whole pages.
+  if (n >= kMmapThreshold) return (chunk + kMallocHeaderBytes + 4095) / 4096 * 4096;
+  return chunk;
 }
 
 SlotShard::SlotShard(const RowLayout* layout, uint64_t salt) : layout_(layout), salt_(salt) {}

@@ -246,10 +246,10 @@ TEST(EmbeddingTableTest, PassNumbersAreRecorded) {
   std::unique_ptr<EmbeddingTable> table;
   ASSERT_TRUE(EmbeddingTable::Create(ThreeSlots(1), &table).ok());
   const uint64_t k = MakeKey(1, 77);
-  table->BeginPass(4);
+  ASSERT_TRUE(table->BeginPass(4).ok());
   float out[4];
   ASSERT_TRUE(table->Pull(&k, 1, out).ok());
-  table->BeginPass(6);
+  ASSERT_TRUE(table->BeginPass(6).ok());
   const float g[4] = {1, 1, 1, 1}, one = 1, zero = 0;
   ASSERT_TRUE(table->Push(&k, 1, g, &one, &zero).ok());
   RowSnapshot snap;

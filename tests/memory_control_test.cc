@@ -56,6 +56,13 @@ void PullOne(EmbeddingTable* t, uint64_t key, std::vector<float>* out) {
   ASSERT_TRUE(st.ok()) << st.ToString();
 }
 
+PassEndReport End(EmbeddingTable* t) {
+  PassEndReport report;
+  Status st = t->EndPass(&report);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return report;
+}
+
 bool Has(const EmbeddingTable& t, uint64_t key) {
   RowSnapshot row;
   return t.Lookup(key, &row).ok();
@@ -81,7 +88,7 @@ TEST(MemoryControlTest, FeatureScoreAndDecayAreExact) {
   o.score.coefficients.click = 2.0f;
   o.score.decay = 0.5f;
   auto t = MakeTable(o);
-  t->BeginPass(1);
+  ASSERT_TRUE(t->BeginPass(1).ok());
   PushOne(t.get(), Key(1), 3, 1);
   PushOne(t.get(), Key(1), 2, 0);
   RowSnapshot row;
@@ -90,7 +97,7 @@ TEST(MemoryControlTest, FeatureScoreAndDecayAreExact) {
   EXPECT_EQ(row.meta.click, 1.0f);
   // (5 - 1) * 0.25 + 1 * 2 = 3.
   EXPECT_EQ(FeatureScore(row.meta, o.score.coefficients), 3.0f);
-  t->EndPass();
+  End(t.get());
   ASSERT_TRUE(t->Lookup(Key(1), &row).ok());
   EXPECT_EQ(row.meta.show, 2.5f);
   EXPECT_EQ(row.meta.click, 0.5f);
@@ -104,11 +111,11 @@ TEST(MemoryControlTest, ScoreThresholdDeletesAfterTheDecay) {
   SlotEvictionOptions e;
   e.delete_score_threshold = 0.5f;
   auto t = MakeTable(OneSlot(2, e));  // default coefficients 0.1 / 1, decay 0.98
-  t->BeginPass(1);
+  ASSERT_TRUE(t->BeginPass(1).ok());
   PushOne(t.get(), Key(1), 1, 1);                              // score 1 -> 0.98: kept
   for (int i = 0; i < 5; ++i) PushOne(t.get(), Key(2), 1, 0);  // 0.5 -> 0.49: deleted
   PushOne(t.get(), Key(3), 6, 0);                              // 0.6 -> 0.588: kept
-  const PassEndReport r = t->EndPass();
+  const PassEndReport r = End(t.get());
   EXPECT_EQ(r.rows_before, 3u);
   EXPECT_EQ(r.rows_after, 2u);
   EXPECT_EQ(r.deleted[static_cast<int>(DeleteReason::kScore)], 1u);
@@ -175,21 +182,21 @@ TEST(MemoryControlTest, TtlDeletesOnlyAtPassEnds) {
   SlotEvictionOptions e;
   e.ttl_passes = 2;
   auto t = MakeTable(OneSlot(3, e));
-  t->BeginPass(1);
+  ASSERT_TRUE(t->BeginPass(1).ok());
   PushOne(t.get(), Key(1), 1, 0);
   PushOne(t.get(), Key(2), 1, 0);
-  EXPECT_EQ(t->EndPass().rows_after, 2u);
-  t->BeginPass(2);
+  EXPECT_EQ(End(t.get()).rows_after, 2u);
+  ASSERT_TRUE(t->BeginPass(2).ok());
   PushOne(t.get(), Key(1), 1, 0);
-  EXPECT_EQ(t->EndPass().rows_after, 2u);  // key 2 last updated 1 pass ago
-  t->BeginPass(3);
+  EXPECT_EQ(End(t.get()).rows_after, 2u);  // key 2 last updated 1 pass ago
+  ASSERT_TRUE(t->BeginPass(3).ok());
   EXPECT_TRUE(Has(*t, Key(2)));  // never mid-pass
-  const PassEndReport r3 = t->EndPass();
+  const PassEndReport r3 = End(t.get());
   EXPECT_EQ(r3.deleted[static_cast<int>(DeleteReason::kTtl)], 1u);
   EXPECT_FALSE(Has(*t, Key(2)));  // not updated in passes 2 and 3
   EXPECT_TRUE(Has(*t, Key(1)));
-  t->BeginPass(4);
-  t->EndPass();
+  ASSERT_TRUE(t->BeginPass(4).ok());
+  End(t.get());
   EXPECT_FALSE(Has(*t, Key(1)));  // not updated in passes 3 and 4
   EXPECT_EQ(Deleted(t->Stats(), DeleteReason::kTtl), 2u);
   ExpectBytesConsistent(*t);
@@ -201,21 +208,21 @@ TEST(MemoryControlTest, MinUpdatesWithinTheFirstPasses) {
   e.min_updates_passes = 2;
   auto t = MakeTable(OneSlot(0, e));
   std::vector<float> w;
-  t->BeginPass(1);
+  ASSERT_TRUE(t->BeginPass(1).ok());
   PushOne(t.get(), Key(1), 1, 0);  // 1 update in pass 1
   PushOne(t.get(), Key(2), 1, 0);
   PushOne(t.get(), Key(2), 1, 0);          // 2 updates
   PullOne(t.get(), Key(3), &w);            // never updated
-  EXPECT_EQ(t->EndPass().rows_after, 3u);  // all are in their first of 2 passes
-  t->BeginPass(2);
+  EXPECT_EQ(End(t.get()).rows_after, 3u);  // all are in their first of 2 passes
+  ASSERT_TRUE(t->BeginPass(2).ok());
   PushOne(t.get(), Key(1), 1, 0);  // reaches 2 in its second pass
   PushOne(t.get(), Key(4), 1, 0);  // new: 1 update in its first pass
-  const PassEndReport r2 = t->EndPass();
+  const PassEndReport r2 = End(t.get());
   EXPECT_EQ(r2.deleted[static_cast<int>(DeleteReason::kMinUpdates)], 1u);
   EXPECT_FALSE(Has(*t, Key(3)));
   EXPECT_TRUE(Has(*t, Key(1)) && Has(*t, Key(2)) && Has(*t, Key(4)));
-  t->BeginPass(3);
-  t->EndPass();
+  ASSERT_TRUE(t->BeginPass(3).ok());
+  End(t.get());
   EXPECT_FALSE(Has(*t, Key(4)));                    // 1 update after its 2 first passes
   EXPECT_TRUE(Has(*t, Key(1)) && Has(*t, Key(2)));  // old enough, counts reached
   EXPECT_EQ(Deleted(t->Stats(), DeleteReason::kMinUpdates), 2u);
@@ -262,15 +269,34 @@ TEST(MemoryControlTest, AdmissionCountsHalveAtPassEnds) {
   TableOptions o = OneSlot(0, e);
   o.admission_halving_passes = 1;
   auto t = MakeTable(o);
-  t->BeginPass(1);
+  ASSERT_TRUE(t->BeginPass(1).ok());
   PushOne(t.get(), Key(1), 1, 0);
   PushOne(t.get(), Key(1), 1, 0);  // 2 sightings
-  t->EndPass();                    // halved to 1
-  t->BeginPass(2);
+  End(t.get());                    // halved to 1
+  ASSERT_TRUE(t->BeginPass(2).ok());
   PushOne(t.get(), Key(1), 1, 0);  // 2: not yet
   EXPECT_FALSE(Has(*t, Key(1)));
   PushOne(t.get(), Key(1), 1, 0);  // 3
   EXPECT_TRUE(Has(*t, Key(1)));
+}
+
+TEST(MemoryControlTest, PassesOnlyGoForwardAndEndOnce) {
+  SlotEvictionOptions e;
+  e.ttl_passes = 1;
+  auto t = MakeTable(OneSlot(0, e));
+  ASSERT_TRUE(t->BeginPass(5).ok());
+  PushOne(t.get(), Key(1), 1, 0);
+  End(t.get());
+  Status st = t->EndPass();  // would decay the scores a second time
+  EXPECT_EQ(st.code(), Status::kInvalidArgument);
+  EXPECT_NE(st.message().find("pass 5 has already ended"), std::string::npos) << st.ToString();
+  st = t->BeginPass(1);  // a restarted coordinator counting from 1: TTL would wipe the table
+  EXPECT_EQ(st.code(), Status::kInvalidArgument);
+  EXPECT_NE(st.message().find("at pass 5"), std::string::npos) << st.ToString();
+  EXPECT_TRUE(Has(*t, Key(1)));
+  EXPECT_EQ(t->pass(), 5u);
+  EXPECT_TRUE(t->BeginPass(5).ok());  // the same pass again is allowed (a retried begin)
+  EXPECT_TRUE(t->BeginPass(6).ok());
 }
 
 TEST(MemoryControlTest, TooSmallMemoryLimitIsRefusedNamingIt) {
@@ -370,8 +396,8 @@ TEST(MemoryControlTest, EvictionRacingRequestsNeverResurrectsStaleRows) {
   auto passes = [&]() {
     for (uint32_t pass = 1; !stop.load();) {
       if (rounds_done.load() >= static_cast<int>(pass) * 60) {
-        t->BeginPass(++pass);
-        t->EndPass();
+        ASSERT_TRUE(t->BeginPass(++pass).ok());
+        End(t.get());
       } else {
         std::this_thread::sleep_for(std::chrono::microseconds(200));
       }
@@ -428,14 +454,14 @@ TEST(MemoryControlTest, DeltaListsExactlyTheRowsDeletedInThePass) {
   e.ttl_passes = 1;
   e.max_rows = 6;
   auto t = MakeTable(OneSlot(0, e));
-  t->BeginPass(1);
+  ASSERT_TRUE(t->BeginPass(1).ok());
   for (uint64_t id = 1; id <= 5; ++id) PushOne(t.get(), Key(id), id, 0);
-  t->EndPass();
+  End(t.get());
   std::set<uint64_t> rows;
   EXPECT_TRUE(DeletedInDelta(*t, dir, &rows).empty());
   EXPECT_EQ(rows.size(), 5u);
 
-  t->BeginPass(2);
+  ASSERT_TRUE(t->BeginPass(2).ok());
   PushOne(t.get(), Key(3), 10, 0);
   PushOne(t.get(), Key(4), 10, 0);
   PushOne(t.get(), Key(5), 10, 0);
@@ -444,7 +470,7 @@ TEST(MemoryControlTest, DeltaListsExactlyTheRowsDeletedInThePass) {
   PushOne(t.get(), Key(8), 5, 0);   // evicts key 2 (0.196, from pass 1)
   PushOne(t.get(), Key(9), 6, 0);   // evicts key 6 (0.3, created in this pass)
   PushOne(t.get(), Key(1), 50, 0);  // evicts key 7 (0.4); key 1 comes back
-  t->EndPass();                     // TTL 1: every row updated in pass 2 stays
+  End(t.get());                     // TTL 1: every row updated in pass 2 stays
   rows.clear();
   const std::set<uint64_t> deleted = DeletedInDelta(*t, dir, &rows);
   // Key 2 existed before the pass and is gone; key 1 is back (a changed row); keys 6 and
@@ -452,9 +478,9 @@ TEST(MemoryControlTest, DeltaListsExactlyTheRowsDeletedInThePass) {
   EXPECT_EQ(deleted, std::set<uint64_t>({Key(2)}));
   EXPECT_EQ(rows, std::set<uint64_t>({Key(1), Key(3), Key(4), Key(5), Key(8), Key(9)}));
 
-  t->BeginPass(3);
+  ASSERT_TRUE(t->BeginPass(3).ok());
   PushOne(t.get(), Key(3), 1, 0);
-  t->EndPass();  // TTL deletes every row not updated in pass 3
+  End(t.get());  // TTL deletes every row not updated in pass 3
   rows.clear();
   EXPECT_EQ(DeletedInDelta(*t, dir, &rows),
             std::set<uint64_t>({Key(1), Key(4), Key(5), Key(8), Key(9)}));

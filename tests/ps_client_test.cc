@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+
 #include <map>
 #include <random>
 #include <set>
@@ -126,6 +129,26 @@ TEST_F(PsClientTest, UnknownSlotFailsWithoutSending) {
   EXPECT_EQ(st.code(), Status::kInvalidArgument);
   EXPECT_NE(st.message().find("slot 9"), std::string::npos) << st.message();
   EXPECT_EQ(client_->Wait(12345).code(), Status::kInvalidArgument);
+}
+
+TEST_F(PsClientTest, NonFiniteOrNegativeCountsAreRefusedNamingTheKey) {
+  const uint64_t key = testing::TestKey(1, 7);
+  const std::vector<float> grad(client_->DimOf(key), 0.1f);
+  for (float bad : {std::nanf(""), -1.0f, std::numeric_limits<float>::infinity()}) {
+    const float show = bad, click = 0;
+    Status st = client_->Wait(client_->Push(&key, 1, grad.data(), &show, &click));
+    EXPECT_EQ(st.code(), Status::kInvalidArgument) << bad;
+    EXPECT_NE(st.message().find(FormatKey(key)), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("must be finite, >= 0"), std::string::npos) << st.message();
+  }
+  // The server keeps serving, and nothing of the refused pushes was applied.
+  const float show = 1, click = 0;
+  EXPECT_TRUE(client_->Wait(client_->Push(&key, 1, grad.data(), &show, &click)).ok());
+  std::vector<float> pulled, expected(grad.size());
+  ASSERT_TRUE(client_->Wait(client_->Pull(&key, 1, &pulled)).ok());
+  ASSERT_TRUE(reference_->Push(&key, 1, grad.data(), &show, &click).ok());
+  ASSERT_TRUE(reference_->Pull(&key, 1, expected.data()).ok());
+  EXPECT_EQ(pulled, expected);
 }
 
 TEST_F(PsClientTest, EmptyCallsSucceed) {

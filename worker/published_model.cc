@@ -82,6 +82,10 @@ Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, Publ
             return out->table->SetWeights(key, w, dim);
           },
           &info));
+      if (m.is_base() && info.deleted > 0) {
+        return Status::Corruption(folders[i] + "/" + f.path() + ": a base with " +
+                                  std::to_string(info.deleted) + " deleted keys");
+      }
       if (info.rows != f.rows() || info.deleted != f.deleted()) {
         return Status::Corruption(folders[i] + "/" + f.path() + ": " + std::to_string(info.rows) +
                                   " rows and " + std::to_string(info.deleted) +

@@ -1,0 +1,27 @@
+#include "ps/key_log.h"
+
+#include "ps/slot_shard.h"
+
+namespace pepnet {
+
+uint64_t KeyLog::Add(uint64_t key) {
+  const uint64_t before = bytes_;
+  if (size_ == blocks_.size() * kBlockKeys) {
+    bytes_ -= AllocatedBytes(blocks_.data());
+    blocks_.emplace_back(new uint64_t[kBlockKeys]);
+    bytes_ += AllocatedBytes(blocks_.data()) + AllocatedBytes(blocks_.back().get());
+  }
+  blocks_[size_ / kBlockKeys][size_ % kBlockKeys] = key;
+  ++size_;
+  return bytes_ - before;
+}
+
+uint64_t KeyLog::Clear() {
+  const uint64_t freed = bytes_;
+  std::vector<std::unique_ptr<uint64_t[]>>().swap(blocks_);
+  size_ = 0;
+  bytes_ = 0;
+  return freed;
+}
+
+}  // namespace pepnet
