@@ -197,6 +197,7 @@ void EmbeddingTable::DeleteRow(Partition* part, uint32_t slot_index, uint32_t id
   }
   const uint64_t before = shard->allocated_bytes();
   shard->EraseAt(id);
+  ++part->deletions;
   AddBytes(part, static_cast<int64_t>(shard->allocated_bytes()) - static_cast<int64_t>(before));
   const size_t k = size_t{slot_index} * kNumDeleteReasons + static_cast<int>(reason);
   ++part->deleted_pass[k];
@@ -430,9 +431,10 @@ Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, const float* shows
     Partition* part = &partitions_[p];
     std::lock_guard<std::mutex> lock(part->mu);
     // Sweeps so that the cache misses of many keys overlap: index entries, then rows,
-    // then the lookups (now hitting cache) each followed by the work on its row. The
-    // work comes right after its lookup because making room for a new row may move
-    // other rows of the partition.
+    // then the lookups (now hitting cache, and independent of each other), then the work
+    // on the rows. A key without a row takes the slow path in the last sweep, where
+    // making room may delete rows and move others: after a deletion the rows found
+    // earlier are looked up again.
     for (uint32_t j = begin; j < end; ++j) {
       const uint32_t i = s->order[j];
       ShardFor(part, s->slot[i])->PrefetchIndex(s->hash[i]);
@@ -441,12 +443,21 @@ Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, const float* shows
       const uint32_t i = s->order[j];
       part->shards[s->slot[i]]->PrefetchRow(s->hash[i]);
     }
+    s->rows.resize(end - begin);
+    for (uint32_t j = begin; j < end; ++j) {
+      const uint32_t i = s->order[j];
+      s->rows[j - begin] = part->shards[s->slot[i]]->Find(keys[i], s->hash[i]);
+    }
+    const uint64_t deletions = part->deletions;
     Status error;
     for (uint32_t j = begin; j < end; ++j) {
       const uint32_t i = s->order[j];
-      char* row =
-          AcquireRow(part, s->slot[i], keys[i], s->hash[i], shows ? &shows[i] : nullptr, &error);
-      if (!error.ok()) return error;
+      char* row = s->rows[j - begin];
+      if (row == nullptr || part->deletions != deletions) {
+        row =
+            AcquireRow(part, s->slot[i], keys[i], s->hash[i], shows ? &shows[i] : nullptr, &error);
+        if (!error.ok()) return error;
+      }
       fn(i, row);
     }
   }
@@ -574,6 +585,7 @@ Status EmbeddingTable::Erase(uint64_t key) {
   if (shard == nullptr || !shard->FindId(key, h, &id)) return Status::OK();
   const uint64_t before = shard->allocated_bytes();
   shard->EraseAt(id);
+  ++part.deletions;
   AddBytes(&part, static_cast<int64_t>(shard->allocated_bytes()) - static_cast<int64_t>(before));
   ++part.rows_erased;
   if (options_.slots[index].eviction.max_rows > 0) {

@@ -245,6 +245,8 @@ struct EmbeddingTable::Partition {
   std::vector<SlotShard*> shards;  // by dense slot index; created on first use
   uint64_t rows_created = 0;
   uint64_t rows_erased = 0;
+  // Rows deleted by any path: row pointers taken before a change of it may have moved.
+  uint64_t deletions = 0;
   uint64_t cap_refused = 0, memory_refused = 0;
   AdmissionStats admission;
   std::unique_ptr<AdmissionFilter> filter;  // only if a slot has admission

@@ -110,7 +110,9 @@ struct RowLayout {
   // One AdaGrad step with an already-summed gradient:
   //   acc += g^2 (per dim) or mean(g^2) (per row);  w -= lr * g / sqrt(acc + eps);
   //   w clipped to [-weight_bound, weight_bound].
-  void ApplyAdagrad(char* row, const float* __restrict grad) const {
+  // Always inlined: called per row in the push loop, where a call would cost more than
+  // the update of a small row.
+  [[gnu::always_inline]] void ApplyAdagrad(char* row, const float* __restrict grad) const {
     float* __restrict w = Weights(row);
     float* __restrict acc = Accumulator(row);
     const float lr = adagrad.learning_rate, eps = adagrad.epsilon, bound = adagrad.weight_bound;
