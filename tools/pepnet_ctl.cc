@@ -21,6 +21,9 @@ DEFINE_bool(json, false, "Print one line of JSON instead of a table.");
 DEFINE_int32(timeout_ms, 10000, "Give up on a shard after this long.");
 DEFINE_string(model_config, "", "table_config: the model config whose slots the table holds.");
 DEFINE_uint64(seed, 1, "table_config: the table's row initialization seed.");
+DEFINE_int32(partition_bits, 5,
+             "table_config: 2^N independently locked partitions per shard (0-8); a small "
+             "--memory_limit_bytes needs few.");
 
 namespace {
 
@@ -34,14 +37,20 @@ int Fail(const std::string& message) {
 int main(int argc, char** argv) {
   const char* usage =
       "usage: pepnet_ctl stats --servers=host:port[,host:port...] [--json]\n"
-      "       pepnet_ctl table_config --model_config=FILE [--seed=N]";
+      "       pepnet_ctl table_config --model_config=FILE [--seed=N] [--partition_bits=N]";
   gflags::SetUsageMessage(usage);
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (argc == 2 && strcmp(argv[1], "table_config") == 0) {
     pepnet::proto::ModelConfig model;
     pepnet::Status st = pepnet::LoadModelConfigFile(FLAGS_model_config, &model);
     if (!st.ok()) return Fail(st.ToString());
-    printf("%s", pepnet::FormatTableConfig(pepnet::TableOptionsFor(model, FLAGS_seed)).c_str());
+    pepnet::TableOptions options = pepnet::TableOptionsFor(model, FLAGS_seed);
+    options.partition_bits = static_cast<uint32_t>(FLAGS_partition_bits);
+    if (FLAGS_partition_bits < 0 || !(st = pepnet::ValidateTableOptions(options)).ok()) {
+      return Fail("--partition_bits=" + std::to_string(FLAGS_partition_bits) + ": " +
+                  (FLAGS_partition_bits < 0 ? "must be >= 0" : st.message()));
+    }
+    printf("%s", pepnet::FormatTableConfig(options).c_str());
     return 0;
   }
   if (argc != 2 || strcmp(argv[1], "stats") != 0) return Fail(usage);

@@ -8,11 +8,12 @@
 #       [--servers=2] [--workers=2] [--run_dir=run] [--publish_dir=RUN/model] \
 #       [--max_passes=0] [--idle_timeout=10] [--threads=1] [--base_every=5]
 #       [--memory_limit_bytes=0]   (per shard server; 0 = no limit)
+#       [--partition_bits=5]       (of the servers' table; a small limit needs few)
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="${PEPNET_BIN:-$HERE/../../build/bin}"
 SERVERS=2 WORKERS=2 RUN_DIR=run CONFIG="" PASS_ROOT="" PASSES="" PUBLISH_DIR="" MAX_PASSES=0
-IDLE_TIMEOUT=10 THREADS=1 BASE_EVERY=5 MEMORY_LIMIT=0
+IDLE_TIMEOUT=10 THREADS=1 BASE_EVERY=5 MEMORY_LIMIT=0 PARTITION_BITS=5
 for arg in "$@"; do
   case "$arg" in
     --servers=*) SERVERS="${arg#*=}" ;;
@@ -27,6 +28,7 @@ for arg in "$@"; do
     --threads=*) THREADS="${arg#*=}" ;;
     --base_every=*) BASE_EVERY="${arg#*=}" ;;
     --memory_limit_bytes=*) MEMORY_LIMIT="${arg#*=}" ;;
+    --partition_bits=*) PARTITION_BITS="${arg#*=}" ;;
     *) echo "run_cluster: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -57,7 +59,8 @@ wait_port() {  # file, seconds
   return 1
 }
 
-"$BIN/pepnet_ctl" table_config --model_config="$CONFIG" > "$RUN_DIR/table.pbtxt" || exit 1
+"$BIN/pepnet_ctl" table_config --model_config="$CONFIG" --partition_bits="$PARTITION_BITS" \
+  > "$RUN_DIR/table.pbtxt" || exit 1
 SERVER_LIST=""
 for i in $(seq 0 $((SERVERS - 1))); do
   "$BIN/pepnet_ps" --table_config="$RUN_DIR/table.pbtxt" --port=0 --port_file="$RUN_DIR/ps-$i.port" \
