@@ -1,8 +1,8 @@
 // SlotShard: the rows of one slot that fall in one table partition.
 //
 // Storage is built for bytes per row:
-//  - rows live in fixed-size chunks of kRowsPerChunk rows (no per-row allocation, row
-//    addresses never move, so a pointer stays valid while the partition lock is held);
+//  - rows live in fixed-size chunks of kRowsPerChunk rows (no per-row allocation; an
+//    insert never moves a row, so a pointer stays valid until the next EraseAt);
 //  - the index is open addressing with linear probing over 4-byte entries
 //    [8-bit hash tag | 24-bit row number + 1]; 0 is empty, row number 0 a tombstone
 //    (a deleted entry). The full 64-bit key lives in the row and is compared on every
