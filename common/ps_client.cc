@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -325,44 +326,28 @@ class PsClientImpl : public PsClient {
 
   Status Stats(std::vector<proto::ServerStats>* stats) override {
     stats->assign(num_shards(), proto::ServerStats());
-    auto call = NewCall(num_shards());
-    for (uint32_t s = 0; s < num_shards(); ++s) {
-      auto req = std::make_shared<ShardSimple>(pool_);
-      req->header.set_type(proto::STATS);
-      req->call = call;
-      req->on_reply = [stats, s](const proto::ResponseHeader& r) { (*stats)[s] = r.stats(); };
-      Dispatch(s, req);
-    }
-    return WaitCall(call.get());
+    return CallEveryShard(
+        [](uint32_t, proto::RequestHeader* h) { h->set_type(proto::STATS); },
+        [stats](uint32_t s, const proto::ResponseHeader& r) { (*stats)[s] = r.stats(); });
   }
 
   Status BeginPass(uint32_t pass) override {
-    auto call = NewCall(num_shards());
-    for (uint32_t s = 0; s < num_shards(); ++s) {
-      auto req = std::make_shared<ShardSimple>(pool_);
-      req->header.set_type(proto::BEGIN_PASS);
-      req->header.set_pass(pass);
-      req->call = call;
-      req->on_reply = [](const proto::ResponseHeader&) {};
-      Dispatch(s, req);
-    }
-    return WaitCall(call.get());
+    return CallEveryShard(
+        [pass](uint32_t, proto::RequestHeader* h) {
+          h->set_type(proto::BEGIN_PASS);
+          h->set_pass(pass);
+        },
+        [](uint32_t, const proto::ResponseHeader&) {});
   }
 
   Status EndPass(uint32_t pass, std::vector<proto::PassEndReply>* replies) override {
     replies->assign(num_shards(), proto::PassEndReply());
-    auto call = NewCall(num_shards());
-    for (uint32_t s = 0; s < num_shards(); ++s) {
-      auto req = std::make_shared<ShardSimple>(pool_);
-      req->header.set_type(proto::END_PASS);
-      req->header.set_pass(pass);
-      req->call = call;
-      req->on_reply = [replies, s](const proto::ResponseHeader& r) {
-        (*replies)[s] = r.pass_end();
-      };
-      Dispatch(s, req);
-    }
-    return WaitCall(call.get());
+    return CallEveryShard(
+        [pass](uint32_t, proto::RequestHeader* h) {
+          h->set_type(proto::END_PASS);
+          h->set_pass(pass);
+        },
+        [replies](uint32_t s, const proto::ResponseHeader& r) { (*replies)[s] = r.pass_end(); });
   }
 
   Status ExportRows(uint32_t pass, bool all, const std::vector<std::string>& paths,
@@ -371,18 +356,14 @@ class PsClientImpl : public PsClient {
       return Status::InvalidArgument("ExportRows needs one path per shard");
     }
     replies->assign(num_shards(), proto::ExportReply());
-    auto call = NewCall(num_shards());
-    for (uint32_t s = 0; s < num_shards(); ++s) {
-      auto req = std::make_shared<ShardSimple>(pool_);
-      req->header.set_type(proto::EXPORT_ROWS);
-      req->header.set_pass(pass);
-      req->header.set_export_all(all);
-      req->header.set_export_path(paths[s]);
-      req->call = call;
-      req->on_reply = [replies, s](const proto::ResponseHeader& r) { (*replies)[s] = r.export_(); };
-      Dispatch(s, req);
-    }
-    return WaitCall(call.get());
+    return CallEveryShard(
+        [&](uint32_t s, proto::RequestHeader* h) {
+          h->set_type(proto::EXPORT_ROWS);
+          h->set_pass(pass);
+          h->set_export_all(all);
+          h->set_export_path(paths[s]);
+        },
+        [replies](uint32_t s, const proto::ResponseHeader& r) { (*replies)[s] = r.export_(); });
   }
 
   uint32_t num_shards() const override { return static_cast<uint32_t>(conns_.size()); }
@@ -393,6 +374,22 @@ class PsClientImpl : public PsClient {
   }
 
  private:
+  // Sends one header-only request to every shard (fill sets shard s's header) and waits
+  // for all replies; on_reply(s, reply) runs for each successful one.
+  Status CallEveryShard(
+      const std::function<void(uint32_t, proto::RequestHeader*)>& fill,
+      const std::function<void(uint32_t, const proto::ResponseHeader&)>& on_reply) {
+    auto call = NewCall(num_shards());
+    for (uint32_t s = 0; s < num_shards(); ++s) {
+      auto req = std::make_shared<ShardSimple>(pool_);
+      fill(s, &req->header);
+      req->call = call;
+      req->on_reply = [on_reply, s](const proto::ResponseHeader& r) { on_reply(s, r); };
+      Dispatch(s, req);
+    }
+    return WaitCall(call.get());
+  }
+
   // Per-thread routing of one call's keys.
   struct Route {
     KeyDeduper dedup;

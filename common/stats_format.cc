@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <map>
 
+#include "common/delete_reason.h"
 #include "proto/ps.pb.h"
 
 namespace pepnet {
@@ -31,8 +32,7 @@ void Line(std::string* out, const char* label, const std::string& value) {
 
 std::string U(uint64_t v) { return std::to_string(v); }
 
-const char* const kReasons[] = {"score", "memory", "cap", "ttl", "min_updates"};
-constexpr int kNumReasons = 5;
+const char* ReasonName(int k) { return DeleteReasonName(static_cast<DeleteReason>(k)); }
 
 uint64_t Reason(const proto::DeletionCounts& c, int k) {
   return k < c.by_reason_size() ? c.by_reason(k) : 0;
@@ -48,9 +48,9 @@ uint64_t SumReasons(const proto::DeletionCounts& c) {
 std::string Deletions(const proto::DeletionCounts& c) {
   std::string out = std::to_string(SumReasons(c));
   std::string parts;
-  for (int k = 0; k < kNumReasons; ++k) {
+  for (int k = 0; k < kNumDeleteReasons; ++k) {
     if (Reason(c, k) == 0) continue;
-    parts += std::string(parts.empty() ? "" : ", ") + kReasons[k] + " " + U(Reason(c, k));
+    parts += std::string(parts.empty() ? "" : ", ") + ReasonName(k) + " " + U(Reason(c, k));
   }
   return parts.empty() ? out : out + " (" + parts + ")";
 }
@@ -140,7 +140,7 @@ class JsonFields {
 std::string ReasonsJson(const proto::DeletionCounts& c) {
   std::string out;
   JsonFields f(&out);
-  for (int k = 0; k < kNumReasons; ++k) f.Num(kReasons[k], Reason(c, k));
+  for (int k = 0; k < kNumDeleteReasons; ++k) f.Num(ReasonName(k), Reason(c, k));
   f.Close();
   return out;
 }

@@ -14,6 +14,7 @@
 
 #include <google/protobuf/text_format.h>
 
+#include "common/delete_reason.h"
 #include "common/frame_channel.h"
 #include "common/ps_client.h"
 #include "common/stats_format.h"
@@ -21,7 +22,6 @@
 #include "proto/model_config.pb.h"
 #include "proto/ps.pb.h"
 #include "proto/publish.pb.h"
-#include "ps/delete_reason.h"
 #include "ps/row_file.h"
 #include "worker/metrics.h"
 #include "worker/model_config.h"
@@ -370,15 +370,13 @@ class Coordinator {
     printf("pass %u (%s): %.1f s; table %llu rows, %.1f MiB on %zu shards", pass, name.c_str(),
            seconds, static_cast<unsigned long long>(table_rows), table_bytes / 1048576.0,
            stats.size());
+    // Deleted during the pass, to make room (the pass end's deletions are in `deleted`).
     uint64_t evicted = 0;
     for (const auto& s : stats) {
       for (const proto::SlotStats& slot : s.table().slots()) {
-        for (int k = 0; k < slot.deleted_pass().by_reason_size(); ++k) {
-          if (k != static_cast<int>(DeleteReason::kTtl) &&
-              k != static_cast<int>(DeleteReason::kMinUpdates) &&
-              k != static_cast<int>(DeleteReason::kScore)) {
-            evicted += slot.deleted_pass().by_reason(k);
-          }
+        for (DeleteReason r : {DeleteReason::kMemory, DeleteReason::kCap}) {
+          const int k = static_cast<int>(r);
+          if (k < slot.deleted_pass().by_reason_size()) evicted += slot.deleted_pass().by_reason(k);
         }
       }
     }

@@ -42,6 +42,12 @@ uint64_t RandomSalt() {
   return (uint64_t{rd()} << 32) ^ rd();
 }
 
+uint64_t NanosSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                              start)
+      .count();
+}
+
 // Requests this large leave their per-thread scratch freed rather than pinned.
 constexpr size_t kShrinkScratchKeys = 1 << 20;
 
@@ -209,8 +215,7 @@ void EmbeddingTable::DeleteRow(Partition* part, uint32_t slot_index, uint32_t id
 
 void EmbeddingTable::ResampleThreshold(Partition* part, uint64_t need) {
   EvictionCursor& c = part->evict;
-  uint64_t rows = 0;
-  for (const SlotShard* shard : part->shards) rows += shard ? shard->rows() : 0;
+  const uint64_t rows = part->rows();
   c.valid = rows > 0;
   c.scanned = 0;
   c.lap = rows;
@@ -229,10 +234,7 @@ void EmbeddingTable::ResampleThreshold(Partition* part, uint64_t need) {
     }
   } else {
     for (uint64_t k = 0; k < kSamples; ++k) {
-      c.rng ^= c.rng << 13;
-      c.rng ^= c.rng >> 7;
-      c.rng ^= c.rng << 17;
-      uint64_t r = c.rng % rows;
+      uint64_t r = c.NextRandom() % rows;
       for (const SlotShard* shard : part->shards) {
         if (shard == nullptr) continue;
         if (r < shard->rows()) {
@@ -287,8 +289,7 @@ bool EmbeddingTable::MakeRoom(Partition* part, const SlotShard& shard) {
   uint64_t idle_rows_scanned = 0;
   for (uint64_t need = shard.GrowthForInsert(); part->bytes + need > part_high_bytes_;
        need = shard.GrowthForInsert()) {
-    uint64_t rows = 0;
-    for (const SlotShard* s : part->shards) rows += s ? s->rows() : 0;
+    const uint64_t rows = part->rows();
     if (rows == 0) return false;
     const uint64_t scanned_before = part->evict.scanned;
     if (EvictStep(part, need) > 0) {
@@ -328,16 +329,13 @@ bool EmbeddingTable::EvictForCap(Partition* part, uint32_t slot_index) {
     EvictionCursor& c = part->evict;
     std::vector<float> sample(1024);
     for (float& score : sample) {
-      c.rng ^= c.rng << 13;
-      c.rng ^= c.rng >> 7;
-      c.rng ^= c.rng << 17;
-      score = Score(shard->RowAt(static_cast<uint32_t>(c.rng % rows)));
+      score = Score(shard->RowAt(static_cast<uint32_t>(c.NextRandom() % rows)));
     }
     const size_t at = std::min<size_t>(sample.size() - 1, uint64_t{batch} * sample.size() / rows);
     std::nth_element(sample.begin(), sample.begin() + at, sample.end());
     const float threshold = sample[at];
     uint32_t deleted = 0;
-    uint32_t id = static_cast<uint32_t>(c.rng % rows);
+    uint32_t id = static_cast<uint32_t>(c.NextRandom() % rows);
     for (uint64_t looked = 0; deleted < batch && looked < rows && shard->rows() > 0; ++looked) {
       if (id >= shard->rows()) id = 0;
       if (Score(shard->RowAt(id)) <= threshold) {
@@ -380,9 +378,7 @@ char* EmbeddingTable::AcquireRow(Partition* part, uint32_t slot_index, uint64_t 
   };
   auto done = [&](char* row) {
     if (timed) {
-      NotePause(&worst_eviction_pause_ns_, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                               std::chrono::steady_clock::now() - start)
-                                               .count());
+      NotePause(&worst_eviction_pause_ns_, NanosSince(start));
     }
     return row;
   };
@@ -664,9 +660,7 @@ Status EmbeddingTable::EndPass(PassEndReport* out) {
     }
     if (halve) part.filter->Halve();
     part.evict.valid = false;
-    NotePause(&worst_pass_end_pause_ns_, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                             std::chrono::steady_clock::now() - start)
-                                             .count());
+    NotePause(&worst_pass_end_pause_ns_, NanosSince(start));
   }
   if (out != nullptr) *out = report;
   return Status::OK();

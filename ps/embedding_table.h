@@ -26,9 +26,9 @@
 #include <utility>
 #include <vector>
 
+#include "common/delete_reason.h"
 #include "common/status.h"
 #include "ps/admission_filter.h"
-#include "ps/delete_reason.h"
 #include "ps/key_log.h"
 #include "ps/row_layout.h"
 #include "ps/slot_shard.h"
@@ -238,6 +238,14 @@ struct EvictionCursor {
   uint64_t scanned = 0;  // rows looked at since the threshold was sampled
   uint64_t lap = 0;      // rows in the partition when it was sampled
   uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+  // xorshift64: sampling rows needs speed, not quality.
+  uint64_t NextRandom() {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+  }
 };
 
 struct EmbeddingTable::Partition {
@@ -261,6 +269,12 @@ struct EmbeddingTable::Partition {
 
   ~Partition() {
     for (SlotShard* s : shards) delete s;
+  }
+
+  uint64_t rows() const {
+    uint64_t n = 0;
+    for (const SlotShard* s : shards) n += s ? s->rows() : 0;
+    return n;
   }
 };
 

@@ -1,6 +1,6 @@
 // Why the table deleted a row: the index of per-reason counters in stats and replies.
-#ifndef PEPNET_PS_DELETE_REASON_H_
-#define PEPNET_PS_DELETE_REASON_H_
+#ifndef PEPNET_COMMON_DELETE_REASON_H_
+#define PEPNET_COMMON_DELETE_REASON_H_
 
 namespace pepnet {
 
@@ -32,4 +32,4 @@ inline const char* DeleteReasonName(DeleteReason reason) {
 
 }  // namespace pepnet
 
-#endif  // PEPNET_PS_DELETE_REASON_H_
+#endif  // PEPNET_COMMON_DELETE_REASON_H_
