@@ -428,5 +428,23 @@ TEST(ClusterTest, WatchModeWaitsForSuccessMarkers) {
   EXPECT_EQ(cluster.MetricLines().size(), 2u);
 }
 
+// A mistyped pass folder is refused at start, naming it, instead of training nothing;
+// pepnet_datagen creates missing parent folders of --out_dir.
+TEST(ClusterTest, MissingPassFolderIsRefusedAndDatagenMakesParents) {
+  testing::TempDir dir;
+  const std::string nested = dir.File("a/b/data");
+  GenerateData(dir, nested, 0, 1, 10);
+  EXPECT_EQ(testing::ReadFile(PassDir(nested, 0) + "/part-00000.csv").empty(), false);
+  std::string output;
+  EXPECT_EQ(testing::RunCommand({testing::BinDir() + "/pepnet_worker", "--config=" + DemoConfig(),
+                                 "--servers=127.0.0.1:1", "--coordinator=127.0.0.1:1",
+                                 "--passes=" + PassDir(nested, 0) + "," + dir.File("no-such-pass")},
+                                dir, &output),
+            1);
+  EXPECT_NE(output.find("--passes: " + dir.File("no-such-pass") + " is not a folder"),
+            std::string::npos)
+      << output;
+}
+
 }  // namespace
 }  // namespace pepnet

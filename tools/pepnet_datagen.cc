@@ -95,6 +95,11 @@ int main(int argc, char** argv) {
       FLAGS_items < FLAGS_topics || FLAGS_authors < 1 || FLAGS_topics < 1) {
     return Fail("sizes must be positive and --items >= --topics");
   }
+  // Like mkdir -p: every missing parent of --out_dir too.
+  for (size_t slash = FLAGS_out_dir.find('/', 1); slash != std::string::npos;
+       slash = FLAGS_out_dir.find('/', slash + 1)) {
+    mkdir(FLAGS_out_dir.substr(0, slash).c_str(), 0755);
+  }
   mkdir(FLAGS_out_dir.c_str(), 0755);
   const Zipf user_rank(FLAGS_users, FLAGS_zipf), item_rank(FLAGS_items, FLAGS_zipf);
   // Attribute kinds.

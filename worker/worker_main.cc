@@ -66,6 +66,11 @@ bool Exists(const std::string& path) {
   return stat(path.c_str(), &st) == 0;
 }
 
+bool IsDir(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 // Names in `dir` (no "." entries), sorted.
 std::vector<std::string> ListDir(const std::string& dir, bool want_dirs) {
   std::vector<std::string> out;
@@ -196,6 +201,10 @@ int Run() {
   }
   if (FLAGS_passes.empty() == FLAGS_pass_root.empty()) {
     return Fail("give exactly one of --passes and --pass_root");
+  }
+  // A mistyped pass folder would otherwise train nothing and publish as if it had.
+  for (const std::string& folder : SplitList(FLAGS_passes)) {
+    if (!IsDir(folder)) return Fail("--passes: " + folder + " is not a folder");
   }
   if (FLAGS_num_workers < 1 || FLAGS_worker_index < 0 || FLAGS_worker_index >= FLAGS_num_workers) {
     return Fail("--worker_index must be in [0, --num_workers)");
