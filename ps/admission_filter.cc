@@ -39,6 +39,12 @@ uint32_t AdmissionFilter::Add(uint64_t key, uint32_t count) {
   return updated;
 }
 
+bool AdmissionFilter::Restore(const void* counters, uint64_t n) {
+  if (n != size_) return false;
+  std::memcpy(counters_.get(), counters, n);
+  return true;
+}
+
 void AdmissionFilter::Halve() {
   for (uint64_t i = 0; i < size_; ++i) counters_[i] >>= 1;
 }

@@ -29,6 +29,8 @@ class AdmissionFilter {
   uint64_t size() const { return size_; }
   // The counter array (its allocation is what the filter costs).
   const void* data() const { return counters_.get(); }
+  // Replaces the counters with `n` stored ones (a load from storage); false if n != size().
+  bool Restore(const void* counters, uint64_t n);
 
  private:
   static constexpr int kHashes = 3;

@@ -53,9 +53,11 @@ constexpr size_t kShrinkScratchKeys = 1 << 20;
 
 }  // namespace
 
-Status EmbeddingTable::Create(const TableOptions& options, std::unique_ptr<EmbeddingTable>* out) {
+Status EmbeddingTable::Create(const TableOptions& options, std::unique_ptr<EmbeddingTable>* out,
+                              uint64_t hash_salt) {
   PEPNET_RETURN_IF_ERROR(ValidateTableOptions(options));
-  std::unique_ptr<EmbeddingTable> table(new EmbeddingTable(options));
+  std::unique_ptr<EmbeddingTable> table(
+      new EmbeddingTable(options, hash_salt != 0 ? hash_salt : RandomSalt()));
   if (options.memory_limit_bytes > 0) {
     // The fixed part: the table object, its arrays, and every partition's structures.
     const uint64_t fixed = table->bytes_used();
@@ -65,7 +67,7 @@ Status EmbeddingTable::Create(const TableOptions& options, std::unique_ptr<Embed
     // Each partition needs room for at least a chunk of rows of every slot.
     uint64_t chunk_bytes = 0;
     for (const RowLayout& l : table->layouts_) {
-      chunk_bytes += EstimateAllocatedBytes(uint64_t{SlotShard::kRowsPerChunk} * l.row_bytes);
+      chunk_bytes += BlockBytes(uint64_t{SlotShard::kRowsPerChunk} * l.row_bytes);
     }
     const double need = 4.0 * chunk_bytes * table->num_partitions_;
     if (spare_low < need) {
@@ -84,8 +86,8 @@ Status EmbeddingTable::Create(const TableOptions& options, std::unique_ptr<Embed
   return Status::OK();
 }
 
-EmbeddingTable::EmbeddingTable(const TableOptions& options)
-    : options_(options), hash_salt_(RandomSalt()) {
+EmbeddingTable::EmbeddingTable(const TableOptions& options, uint64_t hash_salt)
+    : options_(options), hash_salt_(hash_salt) {
   slot_index_.assign(size_t{1} << options_.slot_bits, -1);
   const size_t num_slots = options_.slots.size();
   for (const SlotOptions& s : options_.slots) {
@@ -97,9 +99,7 @@ EmbeddingTable::EmbeddingTable(const TableOptions& options)
   for (size_t i = 0; i < num_slots; ++i) capped_rows_[i] = 0;
   num_partitions_ = 1u << options_.partition_bits;
   partitions_ = std::vector<Partition>(num_partitions_);
-  uint64_t fixed = AllocatedBytes(this) + AllocatedBytes(slot_index_.data()) +
-                   AllocatedBytes(layouts_.data()) + AllocatedBytes(partitions_.data()) +
-                   AllocatedBytes(capped_rows_.get());
+  uint64_t fixed = FixedBytes();
   uint64_t rng = hash_salt_;
   for (Partition& p : partitions_) {
     p.shards.assign(num_slots, nullptr);
@@ -111,9 +111,8 @@ EmbeddingTable::EmbeddingTable(const TableOptions& options)
     }
     rng = Mix64(rng);
     p.evict.rng = rng | 1;
-    p.bytes = AllocatedBytes(p.shards.data()) + AllocatedBytes(p.deleted_pass.data()) +
-              AllocatedBytes(p.deleted_total.data()) +
-              (p.filter ? AllocatedBytes(p.filter.get()) + AllocatedBytes(p.filter->data()) : 0);
+    p.bytes = VectorBytes(p.shards) + VectorBytes(p.deleted_pass) + VectorBytes(p.deleted_total) +
+              FilterBytes(p);
     fixed += p.bytes;
   }
   bytes_used_ = fixed;
@@ -121,6 +120,15 @@ EmbeddingTable::EmbeddingTable(const TableOptions& options)
 }
 
 EmbeddingTable::~EmbeddingTable() = default;
+
+uint64_t EmbeddingTable::FixedBytes() const {
+  return BlockBytes(sizeof(EmbeddingTable)) + VectorBytes(slot_index_) + VectorBytes(layouts_) +
+         VectorBytes(partitions_) + BlockBytes(sizeof(std::atomic<uint64_t>) * layouts_.size());
+}
+
+uint64_t EmbeddingTable::FilterBytes(const Partition& part) {
+  return part.filter ? BlockBytes(sizeof(AdmissionFilter)) + BlockBytes(part.filter->size()) : 0;
+}
 
 uint32_t EmbeddingTable::DimOf(uint64_t key) const {
   const int32_t index = slot_index_[SlotOfKey(key, options_.slot_bits)];
@@ -169,7 +177,7 @@ SlotShard* EmbeddingTable::ShardFor(Partition* p, uint32_t slot_index) {
   SlotShard*& shard = p->shards[slot_index];
   if (shard == nullptr) {
     shard = new SlotShard(&layouts_[slot_index], hash_salt_);
-    AddBytes(p, static_cast<int64_t>(AllocatedBytes(shard)));
+    AddBytes(p, static_cast<int64_t>(BlockBytes(sizeof(SlotShard))));
   }
   return shard;
 }
@@ -192,6 +200,12 @@ void EmbeddingTable::NotePause(std::atomic<uint64_t>* worst, uint64_t ns) {
   }
 }
 
+void EmbeddingTable::NoteMove(Partition* part, uint32_t slot_index, const SlotShard& shard,
+                              uint32_t id) {
+  if (!options_.durable || id + 1 == shard.rows()) return;
+  AddBytes(part, static_cast<int64_t>(part->moved_rows.Add((uint64_t{slot_index} << 32) | id)));
+}
+
 void EmbeddingTable::DeleteRow(Partition* part, uint32_t slot_index, uint32_t id,
                                DeleteReason reason) {
   SlotShard* shard = part->shards[slot_index];
@@ -201,6 +215,7 @@ void EmbeddingTable::DeleteRow(Partition* part, uint32_t slot_index, uint32_t id
     // Serving has this key from an earlier version: the publish must name it.
     AddBytes(part, static_cast<int64_t>(part->deleted_keys.Add(RowLayout::Key(row))));
   }
+  NoteMove(part, slot_index, *shard, id);
   const uint64_t before = shard->allocated_bytes();
   shard->EraseAt(id);
   ++part->deletions;
@@ -461,6 +476,7 @@ Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, const float* shows
 }
 
 Status EmbeddingTable::Pull(const uint64_t* keys, size_t n, float* out) {
+  NoteChange();  // pulls create rows
   thread_local Scratch scratch;
   Scratch* s = &scratch;
   Status st = Prepare(keys, n, s);
@@ -480,6 +496,7 @@ Status EmbeddingTable::Pull(const uint64_t* keys, size_t n, float* out) {
 
 Status EmbeddingTable::Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
                             const float* clicks) {
+  NoteChange();
   thread_local Scratch scratch;
   Scratch* s = &scratch;
   const size_t request_keys = n;
@@ -551,6 +568,7 @@ Status EmbeddingTable::SetWeights(uint64_t key, const float* weights, uint32_t d
                                    " weights for a slot of dim " +
                                    std::to_string(layouts_[index].dim));
   }
+  NoteChange();
   const uint64_t h = TableHash(key, hash_salt_);
   Partition& part = partitions_[PartitionOf(h)];
   std::lock_guard<std::mutex> lock(part.mu);
@@ -573,12 +591,14 @@ Status EmbeddingTable::SetWeights(uint64_t key, const float* weights, uint32_t d
 Status EmbeddingTable::Erase(uint64_t key) {
   const int32_t index = slot_index_[SlotOfKey(key, options_.slot_bits)];
   if (index < 0) return Status::InvalidArgument(KeyError(key, options_.slot_bits));
+  NoteChange();
   const uint64_t h = TableHash(key, hash_salt_);
   Partition& part = partitions_[PartitionOf(h)];
   std::lock_guard<std::mutex> lock(part.mu);
   SlotShard* shard = part.shards[index];
   uint32_t id;
   if (shard == nullptr || !shard->FindId(key, h, &id)) return Status::OK();
+  NoteMove(&part, static_cast<uint32_t>(index), *shard, id);
   const uint64_t before = shard->allocated_bytes();
   shard->EraseAt(id);
   ++part.deletions;
@@ -599,6 +619,7 @@ Status EmbeddingTable::BeginPass(uint32_t pass) {
                                    "; passes only go forward (row ages would wrap and TTL "
                                    "would delete every row)");
   }
+  NoteChange();
   pass_.store(pass, std::memory_order_relaxed);
   for (Partition& part : partitions_) {
     std::lock_guard<std::mutex> lock(part.mu);
@@ -614,6 +635,7 @@ Status EmbeddingTable::EndPass(PassEndReport* out) {
     return Status::InvalidArgument("pass " + std::to_string(pass()) +
                                    " has already ended (its scores were decayed once)");
   }
+  NoteChange();
   last_ended_pass_ = pass();
   PassEndReport report;
   const uint16_t pass = static_cast<uint16_t>(pass_.load(std::memory_order_relaxed));
@@ -666,6 +688,11 @@ Status EmbeddingTable::EndPass(PassEndReport* out) {
   return Status::OK();
 }
 
+int64_t EmbeddingTable::last_ended_pass() const {
+  std::lock_guard<std::mutex> lock(end_pass_mu_);
+  return last_ended_pass_;
+}
+
 TableStatsSnapshot EmbeddingTable::Stats() const {
   TableStatsSnapshot st;
   const size_t num_slots = layouts_.size();
@@ -675,9 +702,7 @@ TableStatsSnapshot EmbeddingTable::Stats() const {
     st.slots[i].dim = layouts_[i].dim;
   }
   // Structures outside the partitions: this object, the slot map, layouts, partitions.
-  st.bytes.slack += AllocatedBytes(this) + AllocatedBytes(slot_index_.data()) +
-                    AllocatedBytes(layouts_.data()) + AllocatedBytes(partitions_.data()) +
-                    AllocatedBytes(capped_rows_.get());
+  st.bytes.slack += FixedBytes();
   // A strided sample of every partition's scores for the quantiles.
   constexpr uint64_t kScoreSamples = 8192;
   const uint64_t per_part = std::max<uint64_t>(1, kScoreSamples / num_partitions_);
@@ -692,11 +717,11 @@ TableStatsSnapshot EmbeddingTable::Stats() const {
     st.admission.admitted += part.admission.admitted;
     st.admission.pushes_dropped += part.admission.pushes_dropped;
     st.admission.pulls_default += part.admission.pulls_default;
-    st.bytes.slack += AllocatedBytes(part.shards.data()) +
-                      AllocatedBytes(part.deleted_pass.data()) +
-                      AllocatedBytes(part.deleted_total.data()) + part.deleted_keys.bytes();
+    st.bytes.slack += VectorBytes(part.shards) + VectorBytes(part.deleted_pass) +
+                      VectorBytes(part.deleted_total) + part.deleted_keys.bytes() +
+                      part.moved_rows.bytes();
     if (part.filter) {
-      st.bytes.metadata += AllocatedBytes(part.filter.get()) + AllocatedBytes(part.filter->data());
+      st.bytes.metadata += FilterBytes(part);
     }
     uint64_t part_rows = 0;
     for (size_t i = 0; i < num_slots; ++i) {
@@ -708,9 +733,9 @@ TableStatsSnapshot EmbeddingTable::Stats() const {
       const SlotShard* shard = part.shards[i];
       if (shard == nullptr) continue;
       st.slots[i].rows += shard->rows();
-      st.slots[i].bytes += shard->allocated_bytes() + AllocatedBytes(shard);
+      st.slots[i].bytes += shard->allocated_bytes() + BlockBytes(sizeof(SlotShard));
       st.bytes.Add(shard->Bytes());
-      st.bytes.slack += AllocatedBytes(shard);
+      st.bytes.slack += BlockBytes(sizeof(SlotShard));
       part_rows += shard->rows();
     }
     // Every stride-th row of the partition, visiting only those.

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -33,6 +34,7 @@
 #include "ps/row_layout.h"
 #include "ps/slot_shard.h"
 #include "ps/table_config.h"
+#include "ps/table_image.h"
 
 namespace pepnet {
 
@@ -50,12 +52,6 @@ struct SlotStatsSnapshot {
   uint64_t bytes = 0;  // the slot's row chunks, indexes and shard objects
   uint64_t deleted_pass[kNumDeleteReasons] = {};   // since the current pass began
   uint64_t deleted_total[kNumDeleteReasons] = {};  // since start
-};
-
-struct AdmissionStats {
-  uint64_t admitted = 0;        // keys given a row on reaching the threshold
-  uint64_t pushes_dropped = 0;  // pushed keys below the threshold (gradient dropped)
-  uint64_t pulls_default = 0;   // pulled keys without a row (answered with zeros)
 };
 
 struct TableStatsSnapshot {
@@ -91,8 +87,11 @@ struct PassEndReport {
 class EmbeddingTable {
  public:
   // InvalidArgument if `options` does not validate, or if the memory limit cannot even
-  // hold the table's fixed structures.
-  static Status Create(const TableOptions& options, std::unique_ptr<EmbeddingTable>* table);
+  // hold the table's fixed structures. `hash_salt` places keys in partitions and index
+  // entries; 0 draws one at random (what a server should do: a peer that knows the salt
+  // can choose keys that collide).
+  static Status Create(const TableOptions& options, std::unique_ptr<EmbeddingTable>* table,
+                       uint64_t hash_salt = 0);
   ~EmbeddingTable();
   EmbeddingTable(const EmbeddingTable&) = delete;
   EmbeddingTable& operator=(const EmbeddingTable&) = delete;
@@ -134,6 +133,8 @@ class EmbeddingTable {
   // indexes; halves the admission filter when due. Call once per pass, between the
   // pass's last push and its export. InvalidArgument if this pass has already ended.
   Status EndPass(PassEndReport* report = nullptr);
+  // The pass EndPass last ran for; -1 before the first.
+  int64_t last_ended_pass() const;
 
   // Calls fn(key) for every key deleted since BeginPass that existed before the pass
   // and has no row now: what serving must drop. Under each partition's lock in turn.
@@ -162,11 +163,82 @@ class EmbeddingTable {
   // logged and not counted as an eviction.
   Status Erase(uint64_t key);
 
+  uint64_t hash_salt() const { return hash_salt_; }
+
+  // Whether the row was created or updated in `pass`: the rows a delta publishes and a
+  // commit stores (pass numbers compare modulo 2^16, as rows keep them).
+  static bool ChangedIn(const RowMeta& meta, uint32_t pass) {
+    const uint16_t p16 = static_cast<uint16_t>(pass);
+    return meta.created_pass == p16 || meta.last_update_pass == p16;
+  }
+
+  // ForEachRow restricted to the rows ChangedIn(pass).
+  template <typename Fn>
+  void ForEachRowChangedIn(uint32_t pass, Fn fn) const;
+
+  // Whether a call that can change the table (Pull, Push, BeginPass, EndPass, SetWeights,
+  // Erase) began since the last ClearChanged: storage reloads a table that moved past its
+  // last committed image, and only then.
+  bool changed() const { return changed_.load(std::memory_order_relaxed); }
+  void ClearChanged() { changed_.store(false, std::memory_order_relaxed); }
+
+  // ---- What storage needs (ps/table_persistence.cc; only for a durable table) ----
+
+  // A stored row: its key, slot and place, and its bytes (valid while the partition lock
+  // is held, that is during the CaptureCommit callback).
+  struct RowRef {
+    uint64_t key;
+    uint32_t slot_index;
+    uint32_t id;
+    const char* row;  // RowLayout bytes, the key first
+    uint32_t row_bytes;
+  };
+  // One partition as a commit of the running pass stores it.
+  struct PartitionCommit {
+    uint32_t partition = 0;
+    // Rows created or updated in the pass, and rows deletions moved to another place
+    // since the last commit: each once, in no particular order.
+    std::vector<RowRef> rows;
+    // Keys the partition deleted in the pass that existed before it and have no row now
+    // (storage deletes them), each once; and the raw log they come from, in order (a
+    // restarted shard republishes the pass with it).
+    std::vector<uint64_t> deleted, deleted_log;
+    const uint8_t* filter = nullptr;  // the admission counters, if any slot admits
+    uint64_t filter_bytes = 0;
+    PartitionImage image;
+  };
+  // For each partition in order, under its lock: rebuilds its indexes canonically, fills
+  // a PartitionCommit and calls fn with it, then forgets the moved rows. Stops at the
+  // first error fn returns. *image gets the table's part and every partition's image.
+  Status CaptureCommit(uint32_t pass, TableImage* image,
+                       const std::function<Status(const PartitionCommit&)>& fn);
+
+  // Loading a stored table: BeginLoad empties the table and gives it the image's sizes
+  // and counters; then LoadRow places each stored row (concurrently for rows of different
+  // partitions), LoadFilter and LoadDeletedKey restore the rest, and FinishLoad checks
+  // that every place was filled and rebuilds the indexes. Corruption naming the key or
+  // partition for anything that does not fit the image. No other call may run
+  // meanwhile.
+  Status BeginLoad(const TableImage& image);
+  uint32_t PartitionOfKey(uint64_t key) const { return PartitionOf(TableHash(key, hash_salt_)); }
+  // `body` is the row without its key (RowMeta, weights, accumulator); the row was stored
+  // after `written_pass_ends` pass ends, and gets the decays of the ones since.
+  Status LoadRow(uint64_t key, uint32_t id, uint32_t written_pass_ends, const char* body,
+                 size_t body_bytes);
+  Status LoadFilter(uint32_t partition, const char* data, size_t n);
+  void LoadDeletedKey(uint32_t partition, uint64_t key);
+  Status FinishLoad();
+
  private:
   struct Partition;
   struct Scratch;
 
-  explicit EmbeddingTable(const TableOptions& options);
+  EmbeddingTable(const TableOptions& options, uint64_t hash_salt);
+  void NoteChange() {
+    if (!changed_.load(std::memory_order_relaxed)) changed_.store(true, std::memory_order_relaxed);
+  }
+  // Logs that deleting row `id` of a shard moves its last row there (durable tables).
+  void NoteMove(Partition* part, uint32_t slot_index, const SlotShard& shard, uint32_t id);
   // Fills scratch with hashes, slot indices, output offsets and a partition-major order.
   Status Prepare(const uint64_t* keys, size_t n, Scratch* s) const;
   // Runs `fn(key index, row)` for every key, partition by partition under its lock,
@@ -194,6 +266,9 @@ class EmbeddingTable {
   // Evicts the lowest-score rows of a capped slot in this partition; false if it has none.
   bool EvictForCap(Partition* part, uint32_t slot_index);
   void AddBytes(Partition* part, int64_t delta);
+  // The table object, its arrays and the partition array; a partition's filter.
+  uint64_t FixedBytes() const;
+  static uint64_t FilterBytes(const Partition& part);
   void NotePause(std::atomic<uint64_t>* worst, uint64_t ns);
   float Score(const char* row) const {
     return FeatureScore(*RowLayout::Meta(row), options_.score.coefficients);
@@ -214,10 +289,13 @@ class EmbeddingTable {
   std::atomic<uint32_t> pass_ends_{0};
   // The pass EndPass last ran for (guarded by end_pass_mu_): a repeated END_PASS would
   // decay the scores twice.
-  std::mutex end_pass_mu_;
+  mutable std::mutex end_pass_mu_;
   int64_t last_ended_pass_ = -1;  // EndPass calls, for the admission filter's halving
-  const uint64_t hash_salt_;      // TableHash salt, random per table
+  uint64_t hash_salt_;            // TableHash salt; changes only in BeginLoad
   bool any_admission_ = false;
+  std::atomic<bool> changed_{false};
+  struct LoadState;
+  std::unique_ptr<LoadState> load_;  // between BeginLoad and FinishLoad
   // Row counts of capped slots over all partitions (a new row reserves its place here
   // before it is created, so the cap holds exactly across partitions).
   std::unique_ptr<std::atomic<uint64_t>[]> capped_rows_;
@@ -227,25 +305,6 @@ class EmbeddingTable {
   std::atomic<uint64_t> max_bytes_used_{0};
   std::atomic<uint64_t> worst_eviction_pause_ns_{0};
   std::atomic<uint64_t> worst_pass_end_pause_ns_{0};
-};
-
-// Eviction bookkeeping of a partition; fields are guarded by the partition's lock.
-struct EvictionCursor {
-  float threshold = 0;
-  bool valid = false;
-  uint32_t shard = 0;    // dense slot index of the sweep position
-  uint32_t row = 0;      // row id in that shard
-  uint64_t scanned = 0;  // rows looked at since the threshold was sampled
-  uint64_t lap = 0;      // rows in the partition when it was sampled
-  uint64_t rng = 0x9E3779B97F4A7C15ull;
-
-  // xorshift64: sampling rows needs speed, not quality.
-  uint64_t NextRandom() {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-  }
 };
 
 struct EmbeddingTable::Partition {
@@ -262,6 +321,9 @@ struct EmbeddingTable::Partition {
   std::vector<uint64_t> deleted_pass, deleted_total;
   // Keys deleted in this pass that existed before it.
   KeyLog deleted_keys;
+  // Durable tables: (slot index << 32 | id) of every place a deletion moved a row into
+  // since the last commit, which must store the row at its new place.
+  KeyLog moved_rows;
   EvictionCursor evict;
   // Bytes owned by this partition: shards and their objects, the shard directory,
   // counters, log and filter.
@@ -278,6 +340,13 @@ struct EmbeddingTable::Partition {
   }
 };
 
+// What a load in progress checks against (BeginLoad to FinishLoad).
+struct EmbeddingTable::LoadState {
+  TableImage image;
+  // placed[partition][slot index]: one byte per row id, set once the row is loaded.
+  std::vector<std::vector<std::vector<uint8_t>>> placed;
+};
+
 template <typename Fn>
 void EmbeddingTable::ForEachDeletedKey(Fn fn) const {
   for (uint32_t p = 0; p < num_partitions_; ++p) {
@@ -289,6 +358,13 @@ void EmbeddingTable::ForEachDeletedKey(Fn fn) const {
       if (shard == nullptr || shard->Find(key, TableHash(key, hash_salt_)) == nullptr) fn(key);
     });
   }
+}
+
+template <typename Fn>
+void EmbeddingTable::ForEachRowChangedIn(uint32_t pass, Fn fn) const {
+  ForEachRow([&](uint64_t key, const float* weights, uint32_t dim, const RowMeta& meta) {
+    if (ChangedIn(meta, pass)) fn(key, weights, dim, meta);
+  });
 }
 
 template <typename Fn>

@@ -7,9 +7,9 @@ namespace pepnet {
 uint64_t KeyLog::Add(uint64_t key) {
   const uint64_t before = bytes_;
   if (size_ == blocks_.size() * kBlockKeys) {
-    bytes_ -= AllocatedBytes(blocks_.data());
+    bytes_ -= VectorBytes(blocks_);
     blocks_.emplace_back(new uint64_t[kBlockKeys]);
-    bytes_ += AllocatedBytes(blocks_.data()) + AllocatedBytes(blocks_.back().get());
+    bytes_ += VectorBytes(blocks_) + BlockBytes(sizeof(uint64_t) * kBlockKeys);
   }
   blocks_[size_ / kBlockKeys][size_ % kBlockKeys] = key;
   ++size_;

@@ -16,7 +16,7 @@ namespace pepnet {
 class KeyLog {
  public:
   // Appends a key; returns the bytes this allocated (0 or a block, and maybe a bigger
-  // block directory), as AllocatedBytes counts them.
+  // block directory), as BlockBytes counts them.
   uint64_t Add(uint64_t key);
   // Drops every key and frees every block; returns the bytes freed.
   uint64_t Clear();

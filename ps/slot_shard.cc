@@ -1,6 +1,5 @@
 #include "ps/slot_shard.h"
 
-#include <malloc.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -27,11 +26,7 @@ void* CheckedCalloc(size_t n, size_t size) {
 
 }  // namespace
 
-uint64_t AllocatedBytes(const void* block) {
-  return block ? malloc_usable_size(const_cast<void*>(block)) + kMallocHeaderBytes : 0;
-}
-
-uint64_t EstimateAllocatedBytes(uint64_t n) {
+uint64_t BlockBytes(uint64_t n) {
   // glibc serves large blocks with mmap (whole pages, 16 bytes of header) and small ones
   // from the heap in 16-byte steps with one size word; 32 bytes at least.
   constexpr uint64_t kMmapThreshold = 128 << 10;
@@ -41,7 +36,10 @@ uint64_t EstimateAllocatedBytes(uint64_t n) {
   return chunk;
 }
 
-SlotShard::SlotShard(const RowLayout* layout, uint64_t salt) : layout_(layout), salt_(salt) {}
+SlotShard::SlotShard(const RowLayout* layout, uint64_t salt)
+    : layout_(layout),
+      salt_(salt),
+      chunk_bytes_(BlockBytes(uint64_t{kRowsPerChunk} * layout->row_bytes)) {}
 
 SlotShard::~SlotShard() {
   std::free(index_);
@@ -133,31 +131,60 @@ char* SlotShard::FindOrInsert(uint64_t key, uint64_t hash, uint64_t seed, uint16
 uint64_t SlotShard::GrowthForInsert() const {
   uint64_t bytes = 0;
   if (num_rows_ == uint64_t{num_chunks_} * kRowsPerChunk) {
-    bytes += EstimateAllocatedBytes(uint64_t{kRowsPerChunk} * layout_->row_bytes);
+    bytes += chunk_bytes_;
     if (num_chunks_ == chunk_slots_) {
-      bytes += EstimateAllocatedBytes(sizeof(char*) * (chunk_slots_ == 0 ? 4 : chunk_slots_ * 2));
+      bytes += BlockBytes(sizeof(char*) * (chunk_slots_ == 0 ? 4 : chunk_slots_ * 2));
     }
   }
-  if (IndexFull()) bytes += EstimateAllocatedBytes(uint64_t{CapacityAfterRehash()} * 4);
+  if (IndexFull()) bytes += BlockBytes(uint64_t{CapacityAfterRehash()} * 4);
   return bytes;
 }
 
 char* SlotShard::AppendRow() {
   const uint32_t id = num_rows_;
   if (id == num_chunks_ * kRowsPerChunk) {
-    if (num_chunks_ == chunk_slots_) {
-      allocated_bytes_ -= AllocatedBytes(chunks_);
-      chunk_slots_ = chunk_slots_ == 0 ? 4 : chunk_slots_ * 2;
-      chunks_ = static_cast<char**>(std::realloc(chunks_, sizeof(char*) * chunk_slots_));
-      CHECK(chunks_ != nullptr) << "out of memory growing the chunk directory";
-      allocated_bytes_ += AllocatedBytes(chunks_);
-    }
-    char* chunk = static_cast<char*>(CheckedCalloc(kRowsPerChunk, layout_->row_bytes));
-    allocated_bytes_ += AllocatedBytes(chunk);
-    chunks_[num_chunks_++] = chunk;
+    if (num_chunks_ == chunk_slots_) ResizeChunkDirectory(chunk_slots_ == 0 ? 4 : chunk_slots_ * 2);
+    chunks_[num_chunks_++] = static_cast<char*>(CheckedCalloc(kRowsPerChunk, layout_->row_bytes));
+    allocated_bytes_ += chunk_bytes_;
   }
   ++num_rows_;
   return RowAt(id);
+}
+
+void SlotShard::ResizeChunkDirectory(uint32_t slots) {
+  auto* fresh = static_cast<char**>(std::malloc(sizeof(char*) * slots));
+  CHECK(fresh != nullptr) << "out of memory growing the chunk directory";
+  if (num_chunks_ > 0) std::memcpy(fresh, chunks_, sizeof(char*) * num_chunks_);
+  if (chunks_ != nullptr) allocated_bytes_ -= BlockBytes(sizeof(char*) * chunk_slots_);
+  std::free(chunks_);
+  chunks_ = fresh;
+  chunk_slots_ = slots;
+  allocated_bytes_ += BlockBytes(sizeof(char*) * chunk_slots_);
+}
+
+bool SlotShard::AllocateForLoad(uint32_t rows, uint32_t index_capacity, uint32_t chunk_slots) {
+  CHECK(num_rows_ == 0 && chunks_ == nullptr && index_ == nullptr);
+  const uint32_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  if (rows > kMaxRows || chunks > chunk_slots || (rows > 0 && chunk_slots == 0) ||
+      (rows > 0 && uint64_t{rows} * 100 > uint64_t{index_capacity} * 85)) {
+    return false;
+  }
+  if (chunk_slots > 0) ResizeChunkDirectory(chunk_slots);
+  for (uint32_t i = 0; i < chunks; ++i) {
+    chunks_[num_chunks_++] = static_cast<char*>(CheckedCalloc(kRowsPerChunk, layout_->row_bytes));
+    allocated_bytes_ += chunk_bytes_;
+  }
+  num_rows_ = rows;
+  if (index_capacity > 0) {
+    index_ = static_cast<uint32_t*>(CheckedCalloc(index_capacity, sizeof(uint32_t)));
+    allocated_bytes_ += BlockBytes(4ull * index_capacity);
+    capacity_ = index_capacity;
+  }
+  return true;
+}
+
+void SlotShard::RebuildIndex() {
+  if (capacity_ > 0) Rehash(capacity_);
 }
 
 uint32_t SlotShard::PositionOf(uint32_t id) const {
@@ -191,9 +218,8 @@ void SlotShard::EraseAt(uint32_t id) {
   }
   num_rows_ = last;
   if (num_chunks_ > 0 && num_rows_ <= (num_chunks_ - 1) * kRowsPerChunk) {
-    char* chunk = chunks_[--num_chunks_];
-    allocated_bytes_ -= AllocatedBytes(chunk);
-    std::free(chunk);
+    std::free(chunks_[--num_chunks_]);
+    allocated_bytes_ -= chunk_bytes_;
   }
 }
 
@@ -209,8 +235,8 @@ void SlotShard::ShrinkIndexIfSparse() {
 
 void SlotShard::Rehash(uint32_t new_capacity) {
   auto* fresh = static_cast<uint32_t*>(CheckedCalloc(new_capacity, sizeof(uint32_t)));
-  allocated_bytes_ += AllocatedBytes(fresh);
-  allocated_bytes_ -= AllocatedBytes(index_);
+  allocated_bytes_ += BlockBytes(4ull * new_capacity);
+  if (index_ != nullptr) allocated_bytes_ -= BlockBytes(4ull * capacity_);
   std::free(index_);
   index_ = fresh;
   capacity_ = new_capacity;
@@ -231,10 +257,9 @@ TableBytes SlotShard::Bytes() const {
   b.payload = rows * (8 + 4ull * layout_->dim);
   b.metadata = rows * sizeof(RowMeta);
   b.optimizer = rows * 4ull * layout_->acc_floats;
-  b.index = AllocatedBytes(index_);
-  uint64_t chunk_bytes = 0;
-  for (uint32_t i = 0; i < num_chunks_; ++i) chunk_bytes += AllocatedBytes(chunks_[i]);
-  b.slack = chunk_bytes - rows * layout_->row_bytes + AllocatedBytes(chunks_);
+  b.index = index_ != nullptr ? BlockBytes(4ull * capacity_) : 0;
+  b.slack = num_chunks_ * chunk_bytes_ - rows * layout_->row_bytes +
+            (chunks_ != nullptr ? BlockBytes(sizeof(char*) * chunk_slots_) : 0);
   return b;
 }
 

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "ps/row_layout.h"
 
@@ -40,9 +41,19 @@ struct TableBytes {
   }
 };
 
-// Bytes the allocator really holds for a block from malloc/new: its usable size plus the
-// per-block header of glibc's allocator.
-uint64_t AllocatedBytes(const void* block);
+// The bytes the table counts for a block of `n` bytes from malloc or new: what glibc's
+// allocator takes for it, the request and its 8-byte size header in 16-byte steps (32 at
+// least), and from 128 KiB on whole mmapped pages with a 16-byte header. Computed from
+// the request rather than asked of the allocator (malloc_usable_size), whose answer
+// depends on the heap's history (a free chunk up to 31 bytes larger than needed is handed
+// out whole): the count must depend on the table alone, so that a shard restarted from
+// storage counts the very bytes it counted before and evicts the same rows.
+uint64_t BlockBytes(uint64_t n);
+
+template <typename T>
+uint64_t VectorBytes(const std::vector<T>& v) {
+  return v.capacity() == 0 ? 0 : BlockBytes(v.capacity() * sizeof(T));
+}
 
 class SlotShard {
  public:
@@ -92,7 +103,21 @@ class SlotShard {
   // bulk deletions), giving the memory back.
   void ShrinkIndexIfSparse();
 
+  // Rebuilds the index at its capacity from the rows in id order, dropping tombstones: the
+  // layout then depends only on the rows and the capacity, which a commit records, so a
+  // shard loaded from storage gets the very same index (no-op without an index).
+  void RebuildIndex();
+
+  // For loading from storage: allocates what a shard of `rows` rows with these sizes
+  // holds (the chunk directory, the chunks, an empty index of `index_capacity`) and makes
+  // the rows exist, their bytes zero: the loader fills each with RowAt, then calls
+  // RebuildIndex. Only on a new shard (rows() == 0 and nothing allocated). False if the
+  // sizes cannot hold the rows.
+  bool AllocateForLoad(uint32_t rows, uint32_t index_capacity, uint32_t chunk_slots);
+
   uint32_t rows() const { return num_rows_; }
+  uint32_t index_capacity() const { return capacity_; }
+  uint32_t chunk_slots() const { return chunk_slots_; }
   const RowLayout& layout() const { return *layout_; }
   char* RowAt(uint32_t id) const {
     return chunks_[id / kRowsPerChunk] + size_t{id % kRowsPerChunk} * layout_->row_bytes;
@@ -106,7 +131,8 @@ class SlotShard {
 
   TableBytes Bytes() const;
   // Bytes().total() without the walk: every block this shard allocated (not the shard
-  // object itself), kept up to date on every allocation and free.
+  // object itself), as BlockBytes counts them, kept up to date on every allocation and
+  // free.
   uint64_t allocated_bytes() const { return allocated_bytes_; }
 
  private:
@@ -123,6 +149,8 @@ class SlotShard {
   bool IndexFull() const;
   uint32_t CapacityAfterRehash() const;
   char* AppendRow();
+  // A chunk directory of `slots` entries holding the current chunks.
+  void ResizeChunkDirectory(uint32_t slots);
 
   const RowLayout* layout_;
   const uint64_t salt_;
@@ -134,11 +162,8 @@ class SlotShard {
   uint32_t num_chunks_ = 0;
   uint32_t chunk_slots_ = 0;  // capacity of chunks_
   uint64_t allocated_bytes_ = 0;
+  uint64_t chunk_bytes_ = 0;  // BlockBytes of one chunk
 };
-
-// What the allocator will hold for a block of `n` bytes requested from malloc: the
-// estimate AllocatedBytes gives once it is allocated, used to make room beforehand.
-uint64_t EstimateAllocatedBytes(uint64_t n);
 
 // The hash that places keys inside a server's table. The salt is drawn at random per
 // table: it makes the placement independent of ShardOfKey (which fixed the high bits of

@@ -60,6 +60,12 @@ struct TableOptions {
   uint64_t memory_limit_bytes = 0;
   double memory_high_watermark = 0.99;
   double memory_low_watermark = 0.95;
+
+  // Not part of the table config file either: set by a shard that keeps storage
+  // (pepnet_ps --data_dir). The table then logs the rows that deletions move, and a
+  // commit rebuilds its indexes in a canonical layout, so that storage can restore the
+  // table exactly (ps/table_image.h).
+  bool durable = false;
 };
 
 constexpr uint32_t kMaxSlotDim = 4096;
