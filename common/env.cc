@@ -16,7 +16,7 @@ namespace {
 
 Status IoError(const std::string& what, const std::string& path, int err) {
   const std::string text = what + " " + path + ": " + strerror(err);
-  return err == ENOENT ? Status::NotFound(text) : Status::Unavailable(text);
+  return err == ENOENT ? Status::NotFound(text) : Status::IoError(text);
 }
 
 class PosixWritableFile : public WritableFile {

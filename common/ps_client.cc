@@ -179,7 +179,7 @@ class PsClientImpl : public PsClient {
     }
     io_thread_ = std::thread([this] { io_.run(); });
 
-    // Learn each shard's identity and slot dims, and check they agree.
+    // Learn each shard's identity, slot dims and epoch, and check they agree.
     std::vector<proto::PingReply> pings(num_shards());
     auto call = NewCall(num_shards());
     for (uint32_t s = 0; s < num_shards(); ++s) {
@@ -215,6 +215,7 @@ class PsClientImpl : public PsClient {
                                        "must run the same table config");
       }
     }
+    pings_ = std::move(pings);
     return Status::OK();
   }
 
@@ -331,14 +332,7 @@ class PsClientImpl : public PsClient {
         [stats](uint32_t s, const proto::ResponseHeader& r) { (*stats)[s] = r.stats(); });
   }
 
-  Status BeginPass(uint32_t pass) override {
-    return CallEveryShard(
-        [pass](uint32_t, proto::RequestHeader* h) {
-          h->set_type(proto::BEGIN_PASS);
-          h->set_pass(pass);
-        },
-        [](uint32_t, const proto::ResponseHeader&) {});
-  }
+  Status BeginPass(uint32_t pass) override { return PassCall(proto::BEGIN_PASS, pass); }
 
   Status EndPass(uint32_t pass, std::vector<proto::PassEndReply>* replies) override {
     replies->assign(num_shards(), proto::PassEndReply());
@@ -366,6 +360,21 @@ class PsClientImpl : public PsClient {
         [replies](uint32_t s, const proto::ResponseHeader& r) { (*replies)[s] = r.export_(); });
   }
 
+  Status PreparePass(uint32_t pass, std::vector<proto::PrepareReply>* replies) override {
+    replies->assign(num_shards(), proto::PrepareReply());
+    return CallEveryShard(
+        [pass](uint32_t, proto::RequestHeader* h) {
+          h->set_type(proto::PREPARE_PASS);
+          h->set_pass(pass);
+        },
+        [replies](uint32_t s, const proto::ResponseHeader& r) { (*replies)[s] = r.prepare(); });
+  }
+
+  Status CommitPass(uint32_t pass) override { return PassCall(proto::COMMIT_PASS, pass); }
+  Status RollbackPass(uint32_t pass) override { return PassCall(proto::ROLLBACK_PASS, pass); }
+
+  const std::vector<proto::PingReply>& shard_info() const override { return pings_; }
+
   uint32_t num_shards() const override { return static_cast<uint32_t>(conns_.size()); }
   uint32_t slot_bits() const override { return slot_bits_; }
 
@@ -374,6 +383,15 @@ class PsClientImpl : public PsClient {
   }
 
  private:
+  Status PassCall(proto::RequestType type, uint32_t pass) {
+    return CallEveryShard(
+        [type, pass](uint32_t, proto::RequestHeader* h) {
+          h->set_type(type);
+          h->set_pass(pass);
+        },
+        [](uint32_t, const proto::ResponseHeader&) {});
+  }
+
   // Sends one header-only request to every shard (fill sets shard s's header) and waits
   // for all replies; on_reply(s, reply) runs for each successful one.
   Status CallEveryShard(
@@ -491,6 +509,8 @@ class PsClientImpl : public PsClient {
   }
 
   void Dispatch(uint32_t shard, std::shared_ptr<ShardRequest> req) {
+    // Known once the shard answered PING (before that, the PING itself goes unstamped).
+    if (shard < pings_.size()) req->header.set_epoch(pings_[shard].epoch());
     asio::post(io_, [this, shard, req = std::move(req)]() mutable {
       // The least busy connection of the shard takes it.
       auto& conns = conns_[shard];
@@ -516,6 +536,8 @@ class PsClientImpl : public PsClient {
   std::vector<std::vector<std::shared_ptr<ShardConnection>>> conns_;
   uint32_t slot_bits_ = 0;
   std::vector<uint32_t> dims_;  // by slot id, 0 = not configured
+  // Written while connecting, before any other call; read-only after.
+  std::vector<proto::PingReply> pings_;
 
   std::mutex calls_mu_;
   Ticket next_ticket_ = 1;

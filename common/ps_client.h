@@ -25,6 +25,8 @@ namespace proto {
 class ServerStats;
 class ExportReply;
 class PassEndReply;
+class PingReply;
+class PrepareReply;
 }  // namespace proto
 
 struct ClientOptions {
@@ -46,8 +48,11 @@ class PsClient {
  public:
   using Ticket = uint64_t;
 
-  // Connects to every shard and reads its schema (shard id, slot dims). Fails with a
-  // Status naming the first shard that cannot be reached or is misconfigured.
+  // Connects to every shard and reads its schema (shard id, slot dims) and epoch. Fails
+  // with a Status naming the first shard that cannot be reached or is misconfigured.
+  // Every later request carries the shard's epoch: once a shard restarts or rolls back,
+  // this client's requests to it fail with Unavailable, and only a new client (a new
+  // Connect) talks to it again.
   static Status Connect(const ClientOptions& options, std::unique_ptr<PsClient>* client);
   virtual ~PsClient();
 
@@ -77,6 +82,14 @@ class PsClient {
   virtual Status EndPass(uint32_t pass, std::vector<proto::PassEndReply>* replies) = 0;
   virtual Status ExportRows(uint32_t pass, bool all, const std::vector<std::string>& paths,
                             std::vector<proto::ExportReply>* replies) = 0;
+  // The two-phase commit of durable shards (ps/shard_store.h), on every shard.
+  virtual Status PreparePass(uint32_t pass, std::vector<proto::PrepareReply>* replies) = 0;
+  virtual Status CommitPass(uint32_t pass) = 0;
+  virtual Status RollbackPass(uint32_t pass) = 0;
+
+  // What each shard said when this client connected (durability, committed pass), in
+  // shard order.
+  virtual const std::vector<proto::PingReply>& shard_info() const = 0;
 
   virtual uint32_t num_shards() const = 0;
   // The servers' slot_bits: keys carry their slot in that many top bits.

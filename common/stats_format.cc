@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <map>
 
 #include "common/delete_reason.h"
@@ -61,6 +62,16 @@ std::string Millis(uint64_t ns) {
   return buf;
 }
 
+// "2026-12-01 11:30:43 UTC".
+std::string TimeOf(int64_t unix_ms) {
+  const time_t seconds = static_cast<time_t>(unix_ms / 1000);
+  struct tm t;
+  gmtime_r(&seconds, &t);
+  char buf[40];
+  strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &t);
+  return buf;
+}
+
 void Block(const std::string& title, const proto::ServerStats& s, std::string* out) {
   const proto::TableStats& t = s.table();
   *out += title + "\n";
@@ -114,6 +125,26 @@ void Block(const std::string& title, const proto::ServerStats& s, std::string* o
   char uptime[32];
   snprintf(uptime, sizeof(uptime), "%.1f s", s.uptime_s());
   Line(out, "uptime", uptime);
+  if (!s.durable()) {
+    Line(out, "storage", "none (memory only)");
+    return;
+  }
+  const proto::StorageStats& st = s.storage();
+  Line(out, "committed pass",
+       U(st.committed_pass()) +
+           (st.prepared_pass() ? "; pass " + U(st.prepared_pass()) + " prepared" : std::string()));
+  Line(out, "bytes on disk", HumanBytes(st.bytes_on_disk()));
+  char commit[160];
+  snprintf(commit, sizeof(commit), "%llu rows written, %llu deleted, %s; %.3f s + %.3f s",
+           static_cast<unsigned long long>(st.rows_written()),
+           static_cast<unsigned long long>(st.rows_deleted()),
+           HumanBytes(st.commit_file_bytes()).c_str(), st.prepare_seconds(), st.commit_seconds());
+  Line(out, "last commit", commit);
+  Line(out, "  at", st.commit_unix_ms() ? TimeOf(st.commit_unix_ms()) : std::string("never"));
+  char load[96];
+  snprintf(load, sizeof(load), "%llu rows in %.3f s", static_cast<unsigned long long>(st.rows_loaded()),
+           st.load_seconds());
+  Line(out, "load", load);
 }
 
 // Appends "key":value pairs to a JSON object under construction.
@@ -203,6 +234,24 @@ void JsonObject(const proto::ServerStats& s, std::string* out) {
     sf.Close();
   }
   f.Raw("slots", slots + "]");
+  if (s.durable()) {
+    const proto::StorageStats& st = s.storage();
+    std::string storage;
+    JsonFields sf(&storage);
+    sf.Num("committed_pass", st.committed_pass());
+    sf.Num("prepared_pass", st.prepared_pass());
+    sf.Num("bytes_on_disk", st.bytes_on_disk());
+    sf.Num("rows_written", st.rows_written());
+    sf.Num("rows_deleted", st.rows_deleted());
+    sf.Num("commit_file_bytes", st.commit_file_bytes());
+    sf.Real("prepare_seconds", st.prepare_seconds());
+    sf.Real("commit_seconds", st.commit_seconds());
+    sf.Num("commit_unix_ms", static_cast<uint64_t>(st.commit_unix_ms()));
+    sf.Real("load_seconds", st.load_seconds());
+    sf.Num("rows_loaded", st.rows_loaded());
+    sf.Close();
+    f.Raw("storage", storage);
+  }
   f.Close();
 }
 
@@ -264,6 +313,25 @@ proto::ServerStats TotalStats(const std::vector<proto::ServerStats>& shards) {
     total.set_bad_requests(total.bad_requests() + s.bad_requests());
     total.set_connections(total.connections() + s.connections());
     total.set_uptime_s(std::max(total.uptime_s(), s.uptime_s()));
+    if (s.durable()) {
+      // The cluster is committed through the pass every shard holds.
+      const proto::StorageStats& st = s.storage();
+      proto::StorageStats* sum = total.mutable_storage();
+      const bool first = !total.durable();
+      total.set_durable(true);
+      sum->set_committed_pass(first ? st.committed_pass()
+                                    : std::min(sum->committed_pass(), st.committed_pass()));
+      sum->set_prepared_pass(std::max(sum->prepared_pass(), st.prepared_pass()));
+      sum->set_bytes_on_disk(sum->bytes_on_disk() + st.bytes_on_disk());
+      sum->set_rows_written(sum->rows_written() + st.rows_written());
+      sum->set_rows_deleted(sum->rows_deleted() + st.rows_deleted());
+      sum->set_commit_file_bytes(sum->commit_file_bytes() + st.commit_file_bytes());
+      sum->set_prepare_seconds(std::max(sum->prepare_seconds(), st.prepare_seconds()));
+      sum->set_commit_seconds(std::max(sum->commit_seconds(), st.commit_seconds()));
+      sum->set_commit_unix_ms(std::max(sum->commit_unix_ms(), st.commit_unix_ms()));
+      sum->set_load_seconds(std::max(sum->load_seconds(), st.load_seconds()));
+      sum->set_rows_loaded(sum->rows_loaded() + st.rows_loaded());
+    }
   }
   for (auto& [id, slot] : slots) *t->add_slots() = slot;
   return total;

@@ -36,6 +36,8 @@ const char* StatusCodeName(Status::Code code) {
       return "Corruption";
     case Status::kResourceExhausted:
       return "ResourceExhausted";
+    case Status::kIoError:
+      return "IoError";
   }
   return "Unknown";
 }

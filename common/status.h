@@ -22,6 +22,9 @@ class Status {
     kInternal = 5,
     kCorruption = 6,
     kResourceExhausted = 7,
+    // The local file system failed: a full disk, a denied permission. Unlike
+    // Unavailable (a peer that is gone), retrying does not help until someone acts.
+    kIoError = 8,
   };
 
   Status() = default;
@@ -45,6 +48,7 @@ class Status {
   static Status ResourceExhausted(std::string msg) {
     return Status(kResourceExhausted, std::move(msg));
   }
+  static Status IoError(std::string msg) { return Status(kIoError, std::move(msg)); }
 
   bool ok() const { return state_ == nullptr; }
   Code code() const { return state_ ? state_->code : kOk; }

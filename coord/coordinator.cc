@@ -1,143 +1,122 @@
 #include "coord/coordinator.h"
 
-#include <sys/stat.h>
-
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <deque>
 #include <fstream>
 #include <memory>
 #include <mutex>
 #include <thread>
 
-#include <google/protobuf/text_format.h>
-
+#include "common/checksum.h"
 #include "common/delete_reason.h"
 #include "common/frame_channel.h"
 #include "common/ps_client.h"
-#include "common/stats_format.h"
+#include "coord/coordinator_store.h"
+#include "coord/worker_link.h"
 #include "proto/cluster.pb.h"
 #include "proto/model_config.pb.h"
 #include "proto/ps.pb.h"
 #include "proto/publish.pb.h"
-#include "ps/row_file.h"
+#include "publish/manifest.h"
+#include "publish/version_writer.h"
+#include "worker/dense_state.h"
 #include "worker/metrics.h"
 #include "worker/model_config.h"
+#include "worker/trainer.h"
 
 namespace pepnet {
 namespace {
 
-struct Message {
-  proto::CoordMessage header;
-  std::string payload;
-};
+using Clock = std::chrono::steady_clock;
 
-// One connected worker: a reader thread queues its messages; a broken connection is
-// recorded as its error.
-class WorkerLink {
- public:
-  explicit WorkerLink(std::unique_ptr<FrameChannel> channel) : channel_(std::move(channel)) {}
-  ~WorkerLink() {
-    channel_->Close();
-    if (reader_.joinable()) reader_.join();
-  }
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
-  void Start(std::mutex* mu, std::condition_variable* cv) {
-    reader_ = std::thread([this, mu, cv] {
-      std::string header;
-      PayloadBuffer payload;
-      for (;;) {
-        Status st = channel_->Receive(&header, &payload);
-        Message m;
-        if (st.ok() && !m.header.ParseFromString(header)) {
-          st = Status::Corruption("unparsable message from " + channel_->peer());
-        }
-        std::lock_guard<std::mutex> lock(*mu);
-        if (!st.ok()) {
-          error_ = st;
-          cv->notify_all();
-          return;
-        }
-        m.payload.assign(payload.data(), payload.size());
-        queue_.push_back(std::move(m));
-        cv->notify_all();
-      }
-    });
-  }
+// A dead or silent peer: the cluster recovers from it (when it keeps a record).
+bool Recoverable(const Status& st) {
+  return st.code() == Status::kUnavailable || st.code() == Status::kDeadlineExceeded;
+}
 
-  // The first message, read before the reader thread starts.
-  Status ReceiveFirst(proto::CoordMessage* m) {
-    std::string header;
-    PayloadBuffer payload;
-    PEPNET_RETURN_IF_ERROR(channel_->Receive(&header, &payload, 60000));
-    if (!m->ParseFromString(header)) {
-      return Status::Corruption("unparsable message from " + channel_->peer());
-    }
-    return Status::OK();
-  }
+proto::CoordMessage Fail(const std::string& error, bool retry) {
+  proto::CoordMessage m;
+  m.set_type(proto::COORD_FAIL);
+  m.set_error(error);
+  m.set_retry(retry);
+  return m;
+}
 
-  Status Send(const proto::CoordMessage& m, const void* payload = nullptr, size_t len = 0) {
-    return channel_->Send(m.SerializeAsString(), payload, len);
-  }
-  const std::string& peer() const { return channel_->peer(); }
-  void ShutdownWrite() { channel_->ShutdownWrite(); }
-
-  // Guarded by the coordinator's mutex.
-  std::deque<Message> queue_;
-  Status error_;
-  int index = -1;
-
- private:
-  std::unique_ptr<FrameChannel> channel_;
-  std::thread reader_;
+// What the last commit did, for the pass line.
+struct CommitSummary {
+  bool durable = false;
+  uint64_t rows_written = 0, rows_deleted = 0, bytes_on_disk = 0;
+  double seconds = 0;
 };
 
 class Coordinator {
  public:
-  explicit Coordinator(const CoordinatorOptions& o) : o_(o) {}
-  ~Coordinator() {
-    for (auto& w : workers_) w.reset();
-  }
+  explicit Coordinator(const CoordinatorOptions& o) : o_(o), env_(o.env) {}
+  ~Coordinator() { workers_.clear(); }
 
   Status Run() {
     PEPNET_RETURN_IF_ERROR(LoadModelConfigFile(o_.model_config, &model_));
     for (const auto& t : model_.task()) task_names_.push_back(t.name());
-    ClientOptions client_options;
-    client_options.servers = o_.servers;
-    client_options.timeout_ms = 600000;  // exports of big tables take a while
-    PEPNET_RETURN_IF_ERROR(PsClient::Connect(client_options, &client_));
-    if (!o_.publish_dir.empty()) mkdir(o_.publish_dir.c_str(), 0755);
+    num_dense_ = DenseParamCount(model_);
+    if (!o_.data_dir.empty()) {
+      CoordinatorStore::Identity id;
+      id.model_fingerprint = ModelConfigFingerprint(model_);
+      id.num_dense = num_dense_;
+      id.num_shards = static_cast<uint32_t>(o_.servers.size());
+      PEPNET_RETURN_IF_ERROR(CoordinatorStore::Open(env_, o_.data_dir, id, &store_));
+      last_version_ = store_->record().last_version();
+      last_base_ = store_->record().last_base();
+    }
     std::unique_ptr<FrameListener> listener;
     PEPNET_RETURN_IF_ERROR(FrameListener::Listen(o_.host, o_.port, &listener));
     if (!o_.port_file.empty()) {
-      const std::string tmp = o_.port_file + ".tmp";
-      std::ofstream(tmp) << listener->port() << "\n";
-      rename(tmp.c_str(), o_.port_file.c_str());
+      PEPNET_RETURN_IF_ERROR(
+          WriteFileDurably(env_, o_.port_file, std::to_string(listener->port()) + "\n"));
     }
     fprintf(stderr, "pepnet_coord: listening on %s:%d for %d workers\n", o_.host.c_str(),
             listener->port(), o_.num_workers);
-    Status st = AcceptWorkers(listener.get());
-    for (uint32_t pass = 1; st.ok(); ++pass) {
-      bool finished = false;
-      st = RunPass(pass, &finished);
-      if (finished) break;
+    if (store_) {
+      const proto::CoordinatorRecord& r = store_->record();
+      if (r.committed_pass() == 0) {
+        fprintf(stderr, "pepnet_coord: a new run, recorded in %s\n", o_.data_dir.c_str());
+      } else {
+        fprintf(stderr,
+                "pepnet_coord: resuming after committed pass %u (%s), version %llu, recorded in "
+                "%s\n",
+                r.committed_pass(), r.done_passes().empty() ? "" : r.done_passes().rbegin()->c_str(),
+                static_cast<unsigned long long>(r.last_version()), o_.data_dir.c_str());
+      }
     }
-    if (!st.ok()) {
-      Broadcast(Fail(st.ToString()));
+    for (int epoch = 0;; ++epoch) {
+      Status st = RunEpoch(listener.get(), epoch);
+      if (st.ok()) return st;
+      const bool recover = store_ && Recoverable(st);
+      Broadcast(Fail(st.ToString(), recover));
       LetWorkersReadTheFailure();
+      workers_.clear();
+      client_.reset();
+      if (!recover) return st;
+      if (!recovering_) {
+        recovering_ = true;
+        recovery_start_ = Clock::now();
+      } else if (RecoveryBudgetMs() <= 0) {
+        return Status::DeadlineExceeded("the cluster did not recover within " +
+                                        std::to_string(o_.recovery_timeout_ms / 1000) +
+                                        " s: " + st.message());
+      }
+      fprintf(stderr, "pepnet_coord: %s; recovering from committed pass %u\n",
+              st.ToString().c_str(), committed_pass());
     }
-    return st;
   }
 
  private:
-  static proto::CoordMessage Fail(const std::string& error) {
-    proto::CoordMessage m;
-    m.set_type(proto::COORD_FAIL);
-    m.set_error(error);
-    return m;
-  }
+  uint32_t committed_pass() const { return store_ ? store_->record().committed_pass() : 0; }
 
   void Broadcast(const proto::CoordMessage& m, const void* payload = nullptr, size_t len = 0) {
     for (auto& w : workers_) {
@@ -164,48 +143,188 @@ class Coordinator {
     return "worker " + std::to_string(i) + " (" + workers_[i]->peer() + ")";
   }
 
+  // How long recovering may still take (the first epoch of a run without a record waits
+  // as before: 10 minutes for its workers).
+  int RecoveryBudgetMs() const {
+    if (!recovering_) return o_.recovery_timeout_ms;
+    const double spent = SecondsSince(recovery_start_) * 1000;
+    return static_cast<int>(std::max(0.0, o_.recovery_timeout_ms - spent));
+  }
+
+  Status RunEpoch(FrameListener* listener, int epoch) {
+    PEPNET_RETURN_IF_ERROR(ConnectShards());
+    PEPNET_RETURN_IF_ERROR(AcceptWorkers(listener));
+    if (recovering_) {
+      fprintf(stderr, "pepnet_coord: the cluster is whole again after %.1f s; resuming at pass %u\n",
+              SecondsSince(recovery_start_), committed_pass() + 1);
+      recovering_ = false;
+    }
+    for (uint32_t pass = committed_pass() + 1;; ++pass) {
+      bool finished = false;
+      PEPNET_RETURN_IF_ERROR(RunPass(pass, &finished));
+      if (finished) return Status::OK();
+    }
+  }
+
+  // Connects to every shard (waiting for restarted ones, when recovering), brings each
+  // to the committed pass, republishes a committed pass whose publish was cut short, and
+  // leaves client_ connected with the shards' new epochs.
+  Status ConnectShards() {
+    ClientOptions options;
+    options.servers = o_.servers;
+    options.timeout_ms = 600000;  // exports of big tables take a while
+    std::unique_ptr<PsClient> client;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(RecoveryBudgetMs());
+    bool logged = false;
+    for (int delay_ms = 100;; delay_ms = std::min(2 * delay_ms, 2000)) {
+      Status st = PsClient::Connect(options, &client);
+      if (st.ok()) break;
+      if (!store_ || !Recoverable(st)) return st;
+      if (Clock::now() >= deadline) {
+        return Status::DeadlineExceeded("recovering: " + st.message() + " for " +
+                                        std::to_string(o_.recovery_timeout_ms / 1000) + " s");
+      }
+      if (!logged) {
+        fprintf(stderr, "pepnet_coord: waiting for the shards: %s\n", st.message().c_str());
+        logged = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    }
+    const std::vector<proto::PingReply>& shards = client->shard_info();
+    durable_shards_ = shards[0].durable();
+    for (size_t s = 0; s < shards.size(); ++s) {
+      if (shards[s].durable() != durable_shards_) {
+        return Status::InvalidArgument("shard 0 " +
+                                       std::string(durable_shards_ ? "keeps" : "keeps no") +
+                                       " storage but shard " + std::to_string(s) + " (" +
+                                       o_.servers[s] + ") " + (durable_shards_ ? "none" : "does") +
+                                       "; give every pepnet_ps a --data_dir, or none");
+      }
+    }
+    if (store_ && !durable_shards_) {
+      return Status::InvalidArgument(
+          "the coordinator keeps a record (--data_dir) but the shards keep no storage: give "
+          "every pepnet_ps a --data_dir");
+    }
+    if (!durable_shards_) {
+      client_ = std::move(client);
+      return Status::OK();
+    }
+    const uint32_t committed = committed_pass();
+    for (size_t s = 0; s < shards.size(); ++s) {
+      const proto::PingReply& p = shards[s];
+      const bool at = p.committed_pass() == committed;
+      const bool before = committed > 0 && p.committed_pass() + 1 == committed &&
+                          p.prepared_pass() == committed;
+      if (!at && !before) {
+        return Status::InvalidArgument(
+            "shard " + std::to_string(s) + " (" + o_.servers[s] + ") holds committed pass " +
+            std::to_string(p.committed_pass()) + " but the cluster's is " +
+            std::to_string(committed) +
+            (store_ ? " (the coordinator's record in " + o_.data_dir + ")"
+                    : " (the coordinator keeps no record: give it the --data_dir of the run)"));
+      }
+    }
+    // A decided pass that some shard has only prepared is committed there now (the
+    // coordinator stopped between its record and the shards' commit); everything a shard
+    // did after the committed pass is undone.
+    if (committed > 0) PEPNET_RETURN_IF_ERROR(client->CommitPass(committed));
+    PEPNET_RETURN_IF_ERROR(client->RollbackPass(committed));
+    PEPNET_RETURN_IF_ERROR(PsClient::Connect(options, &client_));
+    if (store_ && store_->record().committed_version() != 0 &&
+        store_->record().committed_version() != store_->record().last_version()) {
+      DenseState dense;
+      PEPNET_RETURN_IF_ERROR(DecodeDenseState(store_->dense(), o_.data_dir, &dense));
+      uint64_t rows = 0;
+      PEPNET_RETURN_IF_ERROR(Publish(committed, *store_->record().done_passes().rbegin(),
+                                     dense.params, &rows));
+      fprintf(stderr, "pepnet_coord: republished committed pass %u as version %llu\n", committed,
+              static_cast<unsigned long long>(last_version_));
+    }
+    return Status::OK();
+  }
+
   Status AcceptWorkers(FrameListener* listener) {
-    std::vector<std::unique_ptr<WorkerLink>> pending;
+    workers_.clear();
     workers_.resize(o_.num_workers);
-    for (int n = 0; n < o_.num_workers; ++n) {
+    int joined = 0;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(RecoveryBudgetMs());
+    while (joined < o_.num_workers) {
+      const int left_ms = static_cast<int>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+      if (left_ms <= 0) {
+        return Status::DeadlineExceeded(std::to_string(o_.num_workers - joined) + " of " +
+                                        std::to_string(o_.num_workers) +
+                                        " workers did not join within " +
+                                        std::to_string(o_.recovery_timeout_ms / 1000) + " s");
+      }
       std::unique_ptr<FrameChannel> channel;
-      PEPNET_RETURN_IF_ERROR(listener->Accept(&channel, 600000));
+      PEPNET_RETURN_IF_ERROR(listener->Accept(&channel, left_ms));
       auto link = std::make_unique<WorkerLink>(std::move(channel));
       proto::CoordMessage hello;
-      // The first message says who the worker is.
-      Status st = link->ReceiveFirst(&hello);
-      if (!st.ok()) return Status(st.code(), "a worker's first message: " + st.message());
+      Status st = link->ReceiveFirst(&hello, 60000);
+      if (!st.ok() || hello.type() != proto::COORD_HELLO) {
+        // A stray connection (a port scan, an HTTP probe) is not a worker: drop it.
+        fprintf(stderr, "pepnet_coord: dropping a connection from %s: %s\n", link->peer().c_str(),
+                st.ok() ? "its first message is not a worker's hello" : st.ToString().c_str());
+        continue;
+      }
       const int i = static_cast<int>(hello.worker_index());
-      if (hello.type() != proto::COORD_HELLO || hello.num_workers() != uint32_t(o_.num_workers) ||
-          i < 0 || i >= o_.num_workers || workers_[i]) {
+      if (hello.num_workers() != uint32_t(o_.num_workers) || i < 0 || i >= o_.num_workers ||
+          (workers_[i] && !store_)) {
         const std::string error = "worker at " + link->peer() + " says it is worker " +
                                   std::to_string(i) + " of " + std::to_string(hello.num_workers()) +
                                   "; the cluster has " + std::to_string(o_.num_workers) +
                                   " workers and each index once";
-        link->Send(Fail(error));
+        link->Send(Fail(error, false));
         return Status::InvalidArgument(error);
       }
       if (hello.model_fingerprint() != ModelConfigFingerprint(model_)) {
         const std::string error = "worker " + std::to_string(i) + " (" + link->peer() +
                                   ") runs a different model config than the coordinator's " +
                                   o_.model_config;
-        link->Send(Fail(error));
+        link->Send(Fail(error, false));
         return Status::InvalidArgument(error);
       }
-      link->index = i;
+      if (workers_[i]) {
+        // The same worker again: its earlier connection is from before it restarted.
+        fprintf(stderr, "pepnet_coord: worker %d joined again from %s; dropping %s\n", i,
+                link->peer().c_str(), workers_[i]->peer().c_str());
+        workers_[i].reset();
+        --joined;
+      }
+      proto::CoordMessage welcome;
+      welcome.set_type(proto::COORD_HELLO);
+      welcome.set_durable(store_ != nullptr);
+      welcome.set_pass(committed_pass());
+      welcome.set_num_dense(num_dense_);
+      std::string payload;
+      if (store_) {
+        for (const std::string& name : store_->record().done_passes()) {
+          welcome.add_done_passes(name);
+        }
+        payload = store_->dense();
+      }
+      st = link->Send(welcome, payload.data(), payload.size());
+      if (!st.ok()) {
+        fprintf(stderr, "pepnet_coord: worker %d (%s) left while joining: %s\n", i,
+                link->peer().c_str(), st.ToString().c_str());
+        continue;
+      }
       link->Start(&mu_, &cv_);
       workers_[i] = std::move(link);
+      ++joined;
     }
     return Status::OK();
   }
 
   // One message from every worker, of `type`; an error names the first worker that failed.
   Status Collect(proto::CoordType type, const std::string& phase, int timeout_ms,
-                 std::vector<Message>* out) {
-    out->assign(o_.num_workers, Message());
+                 std::vector<CoordEnvelope>* out) {
+    out->assign(o_.num_workers, CoordEnvelope());
     std::vector<bool> have(o_.num_workers, false);
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::milliseconds(timeout_ms > 0 ? timeout_ms : 1 << 30);
+    const auto deadline =
+        Clock::now() + std::chrono::milliseconds(timeout_ms > 0 ? timeout_ms : 1 << 30);
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       int missing = 0;
@@ -216,9 +335,14 @@ class Coordinator {
           (*out)[i] = std::move(w.queue_.front());
           w.queue_.pop_front();
           have[i] = true;
-          if ((*out)[i].header.type() != type) {
-            return Status::Internal(Name(i) + " sent message type " +
-                                    std::to_string((*out)[i].header.type()) + " during " + phase);
+          const proto::CoordMessage& h = (*out)[i].header;
+          if (h.type() == proto::COORD_ABORT) {
+            const std::string what = Name(i) + " gave up during " + phase + ": " + h.error();
+            return h.fatal() ? Status::InvalidArgument(what) : Status::Unavailable(what);
+          }
+          if (h.type() != type) {
+            return Status::Internal(Name(i) + " sent message type " + std::to_string(h.type()) +
+                                    " during " + phase);
           }
           continue;
         }
@@ -229,8 +353,7 @@ class Coordinator {
         ++missing;
       }
       if (missing == 0) return Status::OK();
-      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout &&
-          std::chrono::steady_clock::now() >= deadline) {
+      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline) {
         for (int i = 0; i < o_.num_workers; ++i) {
           if (!have[i]) {
             return Status::DeadlineExceeded(Name(i) + " sent nothing for " +
@@ -243,13 +366,13 @@ class Coordinator {
   }
 
   Status RunPass(uint32_t pass, bool* finished) {
-    std::vector<Message> msgs;
+    std::vector<CoordEnvelope> msgs;
     // Workers may wait long for the next pass folder: no timeout here, but a worker that
     // dies is noticed at once.
     PEPNET_RETURN_IF_ERROR(
         Collect(proto::COORD_BEGIN_PASS, "the start of pass " + std::to_string(pass), 0, &msgs));
     int done = 0;
-    for (const Message& m : msgs) done += m.header.finished();
+    for (const CoordEnvelope& m : msgs) done += m.header.finished();
     if (done == o_.num_workers) {
       proto::CoordMessage reply;
       reply.set_type(proto::COORD_BEGIN_PASS);
@@ -275,9 +398,72 @@ class Coordinator {
     begin.set_pass(pass);
     begin.set_pass_name(name);
     Broadcast(begin);
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = Clock::now();
+    PEPNET_RETURN_IF_ERROR(RunSteps(pass));
 
-    // Synchronous dense steps until no worker has data.
+    // End of pass: replicas, metrics, the shards' pass end, the commit, the publish.
+    PEPNET_RETURN_IF_ERROR(Collect(proto::COORD_END_PASS, "the end of pass " + std::to_string(pass),
+                                   o_.step_timeout_ms, &msgs));
+    for (int i = 1; i < o_.num_workers; ++i) {
+      if (msgs[i].header.checksum() != msgs[0].header.checksum()) {
+        char text[160];
+        snprintf(text, sizeof(text), "dense replicas differ after pass %u: worker 0 %016llx, ",
+                 pass, static_cast<unsigned long long>(msgs[0].header.checksum()));
+        return Status::Internal(text + Name(i) + " " + std::to_string(msgs[i].header.checksum()));
+      }
+    }
+    PassMetrics metrics(task_names_, model_.num_domains());
+    for (int i = 0; i < o_.num_workers; ++i) {
+      const CoordEnvelope& m = msgs[i];
+      if (m.header.prediction_bytes() > m.payload.size()) {
+        return Status::InvalidArgument(Name(i) + ": prediction bytes past the payload");
+      }
+      Status st = metrics.MergeSerialized(m.payload.data(), m.header.prediction_bytes());
+      if (!st.ok()) return Status(st.code(), Name(i) + ": " + st.message());
+    }
+    const CoordEnvelope& first = msgs[0];
+    const std::string dense_bytes = first.payload.substr(first.header.prediction_bytes());
+    DenseState dense;
+    PEPNET_RETURN_IF_ERROR(DecodeDenseState(dense_bytes, Name(0) + "'s dense state", &dense));
+    if (dense.params.size() != num_dense_) {
+      return Status::InvalidArgument(Name(0) + " sent " + std::to_string(dense.params.size()) +
+                                     " dense parameters; the model has " +
+                                     std::to_string(num_dense_));
+    }
+    // End-of-pass hooks on every shard, then the commit and the publish see their deletions.
+    std::vector<proto::PassEndReply> ends;
+    PEPNET_RETURN_IF_ERROR(client_->EndPass(pass, &ends));
+    uint64_t deleted[kNumDeleteReasons] = {};
+    uint64_t deleted_total = 0;
+    for (const proto::PassEndReply& e : ends) {
+      for (int k = 0; k < e.deleted().by_reason_size() && k < kNumDeleteReasons; ++k) {
+        deleted[k] += e.deleted().by_reason(k);
+        deleted_total += e.deleted().by_reason(k);
+      }
+    }
+    const uint64_t version = o_.publish_dir.empty() ? 0 : last_version_ + 1;
+    CommitSummary commit;
+    PEPNET_RETURN_IF_ERROR(Commit(pass, name, dense_bytes, version, &commit));
+    if (!o_.metrics_out.empty()) {
+      std::ofstream(o_.metrics_out, std::ios::app) << metrics.ToJson(pass) << "\n";
+    }
+    uint64_t rows = 0;
+    if (version) PEPNET_RETURN_IF_ERROR(Publish(pass, name, dense.params, &rows));
+    std::vector<proto::ServerStats> stats;
+    PEPNET_RETURN_IF_ERROR(client_->Stats(&stats));
+    PrintPassLine(metrics, pass, name, SecondsSince(start), stats, deleted, deleted_total, version,
+                  rows, commit);
+    proto::CoordMessage end;
+    end.set_type(proto::COORD_END_PASS);
+    end.set_pass(pass);
+    end.set_version(version);
+    Broadcast(end);
+    return Status::OK();
+  }
+
+  // Synchronous dense steps until no worker has data.
+  Status RunSteps(uint32_t pass) {
+    std::vector<CoordEnvelope> msgs;
     std::vector<float> sum;
     for (uint64_t step = 0;; ++step) {
       PEPNET_RETURN_IF_ERROR(Collect(
@@ -285,7 +471,7 @@ class Coordinator {
           o_.step_timeout_ms, &msgs));
       bool any = false;
       for (int i = 0; i < o_.num_workers; ++i) {
-        const Message& m = msgs[i];
+        const CoordEnvelope& m = msgs[i];
         if (!m.header.has_data()) continue;
         const size_t n = m.payload.size() / 4;
         if (m.payload.size() % 4 != 0 || (any && n != sum.size())) {
@@ -307,65 +493,100 @@ class Coordinator {
       if (!any) {
         reply.set_all_done(true);
         Broadcast(reply);
-        break;
+        return Status::OK();
       }
       reply.set_num_dense(sum.size());
       Broadcast(reply, sum.data(), 4 * sum.size());
     }
+  }
 
-    // End of pass: replicas, metrics, publish.
-    PEPNET_RETURN_IF_ERROR(Collect(proto::COORD_END_PASS, "the end of pass " + std::to_string(pass),
-                                   o_.step_timeout_ms, &msgs));
-    for (int i = 1; i < o_.num_workers; ++i) {
-      if (msgs[i].header.checksum() != msgs[0].header.checksum()) {
-        char text[160];
-        snprintf(text, sizeof(text), "dense replicas differ after pass %u: worker 0 %016llx, ",
-                 pass, static_cast<unsigned long long>(msgs[0].header.checksum()));
-        return Status::Internal(text + Name(i) + " " + std::to_string(msgs[i].header.checksum()));
+  // The two-phase commit of pass `pass` (docs/architecture.md, "Commits and recovery"):
+  // every shard prepares, the dense checkpoint is written, the record names both (the
+  // commit point), every shard commits.
+  Status Commit(uint32_t pass, const std::string& name, const std::string& dense_bytes,
+                uint64_t version, CommitSummary* out) {
+    if (!durable_shards_) return Status::OK();
+    const auto start = Clock::now();
+    std::vector<proto::PrepareReply> prepared;
+    PEPNET_RETURN_IF_ERROR(client_->PreparePass(pass, &prepared));
+    PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_prepare"));
+    if (store_) {
+      PEPNET_RETURN_IF_ERROR(store_->WriteDense(pass, dense_bytes));
+      PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_dense"));
+      PEPNET_RETURN_IF_ERROR(store_->Commit(pass, name, version));
+      PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_record"));
+    }
+    PEPNET_RETURN_IF_ERROR(client_->CommitPass(pass));
+    PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_commit"));
+    out->durable = true;
+    out->seconds = SecondsSince(start);
+    for (const proto::PrepareReply& p : prepared) {
+      out->rows_written += p.rows_written();
+      out->rows_deleted += p.rows_deleted();
+    }
+    return Status::OK();
+  }
+
+  // Publishes pass `pass` as version last_version_ + 1: every shard writes its rows (all
+  // of them for a base, the pass's for a delta) into the version's temporary folder, then
+  // the dense parameters and the manifest, then the rename. Repeatable: a version already
+  // in place (a crash after the rename) is taken as published.
+  Status Publish(uint32_t pass, const std::string& pass_name, const std::vector<float>& dense,
+                 uint64_t* total_rows) {
+    const uint64_t version = last_version_ + 1;
+    const bool base = last_base_ == 0 || version - last_base_ >= uint64_t(o_.base_every);
+    *total_rows = 0;
+    // Only a resumed run finds its own versions in place.
+    if (!store_ || !VersionWriter::IsPublished(o_.publish_dir, version, pass, pass_name)) {
+      VersionWriter writer(env_, o_.publish_dir, version);
+      PEPNET_RETURN_IF_ERROR(writer.Begin());
+      std::vector<std::string> paths;
+      for (uint32_t s = 0; s < client_->num_shards(); ++s) paths.push_back(writer.RowFilePath(s));
+      std::vector<proto::ExportReply> replies;
+      PEPNET_RETURN_IF_ERROR(client_->ExportRows(pass, base, paths, &replies));
+      PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_export"));
+      proto::ModelManifest manifest;
+      manifest.set_version(version);
+      manifest.set_pass(pass);
+      manifest.set_pass_name(pass_name);
+      manifest.set_parent_version(version - 1);
+      manifest.set_is_base(base);
+      manifest.set_base_version(base ? version : last_base_);
+      manifest.set_table_seed(o_.table_seed);
+      *manifest.mutable_model() = model_;
+      uint64_t total_deleted = 0;
+      for (uint32_t s = 0; s < replies.size(); ++s) {
+        proto::RowFile* f = manifest.add_rows();
+        f->set_shard(s);
+        f->set_path(RowFileName(s));
+        f->set_rows(replies[s].rows());
+        f->set_bytes(replies[s].bytes());
+        f->set_checksum(replies[s].checksum());
+        f->set_deleted(replies[s].deleted());
+        *total_rows += replies[s].rows();
+        total_deleted += replies[s].deleted();
       }
+      manifest.set_total_rows(*total_rows);
+      manifest.set_total_deleted(total_deleted);
+      PEPNET_RETURN_IF_ERROR(writer.Finish(dense.data(), dense.size(), &manifest));
     }
-    PassMetrics metrics(task_names_, model_.num_domains());
-    for (int i = 0; i < o_.num_workers; ++i) {
-      const Message& m = msgs[i];
-      if (m.header.prediction_bytes() > m.payload.size()) {
-        return Status::InvalidArgument(Name(i) + ": prediction bytes past the payload");
-      }
-      Status st = metrics.MergeSerialized(m.payload.data(), m.header.prediction_bytes());
-      if (!st.ok()) return Status(st.code(), Name(i) + ": " + st.message());
-    }
-    const Message& first = msgs[0];
-    const size_t dense_bytes = first.payload.size() - first.header.prediction_bytes();
-    if (dense_bytes != 4 * first.header.num_dense()) {
-      return Status::InvalidArgument("worker 0 sent " + std::to_string(dense_bytes) +
-                                     " bytes of dense parameters for " +
-                                     std::to_string(first.header.num_dense()) + " floats");
-    }
-    // End-of-pass hooks on every shard, then the publish sees their deletions.
-    std::vector<proto::PassEndReply> ends;
-    PEPNET_RETURN_IF_ERROR(client_->EndPass(pass, &ends));
-    uint64_t deleted[kNumDeleteReasons] = {};
-    uint64_t deleted_total = 0;
-    for (const proto::PassEndReply& e : ends) {
-      for (int k = 0; k < e.deleted().by_reason_size() && k < kNumDeleteReasons; ++k) {
-        deleted[k] += e.deleted().by_reason(k);
-        deleted_total += e.deleted().by_reason(k);
-      }
-    }
-    uint64_t version = 0, rows = 0;
-    if (!o_.publish_dir.empty()) {
-      PEPNET_RETURN_IF_ERROR(Publish(pass, name,
-                                     first.payload.data() + first.header.prediction_bytes(),
-                                     first.header.num_dense(), &version, &rows));
-    }
-    std::vector<proto::ServerStats> stats;
-    PEPNET_RETURN_IF_ERROR(client_->Stats(&stats));
-    uint64_t table_rows = 0, table_bytes = 0;
+    PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_publish"));
+    if (store_) PEPNET_RETURN_IF_ERROR(store_->MarkPublished(version, base));
+    last_version_ = version;
+    if (base) last_base_ = version;
+    return Status::OK();
+  }
+
+  void PrintPassLine(const PassMetrics& metrics, uint32_t pass, const std::string& name,
+                     double seconds, const std::vector<proto::ServerStats>& stats,
+                     const uint64_t* deleted, uint64_t deleted_total, uint64_t version,
+                     uint64_t rows, const CommitSummary& commit) {
+    uint64_t table_rows = 0, table_bytes = 0, disk_bytes = 0;
     for (const auto& s : stats) {
       table_rows += s.table().rows();
       table_bytes += s.table().bytes_used();
+      disk_bytes += s.storage().bytes_on_disk();
     }
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     printf("%s", metrics.ToText(pass).c_str());
     printf("pass %u (%s): %.1f s; table %llu rows, %.1f MiB on %zu shards", pass, name.c_str(),
            seconds, static_cast<unsigned long long>(table_rows), table_bytes / 1048576.0,
@@ -392,100 +613,34 @@ class Coordinator {
       }
       printf(")");
     }
+    if (commit.durable) {
+      printf("; committed (%llu rows written, %llu deleted, %.1f MiB on disk, %.2f s)",
+             static_cast<unsigned long long>(commit.rows_written),
+             static_cast<unsigned long long>(commit.rows_deleted), disk_bytes / 1048576.0,
+             commit.seconds);
+    }
     if (version) {
       printf("; published version %llu (%llu rows)", static_cast<unsigned long long>(version),
              static_cast<unsigned long long>(rows));
     }
     printf("\n");
     fflush(stdout);
-    if (!o_.metrics_out.empty()) {
-      std::ofstream(o_.metrics_out, std::ios::app) << metrics.ToJson(pass) << "\n";
-    }
-    proto::CoordMessage end;
-    end.set_type(proto::COORD_END_PASS);
-    end.set_pass(pass);
-    end.set_version(version);
-    Broadcast(end);
-    return Status::OK();
-  }
-
-  // Writes version folder v-<version>: the shards' rows, the dense parameters, and the
-  // manifest, in a temporary folder renamed into place last.
-  Status Publish(uint32_t pass, const std::string& pass_name, const char* dense, uint64_t num_dense,
-                 uint64_t* version, uint64_t* total_rows) {
-    *version = ++last_version_;
-    const bool base = last_base_ == 0 || *version - last_base_ >= uint64_t(o_.base_every);
-    char folder[32];
-    snprintf(folder, sizeof(folder), "v-%08llu", static_cast<unsigned long long>(*version));
-    const std::string final_dir = o_.publish_dir + "/" + folder;
-    const std::string tmp_dir = final_dir + ".tmp";
-    mkdir(tmp_dir.c_str(), 0755);
-    std::vector<std::string> paths;
-    for (uint32_t s = 0; s < client_->num_shards(); ++s) {
-      paths.push_back(tmp_dir + "/rows-" + std::to_string(s) + ".bin");
-    }
-    std::vector<proto::ExportReply> replies;
-    PEPNET_RETURN_IF_ERROR(client_->ExportRows(pass, base, paths, &replies));
-    proto::ModelManifest manifest;
-    manifest.set_version(*version);
-    manifest.set_pass(pass);
-    manifest.set_pass_name(pass_name);
-    manifest.set_parent_version(*version - 1);
-    manifest.set_is_base(base);
-    manifest.set_base_version(base ? *version : last_base_);
-    manifest.set_table_seed(o_.table_seed);
-    *manifest.mutable_model() = model_;
-    *total_rows = 0;
-    uint64_t total_deleted = 0;
-    for (uint32_t s = 0; s < replies.size(); ++s) {
-      proto::RowFile* f = manifest.add_rows();
-      f->set_shard(s);
-      f->set_path("rows-" + std::to_string(s) + ".bin");
-      f->set_rows(replies[s].rows());
-      f->set_bytes(replies[s].bytes());
-      f->set_checksum(replies[s].checksum());
-      f->set_deleted(replies[s].deleted());
-      *total_rows += replies[s].rows();
-      total_deleted += replies[s].deleted();
-    }
-    manifest.set_total_rows(*total_rows);
-    manifest.set_total_deleted(total_deleted);
-    {
-      std::ofstream out(tmp_dir + "/dense.bin", std::ios::binary);
-      out.write(dense, static_cast<std::streamsize>(4 * num_dense));
-      if (!out) return Status::Unavailable("cannot write " + tmp_dir + "/dense.bin");
-    }
-    FileChecksum sum;
-    sum.Update(dense, 4 * num_dense);
-    manifest.set_dense_path("dense.bin");
-    manifest.set_dense_floats(num_dense);
-    manifest.set_dense_checksum(sum.Final());
-    {
-      std::ofstream out(tmp_dir + "/manifest.pbtxt");
-      out << FormatManifest(manifest);
-      if (!out) return Status::Unavailable("cannot write " + tmp_dir + "/manifest.pbtxt");
-    }
-    if (rename(tmp_dir.c_str(), final_dir.c_str()) != 0) {
-      return Status::Unavailable("cannot rename " + tmp_dir + ": " + strerror(errno));
-    }
-    if (base) last_base_ = *version;
-    return Status::OK();
-  }
-
-  static std::string FormatManifest(const proto::ModelManifest& m) {
-    std::string text;
-    google::protobuf::TextFormat::PrintToString(m, &text);
-    return "# pepnet-ps model version (docs/publish-format.md)\n" + text;
   }
 
   const CoordinatorOptions o_;
+  Env* const env_;
   proto::ModelConfig model_;
   std::vector<std::string> task_names_;
+  size_t num_dense_ = 0;
+  std::unique_ptr<CoordinatorStore> store_;
   std::unique_ptr<PsClient> client_;
+  bool durable_shards_ = false;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::unique_ptr<WorkerLink>> workers_;
   uint64_t last_version_ = 0, last_base_ = 0;
+  bool recovering_ = false;
+  Clock::time_point recovery_start_;
 };
 
 }  // namespace
@@ -493,6 +648,7 @@ class Coordinator {
 Status RunCoordinator(const CoordinatorOptions& options) {
   if (options.num_workers < 1) return Status::InvalidArgument("--num_workers must be >= 1");
   if (options.base_every < 1) return Status::InvalidArgument("--base_every must be >= 1");
+  if (options.servers.empty()) return Status::InvalidArgument("--servers is required");
   Coordinator c(options);
   return c.Run();
 }

@@ -1,16 +1,22 @@
 // Coordinator: the pass lifecycle of a cluster of workers and shard servers
-// (docs/architecture.md, "Passes"). One process, pepnet_coord, runs it.
+// (docs/architecture.md, "Passes" and "Commits and recovery"). One process, pepnet_coord,
+// runs it.
 //
 // Per pass: every worker announces the pass folder it is ready for (all must agree) ->
 // BEGIN_PASS on every shard -> synchronous dense steps (the sum of the workers' dense
 // gradients, in worker order, sent back to all) until no worker has data -> END_PASS:
-// dense checksums compared, predictions merged into one set of metrics, printed once ->
-// the shards write the pass's rows and the coordinator the dense parameters and the
-// manifest into a new version folder under publish_dir -> the workers go on.
+// dense checksums compared, predictions merged into one set of metrics -> END_PASS on the
+// shards -> the two-phase commit (shards prepare, the dense checkpoint, the record, the
+// shards commit) when the shards keep storage -> the publish of the pass's version ->
+// the workers go on.
 //
-// Any failure (a worker disconnecting or timing out, disagreeing workers, differing dense
-// replicas, a shard error) fails the run: every worker is told why, Run returns the
-// error. Run is called once, from one thread.
+// With a data dir (CoordinatorOptions::data_dir) the run survives any process dying: a
+// dead worker or shard (a broken connection, a timeout) makes the coordinator tell every
+// worker to rejoin, wait for the cluster to be whole again, bring every shard back to the
+// last committed pass and resume after it; a restarted coordinator resumes from its
+// record. Other failures (disagreeing workers, differing dense replicas, a full disk, bad
+// data) fail the run: every worker is told why, Run returns the error. Without a data dir
+// any failure fails the run. Run is called once, from one thread.
 #ifndef PEPNET_COORD_COORDINATOR_H_
 #define PEPNET_COORD_COORDINATOR_H_
 
@@ -18,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "common/env.h"
 #include "common/status.h"
 
 namespace pepnet {
@@ -34,6 +41,11 @@ struct CoordinatorOptions {
   uint64_t table_seed = 1;           // the servers' table seed, recorded for serving
   int step_timeout_ms = 600000;      // a worker silent this long in a pass fails it
   std::string metrics_out;           // appends one JSON line of metrics per pass
+  // The coordinator's record (coord/coordinator_store.h); empty = no recovery.
+  std::string data_dir;
+  // Recovering, how long to wait for every shard to answer and every worker to rejoin.
+  int recovery_timeout_ms = 600000;
+  Env* env = Env::Default();  // borrowed
 };
 
 Status RunCoordinator(const CoordinatorOptions& options);

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "common/env.h"
 #include "common/ps_client.h"
 #include "coord/coordinator.h"
 
@@ -18,6 +19,15 @@ DEFINE_int32(base_every, 5, "A full base version every N passes; deltas in betwe
 DEFINE_uint64(seed, 1, "The servers' table seed (recorded in manifests for serving).");
 DEFINE_int32(step_timeout_s, 600, "A worker silent this long during a pass fails the pass.");
 DEFINE_string(metrics_out, "", "Append one JSON line of merged metrics per pass.");
+DEFINE_string(data_dir, "",
+              "Keep the run's record here (committed pass, pass folders done, versions, the "
+              "dense checkpoint): a restarted coordinator resumes, and a dead worker or shard "
+              "is recovered from. Empty = any failure ends the run.");
+DEFINE_int32(recovery_timeout_s, 600,
+             "Recovering, give up when the shards and workers are not all back after this long.");
+DEFINE_string(crash_at, "",
+              "For tests: stop the process (SIGKILL) at the named step of a commit or publish, "
+              "NAME or NAME:COUNT (docs/architecture.md, \"Crash points\").");
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
@@ -36,11 +46,23 @@ int main(int argc, char** argv) {
   o.table_seed = FLAGS_seed;
   o.step_timeout_ms = FLAGS_step_timeout_s * 1000;
   o.metrics_out = FLAGS_metrics_out;
+  o.data_dir = FLAGS_data_dir;
+  o.recovery_timeout_ms = FLAGS_recovery_timeout_s * 1000;
   if (FLAGS_config.empty()) {
     fprintf(stderr, "pepnet_coord: --config is required\n");
     return 1;
   }
-  pepnet::Status st = pepnet::ParseServerList(FLAGS_servers, &o.servers);
+  pepnet::Status st;
+  std::unique_ptr<pepnet::Env> crash_env;
+  if (!FLAGS_crash_at.empty()) {
+    crash_env = pepnet::NewCrashAtEnv(pepnet::Env::Default(), FLAGS_crash_at, &st);
+    if (!crash_env) {
+      fprintf(stderr, "pepnet_coord: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    o.env = crash_env.get();
+  }
+  st = pepnet::ParseServerList(FLAGS_servers, &o.servers);
   if (st.ok()) st = pepnet::RunCoordinator(o);
   if (!st.ok()) {
     fprintf(stderr, "pepnet_coord: %s\n", st.ToString().c_str());

@@ -2,13 +2,16 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 
+#include "common/env.h"
 #include "ps/embedding_table.h"
 #include "ps/request_handler.h"
 #include "ps/server.h"
+#include "ps/shard_store.h"
 #include "ps/table_config.h"
 
 DEFINE_string(host, "0.0.0.0", "Address to listen on.");
@@ -26,6 +29,15 @@ DEFINE_uint64(memory_limit_bytes, 0,
               "lowest-score rows are evicted down to the low watermark.");
 DEFINE_double(memory_high_watermark, 0.99, "Eviction starts at this fraction of the limit.");
 DEFINE_double(memory_low_watermark, 0.95, "Eviction stops at this fraction of the limit.");
+DEFINE_string(data_dir, "",
+              "Keep the shard's state in a RocksDB database here (created if absent): every "
+              "committed pass survives a restart, which loads it. Empty = memory only.");
+DEFINE_uint64(hash_salt, 0,
+              "The table's hash salt (0 = random). Only for reproducible runs: a peer that "
+              "knows it can choose keys that collide. A data dir keeps its own.");
+DEFINE_string(crash_at, "",
+              "For tests: stop the process (SIGKILL) at the named step of a durable "
+              "operation, NAME or NAME:COUNT (docs/architecture.md, \"Crash points\").");
 
 namespace {
 
@@ -62,11 +74,39 @@ int main(int argc, char** argv) {
   table_options.memory_limit_bytes = FLAGS_memory_limit_bytes;
   table_options.memory_high_watermark = FLAGS_memory_high_watermark;
   table_options.memory_low_watermark = FLAGS_memory_low_watermark;
+  table_options.durable = !FLAGS_data_dir.empty();
+  pepnet::Env* env = pepnet::Env::Default();
+  std::unique_ptr<pepnet::Env> crash_env;
+  if (!FLAGS_crash_at.empty()) {
+    crash_env = pepnet::NewCrashAtEnv(env, FLAGS_crash_at, &st);
+    if (!crash_env) Die(st.ToString());
+    env = crash_env.get();
+  }
   std::unique_ptr<pepnet::EmbeddingTable> table;
-  st = pepnet::EmbeddingTable::Create(table_options, &table);
+  std::unique_ptr<pepnet::ShardStore> store;
+  if (FLAGS_data_dir.empty()) {
+    st = pepnet::EmbeddingTable::Create(table_options, &table, FLAGS_hash_salt);
+  } else {
+    // The table is loaded before the port opens: a shard that answers holds its state.
+    pepnet::ShardStoreOptions store_options;
+    store_options.dir = FLAGS_data_dir;
+    store_options.shard_id = static_cast<uint32_t>(FLAGS_shard_id);
+    store_options.num_shards = static_cast<uint32_t>(FLAGS_num_shards);
+    store_options.new_hash_salt = FLAGS_hash_salt;
+    store_options.env = env;
+    st = pepnet::ShardStore::Open(store_options, table_options, &store, &table);
+  }
   if (!st.ok()) Die(st.ToString());
+  if (store) {
+    const pepnet::StorageStats s = store->Stats();
+    LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << ": committed pass " << s.committed_pass
+              << (s.prepared_pass ? ", pass " + std::to_string(s.prepared_pass) + " prepared"
+                                  : std::string())
+              << "; " << s.rows_loaded << " rows loaded from " << FLAGS_data_dir << " in "
+              << s.load_seconds << " s";
+  }
 
-  pepnet::RequestHandler handler(table.get(), FLAGS_shard_id, FLAGS_num_shards,
+  pepnet::RequestHandler handler(table.get(), store.get(), env, FLAGS_shard_id, FLAGS_num_shards,
                                  FLAGS_max_frame_bytes);
   pepnet::ServerOptions options;
   options.host = FLAGS_host;
@@ -76,6 +116,11 @@ int main(int argc, char** argv) {
   options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
   options.max_connections = static_cast<size_t>(FLAGS_max_connections);
   pepnet::Server server(options, &handler);
+  std::atomic<bool> fatal{false};
+  handler.set_on_fatal([&](const pepnet::Status&) {
+    fatal = true;
+    server.Stop();
+  });
   st = server.Start();
   if (!st.ok()) Die(st.ToString());
 
@@ -95,5 +140,5 @@ int main(int argc, char** argv) {
                     : std::string());
   server.Run(/*handle_signals=*/true);
   LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << " stopped";
-  return 0;
+  return fatal ? 1 : 0;
 }

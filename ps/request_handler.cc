@@ -1,9 +1,16 @@
 #include "ps/request_handler.h"
 
+#include <glog/logging.h>
+
+#include <mutex>
+#include <random>
+
+#include "common/env.h"
 #include "common/hash.h"
 #include "proto/ps.pb.h"
 #include "ps/embedding_table.h"
-#include "ps/row_file.h"
+#include "ps/shard_store.h"
+#include "publish/row_file.h"
 
 namespace pepnet {
 namespace {
@@ -33,15 +40,23 @@ Status CheckOwnership(const uint64_t* keys, uint64_t n, uint32_t shard_id, uint3
   return Status::OK();
 }
 
+uint64_t NewEpoch() {
+  std::random_device rd;
+  return ((uint64_t{rd()} << 32) ^ rd()) | 1;  // never 0, which means "unchecked"
+}
+
 }  // namespace
 
-RequestHandler::RequestHandler(EmbeddingTable* table, uint32_t shard_id, uint32_t num_shards,
-                               uint64_t max_reply_bytes)
+RequestHandler::RequestHandler(EmbeddingTable* table, ShardStore* store, Env* env,
+                               uint32_t shard_id, uint32_t num_shards, uint64_t max_reply_bytes)
     : table_(table),
+      store_(store),
+      env_(env),
       shard_id_(shard_id),
       num_shards_(num_shards),
       max_reply_bytes_(max_reply_bytes),
-      start_(std::chrono::steady_clock::now()) {}
+      start_(std::chrono::steady_clock::now()),
+      epoch_(NewEpoch()) {}
 
 Status RequestHandler::Handle(const proto::RequestHeader& request, const char* payload,
                               size_t payload_len, proto::ResponseHeader* reply,
@@ -50,65 +65,46 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
   reply->set_request_id(request.request_id());
   reply_payload->Resize(0);
   Status st;
-  switch (request.type()) {
-    case proto::PING: {
-      proto::PingReply* ping = reply->mutable_ping();
-      ping->set_shard_id(shard_id_);
-      ping->set_num_shards(num_shards_);
-      ping->set_slot_bits(table_->options().slot_bits);
-      for (const SlotOptions& s : table_->options().slots) {
-        proto::SlotSchema* schema = ping->add_slots();
-        schema->set_slot(s.id);
-        schema->set_dim(s.dim);
+  const proto::RequestType type = request.type();
+  if (type == proto::COMMIT_PASS || type == proto::ROLLBACK_PASS) {
+    std::unique_lock<std::shared_mutex> lock(table_mu_);
+    st = fatal_.ok() ? HandleRecovery(request) : fatal_;
+  } else {
+    std::shared_lock<std::shared_mutex> lock(table_mu_);
+    const bool checked = type == proto::PULL || type == proto::PUSH ||
+                         type == proto::BEGIN_PASS || type == proto::END_PASS ||
+                         type == proto::PREPARE_PASS || type == proto::EXPORT_ROWS;
+    if (!fatal_.ok()) {
+      st = fatal_;
+    } else if (checked && request.epoch() != 0 &&
+               request.epoch() != epoch_.load(std::memory_order_relaxed)) {
+      st = Status::Unavailable(Shard() +
+                               " restarted or rolled back since this client connected (its "
+                               "epoch changed); reconnect");
+    } else {
+      switch (type) {
+        case proto::PING:
+          FillPing(reply);
+          break;
+        case proto::STATS:
+          FillStats(reply->mutable_stats());
+          break;
+        case proto::PULL:
+          st = HandlePull(request, payload, payload_len, reply, reply_payload);
+          break;
+        case proto::PUSH:
+          st = HandlePush(request, payload, payload_len);
+          break;
+        case proto::BEGIN_PASS:
+        case proto::END_PASS:
+        case proto::PREPARE_PASS:
+        case proto::EXPORT_ROWS:
+          st = HandlePass(request, reply);
+          break;
+        default:
+          st = Status::InvalidArgument("unknown request type " + std::to_string(type));
       }
-      break;
     }
-    case proto::STATS:
-      FillStats(reply->mutable_stats());
-      break;
-    case proto::PULL:
-      st = HandlePull(request, payload, payload_len, reply, reply_payload);
-      break;
-    case proto::PUSH:
-      st = HandlePush(request, payload, payload_len);
-      break;
-    case proto::BEGIN_PASS:
-      st = table_->BeginPass(request.pass());
-      break;
-    case proto::END_PASS: {
-      if (request.pass() != table_->pass()) {
-        st = Status::InvalidArgument("END_PASS for pass " + std::to_string(request.pass()) +
-                                     " but the running pass is " + std::to_string(table_->pass()));
-        break;
-      }
-      PassEndReport r;
-      st = table_->EndPass(&r);
-      if (!st.ok()) break;
-      proto::PassEndReply* out = reply->mutable_pass_end();
-      out->set_rows_before(r.rows_before);
-      out->set_rows_after(r.rows_after);
-      for (int k = 0; k < kNumDeleteReasons; ++k)
-        out->mutable_deleted()->add_by_reason(r.deleted[k]);
-      break;
-    }
-    case proto::EXPORT_ROWS: {
-      if (request.export_path().empty()) {
-        st = Status::InvalidArgument("EXPORT_ROWS without export_path");
-        break;
-      }
-      RowFileInfo info;
-      st =
-          WriteRowFile(*table_, request.export_all(), request.pass(), request.export_path(), &info);
-      if (st.ok()) {
-        reply->mutable_export_()->set_rows(info.rows);
-        reply->mutable_export_()->set_bytes(info.bytes);
-        reply->mutable_export_()->set_checksum(info.checksum);
-        reply->mutable_export_()->set_deleted(info.deleted);
-      }
-      break;
-    }
-    default:
-      st = Status::InvalidArgument("unknown request type " + std::to_string(request.type()));
   }
   if (!st.ok()) {
     counters_.bad_requests.fetch_add(1, std::memory_order_relaxed);
@@ -116,6 +112,120 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
     reply->set_error(st.message());
     reply->set_num_values(0);
     reply_payload->Resize(0);
+  }
+  return st;
+}
+
+void RequestHandler::FillPing(proto::ResponseHeader* reply) const {
+  proto::PingReply* ping = reply->mutable_ping();
+  ping->set_shard_id(shard_id_);
+  ping->set_num_shards(num_shards_);
+  ping->set_slot_bits(table_->options().slot_bits);
+  for (const SlotOptions& s : table_->options().slots) {
+    proto::SlotSchema* schema = ping->add_slots();
+    schema->set_slot(s.id);
+    schema->set_dim(s.dim);
+  }
+  ping->set_epoch(epoch_.load(std::memory_order_relaxed));
+  if (store_ != nullptr) {
+    ping->set_durable(true);
+    ping->set_committed_pass(store_->committed_pass());
+    ping->set_prepared_pass(store_->prepared_pass());
+  }
+}
+
+Status RequestHandler::BeginPass(uint32_t pass) {
+  if (store_ != nullptr) {
+    // Every commit stores the changes of exactly one pass, the one after the committed
+    // one: a pass begun twice, or skipped, would leave storage behind the table.
+    const uint32_t committed = store_->committed_pass();
+    if (pass != committed + 1 || table_->pass() != committed) {
+      return Status::InvalidArgument(
+          "BEGIN_PASS " + std::to_string(pass) + ": " + Shard() + " has committed pass " +
+          std::to_string(committed) + " and its table is at pass " +
+          std::to_string(table_->pass()) + "; the next pass is " + std::to_string(committed + 1) +
+          (table_->pass() != committed ? ", after a rollback" : ""));
+    }
+  }
+  return table_->BeginPass(pass);
+}
+
+Status RequestHandler::HandlePass(const proto::RequestHeader& request,
+                                  proto::ResponseHeader* reply) {
+  switch (request.type()) {
+    case proto::BEGIN_PASS:
+      return BeginPass(request.pass());
+    case proto::END_PASS: {
+      if (request.pass() != table_->pass()) {
+        return Status::InvalidArgument("END_PASS for pass " + std::to_string(request.pass()) +
+                                       " but the running pass is " +
+                                       std::to_string(table_->pass()));
+      }
+      PassEndReport r;
+      PEPNET_RETURN_IF_ERROR(table_->EndPass(&r));
+      proto::PassEndReply* out = reply->mutable_pass_end();
+      out->set_rows_before(r.rows_before);
+      out->set_rows_after(r.rows_after);
+      for (int k = 0; k < kNumDeleteReasons; ++k) {
+        out->mutable_deleted()->add_by_reason(r.deleted[k]);
+      }
+      return Status::OK();
+    }
+    case proto::PREPARE_PASS: {
+      if (store_ == nullptr) {
+        return Status::InvalidArgument(Shard() + " keeps no storage (no --data_dir): nothing to "
+                                                 "prepare");
+      }
+      PrepareInfo info;
+      PEPNET_RETURN_IF_ERROR(store_->Prepare(table_, request.pass(), &info));
+      proto::PrepareReply* out = reply->mutable_prepare();
+      out->set_rows_written(info.rows_written);
+      out->set_rows_deleted(info.rows_deleted);
+      out->set_file_bytes(info.file_bytes);
+      out->set_seconds(info.seconds);
+      LOG(INFO) << Shard() << ": prepared pass " << request.pass() << " (" << info.rows_written
+                << " rows written, " << info.rows_deleted << " deleted, " << info.file_bytes
+                << " bytes, " << info.seconds << " s)";
+      return Status::OK();
+    }
+    case proto::EXPORT_ROWS: {
+      if (request.export_path().empty()) {
+        return Status::InvalidArgument("EXPORT_ROWS without export_path");
+      }
+      RowFileInfo info;
+      PEPNET_RETURN_IF_ERROR(WriteRowFile(env_, *table_, request.export_all(), request.pass(),
+                                          request.export_path(), &info));
+      reply->mutable_export_()->set_rows(info.rows);
+      reply->mutable_export_()->set_bytes(info.bytes);
+      reply->mutable_export_()->set_checksum(info.checksum);
+      reply->mutable_export_()->set_deleted(info.deleted);
+      return Status::OK();
+    }
+    default:
+      return Status::Internal("not a pass request");
+  }
+}
+
+Status RequestHandler::HandleRecovery(const proto::RequestHeader& request) {
+  if (store_ == nullptr) {
+    return Status::InvalidArgument(Shard() + " keeps no storage (no --data_dir): nothing to " +
+                                   (request.type() == proto::COMMIT_PASS ? "commit" : "roll back"));
+  }
+  const uint32_t pass = request.pass();
+  Status st = request.type() == proto::COMMIT_PASS ? store_->Commit(table_, pass)
+                                                   : store_->Rollback(table_, pass);
+  if (st.code() == Status::kCorruption) {
+    // The reload found the database damaged: the table is half loaded and must not serve.
+    fatal_ = Status::Corruption(Shard() + " cannot serve: " + st.message());
+    LOG(ERROR) << fatal_.ToString();
+    if (on_fatal_) on_fatal_(fatal_);
+    return fatal_;
+  }
+  if (st.ok() && request.type() == proto::ROLLBACK_PASS) {
+    epoch_.store(NewEpoch(), std::memory_order_relaxed);
+    LOG(INFO) << Shard() << ": at committed pass " << pass << " (rolled back; new epoch)";
+  } else if (st.ok()) {
+    LOG(INFO) << Shard() << ": committed pass " << pass;
   }
   return st;
 }
@@ -230,6 +340,22 @@ void RequestHandler::FillStats(proto::ServerStats* out) const {
   ts->set_index_bytes(t.bytes.index);
   ts->set_slack_bytes(t.bytes.slack);
   ts->set_bytes_used(t.bytes.total());
+  if (store_ != nullptr) {
+    const StorageStats s = store_->Stats();
+    out->set_durable(true);
+    proto::StorageStats* ss = out->mutable_storage();
+    ss->set_committed_pass(s.committed_pass);
+    ss->set_prepared_pass(s.prepared_pass);
+    ss->set_bytes_on_disk(s.bytes_on_disk);
+    ss->set_rows_written(s.rows_written);
+    ss->set_rows_deleted(s.rows_deleted);
+    ss->set_commit_file_bytes(s.commit_file_bytes);
+    ss->set_prepare_seconds(s.prepare_seconds);
+    ss->set_commit_seconds(s.commit_seconds);
+    ss->set_commit_unix_ms(s.commit_unix_ms);
+    ss->set_load_seconds(s.load_seconds);
+    ss->set_rows_loaded(s.rows_loaded);
+  }
 }
 
 }  // namespace pepnet

@@ -1,7 +1,8 @@
 // RequestHandler: turns one decoded request frame into one reply. Knows nothing of
 // sockets; every malformed request becomes an error reply here.
 //
-// Thread-safe: server threads call Handle concurrently.
+// Thread-safe: server threads call Handle concurrently. Requests share the table; the
+// requests that may reload it from storage (COMMIT_PASS, ROLLBACK_PASS) hold it alone.
 #ifndef PEPNET_PS_REQUEST_HANDLER_H_
 #define PEPNET_PS_REQUEST_HANDLER_H_
 
@@ -9,6 +10,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <shared_mutex>
 
 #include "common/frame.h"
 #include "common/status.h"
@@ -21,6 +24,8 @@ class ServerStats;
 }  // namespace proto
 
 class EmbeddingTable;
+class Env;
+class ShardStore;
 
 struct ServerCounters {
   std::atomic<uint64_t> pull_requests{0};
@@ -33,10 +38,15 @@ struct ServerCounters {
 
 class RequestHandler {
  public:
-  // `table` is borrowed and must outlive the handler. Replies larger than
+  // `table`, `store` (nullptr for a shard without storage) and `env` (where exports are
+  // written) are borrowed and must outlive the handler. Replies larger than
   // `max_reply_bytes` are refused (the client's frame limit is the same by default).
-  RequestHandler(EmbeddingTable* table, uint32_t shard_id, uint32_t num_shards,
-                 uint64_t max_reply_bytes);
+  RequestHandler(EmbeddingTable* table, ShardStore* store, Env* env, uint32_t shard_id,
+                 uint32_t num_shards, uint64_t max_reply_bytes);
+
+  // Called once if storage fails to reload the table (a damaged database found by a
+  // rollback): the table is gone, so the process must stop; every later request fails.
+  void set_on_fatal(std::function<void(const Status&)> on_fatal) { on_fatal_ = std::move(on_fatal); }
 
   // Handles one request whose header parsed. Fills `reply` (request id, code, error,
   // results) and `reply_payload`. Returns the status also put in the reply, so the
@@ -51,13 +61,26 @@ class RequestHandler {
   Status HandlePull(const proto::RequestHeader& request, const char* payload, size_t len,
                     proto::ResponseHeader* reply, PayloadBuffer* reply_payload);
   Status HandlePush(const proto::RequestHeader& request, const char* payload, size_t len);
+  Status HandlePass(const proto::RequestHeader& request, proto::ResponseHeader* reply);
+  Status BeginPass(uint32_t pass);
+  // COMMIT_PASS and ROLLBACK_PASS, under the exclusive lock.
+  Status HandleRecovery(const proto::RequestHeader& request);
+  void FillPing(proto::ResponseHeader* reply) const;
+  std::string Shard() const { return "shard " + std::to_string(shard_id_); }
 
   EmbeddingTable* const table_;
+  ShardStore* const store_;
+  Env* const env_;
   const uint32_t shard_id_;
   const uint32_t num_shards_;
   const uint64_t max_reply_bytes_;
   const std::chrono::steady_clock::time_point start_;
   ServerCounters counters_;
+  // Shared by requests that use the table, exclusive for reloads.
+  mutable std::shared_mutex table_mu_;
+  std::atomic<uint64_t> epoch_;
+  std::function<void(const Status&)> on_fatal_;
+  Status fatal_;  // guarded by table_mu_
 };
 
 }  // namespace pepnet

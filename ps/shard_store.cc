@@ -34,11 +34,12 @@ int64_t UnixMillis() {
       .count();
 }
 
-// What RocksDB said, in our codes: a damaged file is Corruption, the rest Unavailable.
+// What RocksDB said, in our codes: a damaged file is Corruption, the rest a failure of
+// the file system under it.
 Status FromRocks(const rocksdb::Status& st, const std::string& context = "") {
   if (st.ok()) return Status::OK();
   const std::string text = context.empty() ? st.ToString() : context + ": " + st.ToString();
-  return st.IsCorruption() ? Status::Corruption(text) : Status::Unavailable(text);
+  return st.IsCorruption() ? Status::Corruption(text) : Status::IoError(text);
 }
 
 std::string PreparedName(uint32_t pass) {

@@ -5,6 +5,7 @@
 #include <google/protobuf/text_format.h>
 
 #include "common/text_proto.h"
+#include "proto/model_config.pb.h"
 #include "proto/table_config.pb.h"
 #include "ps/slot_shard.h"
 
@@ -197,6 +198,27 @@ Status LoadTableConfigFile(const std::string& path, TableOptions* out) {
   std::string text;
   PEPNET_RETURN_IF_ERROR(ReadFileToString(path, "table config", &text));
   return ParseTableConfig(text, path, out);
+}
+
+TableOptions TableOptionsFor(const proto::ModelConfig& config, uint64_t seed) {
+  TableOptions o;
+  o.slot_bits = config.slot_bits();
+  o.seed = seed;
+  for (const proto::SlotSpec& s : config.slot()) {
+    SlotOptions so;
+    so.id = s.id();
+    so.dim = s.dim();
+    so.name = s.name();
+    so.adagrad.learning_rate =
+        s.has_learning_rate() ? s.learning_rate() : config.embedding_learning_rate();
+    so.adagrad.per_dim = s.has_accumulator() && s.accumulator() == proto::PER_DIM;
+    so.eviction = SlotEvictionFromProto(s.eviction());
+    o.slots.push_back(so);
+  }
+  o.score = FeatureScoreFromProto(config.score());
+  o.admission_filter_bytes = config.admission_filter_bytes();
+  o.admission_halving_passes = config.admission_halving_passes();
+  return o;
 }
 
 }  // namespace pepnet

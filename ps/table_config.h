@@ -14,6 +14,7 @@ namespace pepnet {
 namespace proto {
 class SlotEviction;
 class FeatureScoreConfig;
+class ModelConfig;
 }  // namespace proto
 
 // Per-slot memory control (proto SlotEviction); every policy is off at its default.
@@ -90,6 +91,10 @@ std::string FormatTableConfig(const TableOptions& options);
 
 // Checks ranges and consistency; ParseTableConfig calls it.
 Status ValidateTableOptions(const TableOptions& options);
+
+// The embedding table a model config needs (its slots, dims, AdaGrad settings and
+// memory control); shard servers for the model run with FormatTableConfig of it.
+TableOptions TableOptionsFor(const proto::ModelConfig& config, uint64_t seed);
 
 }  // namespace pepnet
 

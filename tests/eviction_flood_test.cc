@@ -10,7 +10,7 @@
 
 #include "common/ps_client.h"
 #include "proto/ps.pb.h"
-#include "ps/row_file.h"
+#include "publish/row_file.h"
 #include "tests/test_util.h"
 
 namespace pepnet {

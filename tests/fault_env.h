@@ -42,7 +42,7 @@ class FaultEnv : public EnvWrapper {
     std::lock_guard<std::mutex> lock(mu_);
     return stopped_;
   }
-  // Step points reached so far, in order of first arrival.
+  // The step points reached so far.
   std::set<std::string> steps() const {
     std::lock_guard<std::mutex> lock(mu_);
     return steps_;
@@ -58,7 +58,7 @@ class FaultEnv : public EnvWrapper {
     if (stopped_) return Dead();
     if (name == stop_at_) {
       stopped_ = true;
-      return Status::Unavailable("stopped at " + name + " (injected)");
+      return Status::IoError("stopped at " + name + " (injected)");
     }
     return Status::OK();
   }
@@ -114,12 +114,12 @@ class FaultEnv : public EnvWrapper {
     std::unique_ptr<WritableFile> file_;
   };
 
-  Status Dead() const { return Status::Unavailable("the process stopped at " + stop_at_); }
+  Status Dead() const { return Status::IoError("the process stopped at " + stop_at_); }
   // Under mu_.
   Status Refused(const std::string& path) const {
     if (stopped_) return Dead();
     if (fail_writes_ && path.find(fail_part_) != std::string::npos) {
-      return Status::Unavailable("cannot write " + path + ": No space left on device (injected)");
+      return Status::IoError("cannot write " + path + ": No space left on device (injected)");
     }
     return Status::OK();
   }

@@ -13,7 +13,7 @@
 
 #include "common/hash.h"
 #include "ps/embedding_table.h"
-#include "ps/row_file.h"
+#include "publish/row_file.h"
 #include "tests/test_util.h"
 
 namespace pepnet {
@@ -430,7 +430,7 @@ std::set<uint64_t> DeletedInDelta(const EmbeddingTable& t, const testing::TempDi
                                   std::set<uint64_t>* rows) {
   RowFileInfo info;
   const std::string path = dir.File("delta.bin");
-  EXPECT_TRUE(WriteRowFile(t, false, t.pass(), path, &info).ok());
+  EXPECT_TRUE(WriteRowFile(Env::Default(), t, false, t.pass(), path, &info).ok());
   std::set<uint64_t> deleted;
   Status st = ReadRowFile(
       path, info.checksum,

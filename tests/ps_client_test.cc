@@ -190,9 +190,11 @@ TEST_F(PsClientTest, DeadServerIsReportedByNameNotAHang) {
   EXPECT_EQ(st.code(), Status::kUnavailable);
 }
 
-// A shard restarted on the same port between calls costs nothing: the client noticed its
-// idle connections closing and reconnects for the next call.
-TEST_F(PsClientTest, RestartedServerBetweenCallsIsTransparent) {
+// A shard restarted on the same port between calls is reached again (the client noticed
+// its idle connections closing and reconnects for the next call), but it is another
+// table: the shard refuses the old client's pulls and pushes by their epoch, so nothing
+// trains on against a state that replaced its own unnoticed. A new client works.
+TEST_F(PsClientTest, RestartedServerIsReachedButRefusesTheOldClient) {
   std::vector<uint64_t> keys;
   for (int i = 0; i < 100; ++i) keys.push_back(testing::TestKey(1, i));
   std::vector<float> out;
@@ -206,6 +208,15 @@ TEST_F(PsClientTest, RestartedServerBetweenCallsIsTransparent) {
       restarted.Start(dir_, dir_.File("table.pbtxt"), 1, 2, {"--port=" + std::to_string(port)});
   ASSERT_TRUE(st.ok()) << st.ToString();
   st = client_->Wait(client_->Pull(keys.data(), keys.size(), &out));
+  EXPECT_EQ(st.code(), Status::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("shard 1 restarted or rolled back since this client connected"),
+            std::string::npos)
+      << st.ToString();
+  ClientOptions options;
+  options.servers = {servers_[0].address(), restarted.address()};
+  std::unique_ptr<PsClient> fresh;
+  ASSERT_TRUE(PsClient::Connect(options, &fresh).ok());
+  st = fresh->Wait(fresh->Pull(keys.data(), keys.size(), &out));
   EXPECT_TRUE(st.ok()) << st.ToString();
 }
 

@@ -7,6 +7,7 @@
 #include <future>
 #include <thread>
 
+#include "common/env.h"
 #include "common/ps_client.h"
 #include "ps/embedding_table.h"
 #include "ps/request_handler.h"
@@ -24,7 +25,8 @@ class ServerTest : public ::testing::Test {
     s.dim = 4;
     o.slots = {s};
     ASSERT_TRUE(EmbeddingTable::Create(o, &table_).ok());
-    handler_ = std::make_unique<RequestHandler>(table_.get(), 0, 1, kDefaultMaxFrameBytes);
+    handler_ = std::make_unique<RequestHandler>(table_.get(), nullptr, Env::Default(), 0, 1,
+                                                kDefaultMaxFrameBytes);
     ServerOptions options;
     options.host = "127.0.0.1";
     options.shutdown_grace_ms = 3000;

@@ -114,12 +114,50 @@ class Adam {
 
   long step() const { return step_; }
 
+  // The moments flattened in ForEach order, and their replacement with the step count
+  // they go with (a restored checkpoint); false if the sizes do not fit.
+  void FlattenMoments(std::vector<T>* m, std::vector<T>* v) const {
+    Flatten(m_, m);
+    Flatten(v_, v);
+  }
+  bool LoadMoments(const std::vector<T>& m, const std::vector<T>& v, long step) {
+    if (m.size() != num_values_ || v.size() != num_values_ || step < 0) return false;
+    Unflatten(m, &m_);
+    Unflatten(v, &v_);
+    step_ = step;
+    // What BeginStep last computed, so a restored optimizer continues bit for bit.
+    c1_ = step_ > 0 ? T(1) - static_cast<T>(std::pow(options_.beta1, step_)) : T(1);
+    c2_ = step_ > 0 ? T(1) - static_cast<T>(std::pow(options_.beta2, step_)) : T(1);
+    return true;
+  }
+
  private:
   static PepNetParams<T> Zero(const PepNetParams<T>& like) {
     PepNetParams<T> z = like;
     z.ForEach([](const std::string&, Matrix<T>* m) { m->setZero(); },
               [](const std::string&, RowVector<T>* v) { v->setZero(); });
     return z;
+  }
+  static void Flatten(const PepNetParams<T>& p, std::vector<T>* out) {
+    out->clear();
+    PepNetParams<T>& params = const_cast<PepNetParams<T>&>(p);
+    params.ForEach(
+        [&](const std::string&, Matrix<T>* x) { out->insert(out->end(), x->data(), x->data() + x->size()); },
+        [&](const std::string&, RowVector<T>* x) {
+          out->insert(out->end(), x->data(), x->data() + x->size());
+        });
+  }
+  static void Unflatten(const std::vector<T>& in, PepNetParams<T>* p) {
+    size_t at = 0;
+    p->ForEach(
+        [&](const std::string&, Matrix<T>* x) {
+          std::copy(in.begin() + at, in.begin() + at + x->size(), x->data());
+          at += x->size();
+        },
+        [&](const std::string&, RowVector<T>* x) {
+          std::copy(in.begin() + at, in.begin() + at + x->size(), x->data());
+          at += x->size();
+        });
   }
   static void Collect(PepNetParams<T>* params, std::vector<T*>* data, std::vector<long>* sizes) {
     params->ForEach(

@@ -3,7 +3,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
-#include "ps/row_file.h"
+#include "common/checksum.h"
 
 #include <set>
 

@@ -10,7 +10,7 @@
 #include "proto/publish.pb.h"
 #include "ps/embedding_table.h"
 #include "worker/data_reader.h"
-#include "worker/published_model.h"
+#include "publish/published_model.h"
 #include "worker/trainer.h"
 
 DEFINE_string(model_dir, "", "The publish folder of a cluster (holding v-* versions).");

@@ -9,7 +9,7 @@
 #include "common/ps_client.h"
 #include "proto/model_config.pb.h"
 #include "ps/embedding_table.h"
-#include "ps/row_file.h"
+#include "common/checksum.h"
 
 namespace pepnet {
 namespace {
@@ -64,27 +64,6 @@ ModelShape::Role RoleOf(proto::SlotRole r) {
 
 }  // namespace
 
-TableOptions TableOptionsFor(const proto::ModelConfig& config, uint64_t seed) {
-  TableOptions o;
-  o.slot_bits = config.slot_bits();
-  o.seed = seed;
-  for (const proto::SlotSpec& s : config.slot()) {
-    SlotOptions so;
-    so.id = s.id();
-    so.dim = s.dim();
-    so.name = s.name();
-    so.adagrad.learning_rate =
-        s.has_learning_rate() ? s.learning_rate() : config.embedding_learning_rate();
-    so.adagrad.per_dim = s.has_accumulator() && s.accumulator() == proto::PER_DIM;
-    so.eviction = SlotEvictionFromProto(s.eviction());
-    o.slots.push_back(so);
-  }
-  o.score = FeatureScoreFromProto(config.score());
-  o.admission_filter_bytes = config.admission_filter_bytes();
-  o.admission_halving_passes = config.admission_halving_passes();
-  return o;
-}
-
 Status MakeLocalStore(const proto::ModelConfig& config, uint64_t seed,
                       std::unique_ptr<EmbeddingStore>* store) {
   std::unique_ptr<EmbeddingTable> table;
@@ -121,6 +100,15 @@ ModelShape ShapeOf(const proto::ModelConfig& config) {
   shape.ppnet_gate_outputs = config.ppnet_gate_outputs();
   shape.disable_gates = config.disable_gates();
   return shape;
+}
+
+size_t DenseParamCount(const proto::ModelConfig& config) {
+  std::mt19937_64 rng(1);
+  PepNetParams<float> params = PepNet<float>(ShapeOf(config)).InitParams(&rng);
+  size_t n = 0;
+  params.ForEach([&](const std::string&, Matrix<float>* x) { n += x->size(); },
+                 [&](const std::string&, RowVector<float>* x) { n += x->size(); });
+  return n;
 }
 
 namespace {
@@ -412,6 +400,22 @@ uint64_t Trainer::DenseChecksum() const {
   FileChecksum sum;
   sum.Update(reinterpret_cast<const char*>(flat.data()), 4 * flat.size());
   return sum.Final();
+}
+
+void Trainer::CaptureDenseState(DenseState* out) const {
+  FlattenParams(&out->params);
+  adam_.FlattenMoments(&out->m, &out->v);
+  out->step = adam_.step();
+}
+
+Status Trainer::LoadDenseState(const DenseState& state) {
+  PEPNET_RETURN_IF_ERROR(LoadParams(state.params.data(), state.params.size()));
+  if (!adam_.LoadMoments(state.m, state.v, state.step)) {
+    return Status::InvalidArgument("dense state: Adam moments of " + std::to_string(state.m.size()) +
+                                   " and " + std::to_string(state.v.size()) +
+                                   " floats for a model of " + std::to_string(adam_.num_values()));
+  }
+  return Status::OK();
 }
 
 Status Trainer::LoadParams(const float* values, size_t n) {

@@ -25,6 +25,7 @@
 #include "ps/table_config.h"
 #include "worker/adam.h"
 #include "worker/data_reader.h"
+#include "worker/dense_state.h"
 #include "worker/metrics.h"
 #include "worker/pepnet_model.h"
 #include "worker/thread_team.h"
@@ -59,10 +60,6 @@ class DenseReducer {
   virtual Status AllReduce(bool has_data, std::vector<float>* grads, bool* all_done) = 0;
 };
 
-// The embedding table a model config needs (its slots, dims and AdaGrad settings); shard
-// servers for the model run with FormatTableConfig of it.
-TableOptions TableOptionsFor(const proto::ModelConfig& config, uint64_t seed);
-
 // An in-process table built from the model config's slots (for --local).
 Status MakeLocalStore(const proto::ModelConfig& config, uint64_t seed,
                       std::unique_ptr<EmbeddingStore>* store);
@@ -73,6 +70,8 @@ std::unique_ptr<EmbeddingStore> MakeRemoteStore(PsClient* client);
 
 // The model shape a config describes.
 ModelShape ShapeOf(const proto::ModelConfig& config);
+// Floats of dense parameters of that model.
+size_t DenseParamCount(const proto::ModelConfig& config);
 
 // For a training process's main(): keeps freed buffers in the heap instead of returning
 // them to the kernel. Eigen's products allocate their multi-megabyte packing buffers per
@@ -104,6 +103,12 @@ class Trainer {
   void FlattenParams(std::vector<float>* out) const;
   uint64_t DenseChecksum() const;
   Status LoadParams(const float* values, size_t n);
+  // The dense parameters and Adam's state, captured together between two steps, and
+  // their replacement (a checkpoint restored when a worker rejoins a cluster).
+  void CaptureDenseState(DenseState* out) const;
+  Status LoadDenseState(const DenseState& state);
+  // Floats of dense parameters the model has.
+  size_t num_dense() const { return adam_.num_values(); }
   int threads() const;
 
  private:

@@ -1,4 +1,4 @@
-#include "ps/row_file.h"
+#include "publish/row_file.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include "common/hash.h"
+#include "common/checksum.h"
 #include "ps/embedding_table.h"
 
 namespace pepnet {
@@ -26,59 +26,80 @@ using File = std::unique_ptr<FILE, FileCloser>;
 
 }  // namespace
 
-void FileChecksum::Update(const char* data, size_t n) {
-  length_ += n;
-  for (size_t i = 0; i < n; ++i) {
-    carry_ |= uint64_t{static_cast<unsigned char>(data[i])} << (8 * carry_bytes_);
-    if (++carry_bytes_ == 8) {
-      state_ = Mix64(state_ ^ carry_);
-      carry_ = 0;
-      carry_bytes_ = 0;
-    }
+namespace {
+
+// Appends through a buffer, so that a row costs a copy, not a write call.
+class BufferedFile {
+ public:
+  explicit BufferedFile(WritableFile* file) : file_(file) { buffer_.reserve(kBytes); }
+  void Put(const void* data, size_t n) {
+    if (n == 0) return;  // an empty vector's data() may be null
+    sum_.Update(static_cast<const char*>(data), n);
+    bytes_ += n;
+    buffer_.append(static_cast<const char*>(data), n);
+    if (buffer_.size() >= kBytes) Flush();
   }
-}
+  Status Finish() {
+    Flush();
+    return status_;
+  }
+  uint64_t bytes() const { return bytes_; }
+  uint64_t checksum() const { return sum_.Final(); }
 
-uint64_t FileChecksum::Final() const { return Mix64(Mix64(state_ ^ carry_) ^ length_); }
+ private:
+  static constexpr size_t kBytes = 1 << 20;
+  void Flush() {
+    if (status_.ok() && !buffer_.empty()) status_ = file_->Append(buffer_.data(), buffer_.size());
+    buffer_.clear();
+  }
+  WritableFile* file_;
+  std::string buffer_;
+  FileChecksum sum_;
+  uint64_t bytes_ = 0;
+  Status status_;
+};
 
-Status WriteRowFile(const EmbeddingTable& table, bool all, uint32_t pass, const std::string& path,
-                    RowFileInfo* info) {
+}  // namespace
+
+Status WriteRowFile(Env* env, const EmbeddingTable& table, bool all, uint32_t pass,
+                    const std::string& path, RowFileInfo* info) {
   const std::string tmp = path + ".tmp";
-  File f(fopen(tmp.c_str(), "wb"));
-  if (!f) return Status::Unavailable("cannot write " + tmp + ": " + strerror(errno));
-  FileChecksum sum;
-  bool ok = true;
-  auto put = [&](const void* data, size_t n) {
-    if (n == 0) return;  // an empty vector's data() may be null, which fwrite must not get
-    sum.Update(static_cast<const char*>(data), n);
-    ok = ok && fwrite(data, 1, n, f.get()) == n;
-  };
-  put(kMagic, sizeof(kMagic));
+  std::unique_ptr<WritableFile> file;
+  PEPNET_RETURN_IF_ERROR(env->NewWritableFile(tmp, &file));
+  BufferedFile out(file.get());
+  out.Put(kMagic, sizeof(kMagic));
   std::vector<uint64_t> deleted;
   if (!all) table.ForEachDeletedKey([&](uint64_t key) { deleted.push_back(key); });
   const uint64_t num_deleted = deleted.size();
-  put(&num_deleted, 8);
-  put(deleted.data(), 8 * deleted.size());
+  out.Put(&num_deleted, 8);
+  out.Put(deleted.data(), 8 * deleted.size());
   uint64_t rows = 0;
-  const uint16_t p16 = static_cast<uint16_t>(pass);
-  table.ForEachRow([&](uint64_t key, const float* weights, uint32_t dim, const RowMeta& meta) {
-    if (!all && meta.created_pass != p16 && meta.last_update_pass != p16) return;
-    put(&key, 8);
-    put(&dim, 4);
-    put(weights, 4 * size_t{dim});
+  auto put_row = [&](uint64_t key, const float* weights, uint32_t dim, const RowMeta&) {
+    out.Put(&key, 8);
+    out.Put(&dim, 4);
+    out.Put(weights, 4 * size_t{dim});
     ++rows;
-  });
-  put(&rows, 8);
-  ok = ok && fflush(f.get()) == 0;
-  const long bytes = ftell(f.get());
-  f.reset();
-  if (!ok) return Status::Unavailable("cannot write " + tmp + ": " + strerror(errno));
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return Status::Unavailable("cannot rename " + tmp + ": " + strerror(errno));
+  };
+  if (all) {
+    table.ForEachRow(put_row);
+  } else {
+    table.ForEachRowChangedIn(pass, put_row);
+  }
+  out.Put(&rows, 8);
+  Status st = out.Finish();
+  if (st.ok()) st = file->Sync();
+  const Status closed = file->Close();
+  if (st.ok()) st = closed;
+  if (st.ok()) st = env->RenameFile(tmp, path);
+  if (st.ok()) st = env->SyncDir(DirName(path));
+  if (!st.ok()) {
+    env->RemoveFile(tmp);
+    return st;
   }
   info->rows = rows;
   info->deleted = num_deleted;
-  info->bytes = static_cast<uint64_t>(bytes);
-  info->checksum = sum.Final();
+  info->bytes = out.bytes();
+  info->checksum = out.checksum();
   return Status::OK();
 }
 
@@ -140,21 +161,6 @@ Status ReadRowFile(const std::string& path, uint64_t expected_checksum,
   if (expected_checksum != 0 && info->checksum != expected_checksum) {
     return Status::Corruption(path + ": checksum mismatch (the file changed after publish)");
   }
-  return Status::OK();
-}
-
-Status ChecksumFile(const std::string& path, uint64_t* checksum, uint64_t* bytes) {
-  File f(fopen(path.c_str(), "rb"));
-  if (!f) return Status::NotFound("cannot read " + path + ": " + strerror(errno));
-  FileChecksum sum;
-  char buffer[1 << 16];
-  size_t n;
-  *bytes = 0;
-  while ((n = fread(buffer, 1, sizeof(buffer), f.get())) > 0) {
-    sum.Update(buffer, n);
-    *bytes += n;
-  }
-  *checksum = sum.Final();
   return Status::OK();
 }
 

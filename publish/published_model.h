@@ -1,8 +1,8 @@
 // Loading a published model (docs/publish-format.md): the newest version (or a chosen
 // one) is its base version's rows, then every delta after the base up to it, in order,
 // and its own dense parameters. Every file's checksum is verified.
-#ifndef PEPNET_WORKER_PUBLISHED_MODEL_H_
-#define PEPNET_WORKER_PUBLISHED_MODEL_H_
+#ifndef PEPNET_PUBLISH_PUBLISHED_MODEL_H_
+#define PEPNET_PUBLISH_PUBLISHED_MODEL_H_
 
 #include <memory>
 #include <string>
@@ -24,12 +24,9 @@ struct PublishedModel {
   ~PublishedModel();
 };
 
-// The version folders under `publish_dir`, oldest first (unfinished ".tmp" ones skipped).
-Status ListVersions(const std::string& publish_dir, std::vector<std::string>* folders);
-
 // Loads version `version` (0 = the newest) from `publish_dir`.
 Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, PublishedModel* out);
 
 }  // namespace pepnet
 
-#endif  // PEPNET_WORKER_PUBLISHED_MODEL_H_
+#endif  // PEPNET_PUBLISH_PUBLISHED_MODEL_H_

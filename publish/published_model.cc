@@ -1,43 +1,18 @@
-#include "worker/published_model.h"
-
-#include <dirent.h>
+#include "publish/published_model.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
 
-#include "common/text_proto.h"
+#include "common/checksum.h"
 #include "proto/publish.pb.h"
 #include "ps/embedding_table.h"
-#include "ps/row_file.h"
-#include "worker/trainer.h"
+#include "publish/manifest.h"
+#include "publish/row_file.h"
 
 namespace pepnet {
 
 PublishedModel::~PublishedModel() = default;
-
-Status ListVersions(const std::string& publish_dir, std::vector<std::string>* folders) {
-  folders->clear();
-  DIR* d = opendir(publish_dir.c_str());
-  if (d == nullptr) return Status::NotFound("cannot read the model folder " + publish_dir);
-  while (dirent* e = readdir(d)) {
-    const std::string name = e->d_name;
-    if (name.rfind("v-", 0) == 0 && name.find('.') == std::string::npos) folders->push_back(name);
-  }
-  closedir(d);
-  std::sort(folders->begin(), folders->end());
-  return Status::OK();
-}
-
-namespace {
-
-Status ReadManifest(const std::string& dir, proto::ModelManifest* m) {
-  std::string text;
-  PEPNET_RETURN_IF_ERROR(ReadFileToString(dir + "/manifest.pbtxt", "model manifest", &text));
-  return ParseTextProto(text, dir + "/manifest.pbtxt", m);
-}
-
-}  // namespace
 
 Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, PublishedModel* out) {
   std::vector<std::string> folders;

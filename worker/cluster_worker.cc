@@ -1,0 +1,299 @@
+#include "worker/cluster_worker.h"
+
+#include <glog/logging.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "common/frame_channel.h"
+#include "common/ps_client.h"
+#include "proto/cluster.pb.h"
+#include "proto/model_config.pb.h"
+#include "worker/batch_prefetcher.h"
+#include "worker/data_reader.h"
+#include "worker/dense_state.h"
+#include "worker/model_config.h"
+#include "worker/trainer.h"
+
+namespace pepnet {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool Recoverable(const Status& st) {
+  return st.code() == Status::kUnavailable || st.code() == Status::kDeadlineExceeded;
+}
+
+// The coordinator's conversation: framed messages, with its COORD_FAIL turned into the
+// error it carries (Unavailable when the cluster recovers, so the worker rejoins).
+class CoordinatorChannel {
+ public:
+  explicit CoordinatorChannel(std::unique_ptr<FrameChannel> channel)
+      : channel_(std::move(channel)) {}
+
+  // A failed send usually means the coordinator gave up on the cluster: its FAIL message
+  // (the reason) may still be waiting to be read.
+  Status Send(const proto::CoordMessage& m, const void* payload = nullptr, size_t len = 0) {
+    Status st = channel_->Send(m.SerializeAsString(), payload, len);
+    if (st.ok()) return st;
+    failed_ = true;
+    std::string header;
+    PayloadBuffer reply_payload;
+    proto::CoordMessage reply;
+    if (channel_->Receive(&header, &reply_payload, 2000).ok() && reply.ParseFromString(header) &&
+        reply.type() == proto::COORD_FAIL) {
+      return FailureOf(reply);
+    }
+    return st;
+  }
+
+  Status Receive(proto::CoordMessage* m, PayloadBuffer* payload) {
+    std::string header;
+    Status st = channel_->Receive(&header, payload);
+    if (st.ok() && !m->ParseFromString(header)) {
+      st = Status::Corruption("unparsable coordinator message");
+    }
+    if (st.ok() && m->type() == proto::COORD_FAIL) st = FailureOf(*m);
+    failed_ = failed_ || !st.ok();
+    return st;
+  }
+
+  // Whether the coordinator failed the cluster or the connection to it broke.
+  bool failed() const { return failed_; }
+
+  static Status FailureOf(const proto::CoordMessage& fail) {
+    if (fail.retry()) return Status::Unavailable("the cluster is recovering: " + fail.error());
+    return Status::Internal("the cluster failed: " + fail.error());
+  }
+
+ private:
+  std::unique_ptr<FrameChannel> channel_;
+  bool failed_ = false;
+};
+
+// The coordinator's STEP as a DenseReducer.
+class CoordinatorReducer : public DenseReducer {
+ public:
+  explicit CoordinatorReducer(CoordinatorChannel* channel) : channel_(channel) {}
+
+  Status AllReduce(bool has_data, std::vector<float>* grads, bool* all_done) override {
+    proto::CoordMessage m;
+    m.set_type(proto::COORD_STEP);
+    m.set_step(step_++);
+    m.set_has_data(has_data);
+    m.set_num_dense(has_data ? grads->size() : 0);
+    PEPNET_RETURN_IF_ERROR(channel_->Send(m, grads->data(), has_data ? 4 * grads->size() : 0));
+    proto::CoordMessage reply;
+    PEPNET_RETURN_IF_ERROR(channel_->Receive(&reply, &payload_));
+    if (reply.type() != proto::COORD_STEP) return Unexpected(reply);
+    *all_done = reply.all_done();
+    if (*all_done) {
+      step_ = 0;
+      return Status::OK();
+    }
+    if (payload_.size() != 4 * grads->size()) {
+      return Status::Internal("coordinator sent " + std::to_string(payload_.size()) +
+                              " bytes of summed gradient for " + std::to_string(grads->size()) +
+                              " floats");
+    }
+    std::memcpy(grads->data(), payload_.data(), payload_.size());
+    return Status::OK();
+  }
+
+  static Status Unexpected(const proto::CoordMessage& m) {
+    return Status::Internal("unexpected coordinator message type " + std::to_string(m.type()));
+  }
+
+ private:
+  CoordinatorChannel* channel_;
+  uint64_t step_ = 0;
+  PayloadBuffer payload_;
+};
+
+// One membership of the cluster: join, train passes until done or a failure.
+class Session {
+ public:
+  Session(const proto::ModelConfig& config, const ClusterWorkerOptions& o)
+      : config_(config), o_(o) {
+    for (const auto& t : config.task()) task_names_.push_back(t.name());
+  }
+
+  // *welcomed: the coordinator took the worker in; *durable: it said it recovers (so a
+  // lost coordinator is waited for).
+  Status Run(int connect_timeout_ms, bool* welcomed, bool* durable) {
+    std::unique_ptr<FrameChannel> raw;
+    PEPNET_RETURN_IF_ERROR(
+        FrameChannel::Connect(o_.coordinator_host, o_.coordinator_port, connect_timeout_ms, &raw));
+    coord_.reset(new CoordinatorChannel(std::move(raw)));
+    proto::CoordMessage hello;
+    hello.set_type(proto::COORD_HELLO);
+    hello.set_worker_index(o_.worker_index);
+    hello.set_num_workers(o_.num_workers);
+    hello.set_model_fingerprint(ModelConfigFingerprint(config_));
+    PEPNET_RETURN_IF_ERROR(coord_->Send(hello));
+    // The coordinator answers once the cluster is whole (it may be recovering).
+    proto::CoordMessage welcome;
+    PayloadBuffer payload;
+    PEPNET_RETURN_IF_ERROR(coord_->Receive(&welcome, &payload));
+    if (welcome.type() != proto::COORD_HELLO) return CoordinatorReducer::Unexpected(welcome);
+    *welcomed = true;
+    *durable = welcome.durable();
+    std::vector<std::string> done(welcome.done_passes().begin(), welcome.done_passes().end());
+    PassSource source(o_.source);
+    Status st = source.Resume(done);
+    if (!st.ok()) return Abort(st);
+
+    ClientOptions client_options;
+    client_options.servers = o_.servers;
+    std::unique_ptr<PsClient> client;
+    PEPNET_RETURN_IF_ERROR(PsClient::Connect(client_options, &client));
+    std::unique_ptr<EmbeddingStore> store = MakeRemoteStore(client.get());
+    Trainer trainer(config_, store.get(), o_.seed, o_.threads);
+    if (welcome.durable() && welcome.pass() > 0) {
+      DenseState dense;
+      st = DecodeDenseState(std::string(payload.data(), payload.size()),
+                            "the coordinator's dense state", &dense);
+      if (st.ok()) st = trainer.LoadDenseState(dense);
+      if (!st.ok()) return Abort(st);
+      LOG(INFO) << "joined after committed pass " << welcome.pass() << " ("
+                << (done.empty() ? "" : done.back()) << "), dense state of Adam step "
+                << dense.step;
+    }
+    CoordinatorReducer reducer(coord_.get());
+    trainer.set_dense_reducer(&reducer);
+    for (;;) {
+      const std::string folder = source.Next();
+      proto::CoordMessage begin;
+      begin.set_type(proto::COORD_BEGIN_PASS);
+      begin.set_worker_index(o_.worker_index);
+      begin.set_finished(folder.empty());
+      begin.set_pass_name(folder);
+      PEPNET_RETURN_IF_ERROR(coord_->Send(begin));
+      proto::CoordMessage reply;
+      PEPNET_RETURN_IF_ERROR(coord_->Receive(&reply, &payload));
+      if (reply.finished()) return Status::OK();
+      st = TrainPass(reply.pass(), folder, &trainer);
+      if (!st.ok()) return st;
+    }
+  }
+
+ private:
+  Status TrainPass(uint32_t pass, const std::string& folder, Trainer* trainer) {
+    const std::vector<std::string> all = PassSource::FilesOf(folder);
+    std::vector<std::string> files;
+    for (const std::string& f : PassSource::ShareOf(all, o_.worker_index, o_.num_workers)) {
+      files.push_back(folder + "/" + f);
+    }
+    LOG(INFO) << "pass " << pass << " (" << folder << "): training on " << files.size()
+              << " of its " << all.size() << " files";
+    PassMetrics metrics(task_names_, config_.num_domains());
+    DataReader reader(&config_, files);
+    uint64_t samples = 0;
+    Status st;
+    {
+      BatchPrefetcher prefetcher(&reader, config_.batch_size());
+      Batch batch;
+      bool done = false;
+      while (st.ok() && !done) {
+        st = prefetcher.Next(&batch, &done);
+        if (st.ok() && batch.size > 0) {
+          st = trainer->TrainBatch(batch, &metrics);
+          samples += batch.size;
+        }
+      }
+    }
+    // Out of data: take part in the other workers' remaining steps.
+    bool all_done = false;
+    while (st.ok() && !all_done) st = trainer->IdleStep(&all_done);
+    if (!st.ok()) {
+      return Abort(st.WithContext("pass " + std::to_string(pass) + " (" + folder + ")"));
+    }
+
+    proto::CoordMessage end;
+    end.set_type(proto::COORD_END_PASS);
+    end.set_worker_index(o_.worker_index);
+    end.set_pass(pass);
+    end.set_checksum(trainer->DenseChecksum());
+    std::string body = metrics.Serialize();
+    end.set_prediction_bytes(body.size());
+    if (o_.worker_index == 0) {
+      // Weights and optimizer state of the same moment: the commit's dense checkpoint.
+      DenseState dense;
+      trainer->CaptureDenseState(&dense);
+      end.set_num_dense(dense.params.size());
+      body += EncodeDenseState(dense);
+    }
+    PEPNET_RETURN_IF_ERROR(coord_->Send(end, body.data(), body.size()));
+    proto::CoordMessage reply;
+    PayloadBuffer payload;
+    st = coord_->Receive(&reply, &payload);
+    if (!st.ok()) return st.WithContext("pass " + std::to_string(pass));
+    char checksum[32];
+    snprintf(checksum, sizeof(checksum), "%016llx",
+             static_cast<unsigned long long>(end.checksum()));
+    LOG(INFO) << "pass " << pass << " (" << folder << "): trained " << samples << " samples from "
+              << files.size() << " files; dense checksum " << checksum << "; published version "
+              << reply.version();
+    return Status::OK();
+  }
+
+  // Tells the coordinator why this worker cannot go on (unless the failure came from the
+  // coordinator itself), and returns the reason.
+  Status Abort(const Status& why) {
+    if (coord_->failed()) return why;
+    proto::CoordMessage abort;
+    abort.set_type(proto::COORD_ABORT);
+    abort.set_worker_index(o_.worker_index);
+    abort.set_error(why.ToString());
+    abort.set_fatal(!Recoverable(why));
+    coord_->Send(abort);
+    return why;
+  }
+
+  const proto::ModelConfig& config_;
+  const ClusterWorkerOptions& o_;
+  std::vector<std::string> task_names_;
+  std::unique_ptr<CoordinatorChannel> coord_;
+};
+
+}  // namespace
+
+Status RunClusterWorker(const proto::ModelConfig& config, const ClusterWorkerOptions& o) {
+  bool durable = false;  // what the coordinator said last
+  bool welcomed_once = false;
+  Clock::time_point trying_since = Clock::now();
+  int delay_ms = 100;
+  Status last;
+  for (;;) {
+    const int budget_ms =
+        o.reconnect_timeout_ms -
+        static_cast<int>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - trying_since)
+                .count());
+    if (budget_ms <= 0) {
+      return Status::DeadlineExceeded("could not join the cluster within " +
+                                      std::to_string(o.reconnect_timeout_ms / 1000) +
+                                      " s: " + last.message());
+    }
+    Session session(config, o);
+    bool welcomed = false;
+    last = session.Run(budget_ms, &welcomed, &durable);
+    if (last.ok()) return last;
+    if (welcomed) {
+      welcomed_once = true;
+      trying_since = Clock::now();
+      delay_ms = 100;
+    }
+    // A run without recovery ends with its first failure; before the coordinator spoke
+    // (it may be starting or recovering), a dead peer is waited for.
+    if (!Recoverable(last) || (welcomed_once && !durable)) return last;
+    LOG(WARNING) << last.ToString() << "; rejoining the cluster in " << delay_ms << " ms";
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    delay_ms = std::min(2 * delay_ms, 2000);
+  }
+}
+
+}  // namespace pepnet
