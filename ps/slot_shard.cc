@@ -179,12 +179,13 @@ bool SlotShard::AllocateForLoad(uint32_t rows, uint32_t index_capacity, uint32_t
     index_ = static_cast<uint32_t*>(CheckedCalloc(index_capacity, sizeof(uint32_t)));
     allocated_bytes_ += BlockBytes(4ull * index_capacity);
     capacity_ = index_capacity;
+    canonical_ = false;  // empty until RebuildIndex
   }
   return true;
 }
 
 void SlotShard::RebuildIndex() {
-  if (capacity_ > 0) Rehash(capacity_);
+  if (capacity_ > 0 && !canonical_) Rehash(capacity_);
 }
 
 uint32_t SlotShard::PositionOf(uint32_t id) const {
@@ -204,6 +205,7 @@ void SlotShard::EraseAt(uint32_t id) {
   // empty one ends every sequence through it and can simply be emptied. (Backward-shift
   // deletion would need every later entry's key, a cache miss each.)
   const uint32_t pos = PositionOf(id);
+  canonical_ = false;
   if (index_[Next(pos)] == 0) {
     index_[pos] = 0;
   } else {
@@ -241,6 +243,7 @@ void SlotShard::Rehash(uint32_t new_capacity) {
   index_ = fresh;
   capacity_ = new_capacity;
   tombstones_ = 0;
+  canonical_ = true;
   // From the rows, which are dense and read in order, rather than from the old entries,
   // whose rows would be read at random.
   for (uint32_t id = 0; id < num_rows_; ++id) {

@@ -105,7 +105,9 @@ class SlotShard {
 
   // Rebuilds the index at its capacity from the rows in id order, dropping tombstones: the
   // layout then depends only on the rows and the capacity, which a commit records, so a
-  // shard loaded from storage gets the very same index (no-op without an index).
+  // shard loaded from storage gets the very same index. A no-op when the layout is that
+  // already: no deletion since the last rebuild (inserts in id order fill the entries a
+  // rebuild would), or no index.
   void RebuildIndex();
 
   // For loading from storage: allocates what a shard of `rows` rows with these sizes
@@ -158,6 +160,7 @@ class SlotShard {
   uint32_t capacity_ = 0;
   uint32_t num_rows_ = 0;
   uint32_t tombstones_ = 0;
+  bool canonical_ = true;  // the index is what Rehash would build (no deletion since)
   char** chunks_ = nullptr;
   uint32_t num_chunks_ = 0;
   uint32_t chunk_slots_ = 0;  // capacity of chunks_
