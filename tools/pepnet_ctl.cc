@@ -2,9 +2,15 @@
 //
 //   pepnet_ctl stats --servers=h:p,h:p [--json]
 //   pepnet_ctl table_config --model_config=FILE [--seed=N]   (the servers' table config)
+//   pepnet_ctl free_ports --count=N [--host=H]                (N ports free now, one a line)
+#include <arpa/inet.h>
 #include <gflags/gflags.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 
@@ -21,6 +27,8 @@ DEFINE_bool(json, false, "Print one line of JSON instead of a table.");
 DEFINE_int32(timeout_ms, 10000, "Give up on a shard after this long.");
 DEFINE_string(model_config, "", "table_config: the model config whose slots the table holds.");
 DEFINE_uint64(seed, 1, "table_config: the table's row initialization seed.");
+DEFINE_int32(count, 1, "free_ports: how many ports.");
+DEFINE_string(host, "127.0.0.1", "free_ports: the address they must be free on.");
 DEFINE_int32(partition_bits, 5,
              "table_config: 2^N independently locked partitions per shard (0-8); a small "
              "--memory_limit_bytes needs few.");
@@ -32,14 +40,43 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// Ports the kernel gives out now, all bound at once so that they differ; they are free
+// again when this returns (a launcher gives them to processes that keep them for good).
+int FreePorts() {
+  if (FLAGS_count < 1 || FLAGS_count > 1000) return Fail("--count must be in [1, 1000]");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  if (inet_pton(AF_INET, FLAGS_host.c_str(), &addr.sin_addr) != 1) {
+    return Fail("--host=" + FLAGS_host + " is not an IPv4 address");
+  }
+  std::vector<int> fds;
+  std::string out;
+  for (int i = 0; i < FLAGS_count; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in bound = addr;
+    socklen_t len = sizeof(bound);
+    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) != 0) {
+      return Fail("cannot bind a port on " + FLAGS_host + ": " + strerror(errno));
+    }
+    fds.push_back(fd);
+    out += std::to_string(ntohs(bound.sin_port)) + "\n";
+  }
+  for (int fd : fds) close(fd);
+  printf("%s", out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const char* usage =
       "usage: pepnet_ctl stats --servers=host:port[,host:port...] [--json]\n"
-      "       pepnet_ctl table_config --model_config=FILE [--seed=N] [--partition_bits=N]";
+      "       pepnet_ctl table_config --model_config=FILE [--seed=N] [--partition_bits=N]\n"
+      "       pepnet_ctl free_ports --count=N [--host=H]";
   gflags::SetUsageMessage(usage);
   gflags::ParseCommandLineFlags(&argc, &argv, true);
+  if (argc == 2 && strcmp(argv[1], "free_ports") == 0) return FreePorts();
   if (argc == 2 && strcmp(argv[1], "table_config") == 0) {
     pepnet::proto::ModelConfig model;
     pepnet::Status st = pepnet::LoadModelConfigFile(FLAGS_model_config, &model);
