@@ -231,6 +231,7 @@ class Coordinator {
     if (committed > 0) PEPNET_RETURN_IF_ERROR(client->CommitPass(committed));
     PEPNET_RETURN_IF_ERROR(client->RollbackPass(committed));
     PEPNET_RETURN_IF_ERROR(PsClient::Connect(options, &client_));
+    if (store_) AppendMetricsOnce(committed, store_->record().metrics_json());
     if (store_ && store_->record().committed_version() != 0 &&
         store_->record().committed_version() != store_->record().last_version()) {
       DenseState dense;
@@ -443,10 +444,9 @@ class Coordinator {
     }
     const uint64_t version = o_.publish_dir.empty() ? 0 : last_version_ + 1;
     CommitSummary commit;
-    PEPNET_RETURN_IF_ERROR(Commit(pass, name, dense_bytes, version, &commit));
-    if (!o_.metrics_out.empty()) {
-      std::ofstream(o_.metrics_out, std::ios::app) << metrics.ToJson(pass) << "\n";
-    }
+    const std::string metrics_json = metrics.ToJson(pass);
+    PEPNET_RETURN_IF_ERROR(Commit(pass, name, dense_bytes, version, metrics_json, &commit));
+    AppendMetricsOnce(pass, metrics_json);
     uint64_t rows = 0;
     if (version) PEPNET_RETURN_IF_ERROR(Publish(pass, name, dense.params, &rows));
     std::vector<proto::ServerStats> stats;
@@ -504,7 +504,7 @@ class Coordinator {
   // every shard prepares, the dense checkpoint is written, the record names both (the
   // commit point), every shard commits.
   Status Commit(uint32_t pass, const std::string& name, const std::string& dense_bytes,
-                uint64_t version, CommitSummary* out) {
+                uint64_t version, const std::string& metrics_json, CommitSummary* out) {
     if (!durable_shards_) return Status::OK();
     const auto start = Clock::now();
     std::vector<proto::PrepareReply> prepared;
@@ -513,7 +513,7 @@ class Coordinator {
     if (store_) {
       PEPNET_RETURN_IF_ERROR(store_->WriteDense(pass, dense_bytes));
       PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_dense"));
-      PEPNET_RETURN_IF_ERROR(store_->Commit(pass, name, version));
+      PEPNET_RETURN_IF_ERROR(store_->Commit(pass, name, version, metrics_json));
       PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_record"));
     }
     PEPNET_RETURN_IF_ERROR(client_->CommitPass(pass));
@@ -575,6 +575,19 @@ class Coordinator {
     last_version_ = version;
     if (base) last_base_ = version;
     return Status::OK();
+  }
+
+  // Appends the pass's line to --metrics_out unless it is there (a restart after the
+  // commit appends the line the record kept; a pass trained again after a rollback was
+  // never committed, and never appended).
+  void AppendMetricsOnce(uint32_t pass, const std::string& json) {
+    if (o_.metrics_out.empty() || json.empty()) return;
+    const std::string mark = "{\"pass\":" + std::to_string(pass) + ",";
+    std::ifstream in(o_.metrics_out);
+    for (std::string line; std::getline(in, line);) {
+      if (line.compare(0, mark.size(), mark) == 0) return;
+    }
+    std::ofstream(o_.metrics_out, std::ios::app) << json << "\n";
   }
 
   void PrintPassLine(const PassMetrics& metrics, uint32_t pass, const std::string& name,

@@ -104,7 +104,8 @@ Status CoordinatorStore::WriteDense(uint32_t pass, const std::string& encoded) {
   return WriteFileDurably(env_, dir_ + "/" + pending_name_, encoded);
 }
 
-Status CoordinatorStore::Commit(uint32_t pass, const std::string& pass_name, uint64_t version) {
+Status CoordinatorStore::Commit(uint32_t pass, const std::string& pass_name, uint64_t version,
+                                const std::string& metrics_json) {
   if (pending_name_ != DenseName(pass)) {
     return Status::Internal("commit of pass " + std::to_string(pass) + " without its dense state");
   }
@@ -116,6 +117,7 @@ Status CoordinatorStore::Commit(uint32_t pass, const std::string& pass_name, uin
   r.set_dense_floats((pending_dense_.size() - 32) / 12);
   r.set_dense_checksum(ChecksumOf(pending_dense_.data(), pending_dense_.size()));
   r.set_committed_version(version);
+  r.set_metrics_json(metrics_json);
   r.set_commit_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::system_clock::now().time_since_epoch())
                            .count());

@@ -285,7 +285,10 @@ class ShardStore::Impl {
   Status Commit(EmbeddingTable* table, uint32_t pass) {
     std::lock_guard<std::mutex> lock(mu_);
     const auto start = Clock::now();
-    if (committed_ == pass) return RemovePrepared();
+    if (committed_ == pass) {
+      prepared_ = 0;
+      return RemovePrepared();
+    }
     if (prepared_ != pass || committed_ + 1 != pass) {
       return Status::InvalidArgument(
           Shard() + " cannot commit pass " + std::to_string(pass) + ": it holds committed pass " +

@@ -1,0 +1,403 @@
+// Durability of a whole cluster of real processes: 2 shards with data dirs (a memory limit
+// that keeps evicting, a capped slot, an admitting slot), the coordinator with its record,
+// workers. Any process is killed (SIGKILL) at a random moment or stopped at a named step
+// of the commit or the publish, started again with the same flags, and the run finishes:
+// with one worker, training is deterministic, so every published version and the final
+// model (dense and every row) are bit-identical to an undisturbed run's.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+#include <regex>
+
+#include "common/ps_client.h"
+#include "proto/ps.pb.h"
+#include "ps/table_config.h"
+#include "publish/row_file.h"
+#include "tests/durable_cluster.h"
+#include "worker/model_config.h"
+
+namespace pepnet {
+namespace {
+
+using testing::ClusterSpec;
+using testing::DurableCluster;
+using testing::PublishedImage;
+
+constexpr int kPasses = 3;
+
+// The demo model with every memory-control policy on: a cap on items, admission of
+// users at two sightings (and the demo's TTL on history IDs).
+std::string ModelConfigText() {
+  std::string config = testing::ReadFile(testing::SourceDir() + "/configs/demo.pbtxt");
+  auto replace = [&](const std::string& from, const std::string& to) {
+    const size_t at = config.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) config.replace(at, from.size(), to);
+  };
+  replace("slot { name: \"item\" id: 3 role: ITEM dim: 16 }",
+          "slot { name: \"item\" id: 3 role: ITEM dim: 16 eviction { max_rows: 300 } }");
+  replace("slot { name: \"user\" id: 2 role: USER dim: 16 }",
+          "slot { name: \"user\" id: 2 role: USER dim: 16 eviction { admission_threshold: 2 } }");
+  return config + "admission_filter_bytes: 65536\n";
+}
+
+// Data, configs and the undisturbed runs, shared by the tests of this file.
+struct Fixture {
+  testing::TempDir dir;
+  ClusterSpec spec;
+  PublishedImage reference;       // one worker
+  std::vector<std::string> ref_metrics;
+  double reference_seconds = 0;
+
+  Fixture() {
+    testing::WriteFile(dir.File("model.pbtxt"), ModelConfigText());
+    proto::ModelConfig model;
+    Status st = LoadModelConfigFile(dir.File("model.pbtxt"), &model);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    TableOptions table = TableOptionsFor(model, 1);
+    table.partition_bits = 0;
+    testing::WriteFile(dir.File("table.pbtxt"), FormatTableConfig(table));
+    std::string output;
+    EXPECT_EQ(testing::RunCommand({testing::BinDir() + "/pepnet_datagen",
+                                   "--out_dir=" + dir.File("data"),
+                                   "--passes=" + std::to_string(kPasses), "--rows_per_file=5000"},
+                                  dir, &output),
+              0)
+        << output;
+    spec.model_config = dir.File("model.pbtxt");
+    spec.table_config = dir.File("table.pbtxt");
+    spec.memory_limit_bytes = 400000;
+    for (int p = 0; p < kPasses; ++p) {
+      char name[32];
+      snprintf(name, sizeof(name), "/pass-%05d", p);
+      spec.passes.push_back(dir.File("data") + name);
+    }
+    const auto start = std::chrono::steady_clock::now();
+    DurableCluster cluster(dir, "reference", spec);
+    cluster.StartAll();
+    EXPECT_EQ(cluster.WaitDone(300000), cluster.AllZero()) << cluster.Logs();
+    reference_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    reference = testing::ReadPublished(cluster.publish_dir());
+    ref_metrics = cluster.MetricLines();
+    EXPECT_EQ(reference.versions.size(), size_t{kPasses});
+    // The policies were at work, or the test would prove little.
+    const std::string coord = cluster.CoordinatorLog();
+    EXPECT_NE(coord.find("evicted"), std::string::npos) << coord;
+    ExpectEvictionAndAdmission(cluster.servers());
+  }
+
+  static void ExpectEvictionAndAdmission(const std::string& servers) {
+    ClientOptions options;
+    EXPECT_TRUE(ParseServerList(servers, &options.servers).ok());
+    std::unique_ptr<PsClient> client;
+    ASSERT_TRUE(PsClient::Connect(options, &client).ok());
+    std::vector<proto::ServerStats> stats;
+    ASSERT_TRUE(client->Stats(&stats).ok());
+    uint64_t memory = 0, cap = 0, dropped = 0;
+    for (const auto& s : stats) {
+      for (const auto& slot : s.table().slots()) {
+        memory += slot.deleted_total().by_reason(static_cast<int>(DeleteReason::kMemory));
+        cap += slot.deleted_total().by_reason(static_cast<int>(DeleteReason::kCap));
+      }
+      dropped += s.table().admission().pushes_dropped();
+      EXPECT_EQ(s.storage().committed_pass(), uint32_t{kPasses});
+    }
+    EXPECT_GT(memory, 0u) << "no eviction under the memory limit";
+    EXPECT_GT(cap, 0u) << "no eviction at the cap";
+    EXPECT_GT(dropped, 0u) << "admission dropped nothing";
+  }
+};
+
+Fixture* fixture = nullptr;
+
+class RecoveryTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (fixture == nullptr) fixture = new Fixture;
+  }
+  static void TearDownTestSuite() {
+    delete fixture;
+    fixture = nullptr;
+  }
+
+  // A moment well inside an undisturbed run.
+  static std::chrono::milliseconds RandomMoment(uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<double> at(0.15, 0.85);
+    return std::chrono::milliseconds(
+        static_cast<int64_t>(at(rng) * fixture->reference_seconds * 1000));
+  }
+
+  // Runs the cluster, calls `disturb` once it has run for `moment`, and checks that the
+  // run finishes with the reference's model.
+  template <typename Disturb>
+  void ExpectRecovery(const std::string& name, std::chrono::milliseconds moment, Disturb disturb) {
+    SCOPED_TRACE(name);
+    DurableCluster cluster(fixture->dir, name, fixture->spec);
+    cluster.StartAll();
+    std::this_thread::sleep_for(moment);
+    ASSERT_LT(cluster.MetricLines().size(), size_t{kPasses})
+        << "the run was over before the kill at " << moment.count() << " ms";
+    disturb(cluster);
+    ASSERT_EQ(cluster.WaitDone(300000), cluster.AllZero()) << cluster.Logs();
+    testing::ExpectSameModel(fixture->reference, testing::ReadPublished(cluster.publish_dir()));
+    // Each committed pass's metrics once, as the undisturbed run wrote them.
+    EXPECT_EQ(cluster.MetricLines(), fixture->ref_metrics);
+  }
+};
+
+TEST_F(RecoveryTest, AKilledShardIsRecoveredBitIdentically) {
+  for (uint32_t seed : {1u, 2u}) {
+    ExpectRecovery("shard-" + std::to_string(seed), RandomMoment(seed), [&](DurableCluster& c) {
+      c.KillAndRestartShard(seed % 2);
+    });
+  }
+}
+
+TEST_F(RecoveryTest, AKilledWorkerIsRecoveredBitIdentically) {
+  for (uint32_t seed : {3u, 4u}) {
+    ExpectRecovery("worker-" + std::to_string(seed), RandomMoment(seed),
+                   [](DurableCluster& c) { c.KillAndRestartWorker(0); });
+  }
+}
+
+TEST_F(RecoveryTest, AKilledCoordinatorIsRecoveredBitIdentically) {
+  for (uint32_t seed : {5u, 6u}) {
+    ExpectRecovery("coord-" + std::to_string(seed), RandomMoment(seed),
+                   [](DurableCluster& c) { c.KillAndRestartCoordinator(); });
+  }
+}
+
+TEST_F(RecoveryTest, EverythingKilledAtOnceIsRecoveredBitIdentically) {
+  for (uint32_t seed : {7u, 8u}) {
+    ExpectRecovery("all-" + std::to_string(seed), RandomMoment(seed),
+                   [](DurableCluster& c) { c.KillAndRestartAll(); });
+  }
+}
+
+// Stops between the steps of a commit and of a publish, where a random kill rarely lands.
+TEST_F(RecoveryTest, StopsBetweenTheStepsOfACommitAreRecoveredBitIdentically) {
+  struct Stop {
+    const char* process;  // "coord", "ps-0", "ps-1"
+    const char* step;
+  };
+  for (const Stop& stop : std::vector<Stop>{
+           {"coord", "coord.after_prepare:2"},  // the shards wrote, the dense state not yet
+           {"coord", "coord.after_dense:2"},
+           {"coord", "coord.after_record:2"},  // decided, the shards not told
+           {"coord", "coord.after_commit:2"},  // committed, not published
+           {"coord", "coord.after_export:2"},
+           {"coord", "publish.before_rename:2"},
+           {"coord", "coord.after_publish:2"},
+           {"ps-1", "shard.after_prepare:2"},
+           {"ps-0", "shard.after_ingest:2"},
+       }) {
+    const std::string name = std::string(stop.process) + "-" + stop.step;
+    SCOPED_TRACE(name);
+    DurableCluster cluster(fixture->dir, name.substr(0, name.find(':')), fixture->spec);
+    const std::vector<std::string> crash = {std::string("--crash_at=") + stop.step};
+    const std::string p = stop.process;
+    for (int i = 0; i < 2; ++i) cluster.StartShard(i, p == "ps-" + std::to_string(i) ? crash : std::vector<std::string>{});
+    cluster.StartCoordinator(p == "coord" ? crash : std::vector<std::string>{});
+    cluster.StartWorker(0);
+    Subprocess& victim = p == "coord" ? cluster.coordinator() : cluster.shard(p == "ps-0" ? 0 : 1);
+    EXPECT_EQ(cluster.WaitExit(victim, 300000), 128 + SIGKILL) << cluster.Logs();
+    if (p == "coord") {
+      cluster.StartCoordinator();
+    } else {
+      cluster.StartShard(p == "ps-0" ? 0 : 1);
+    }
+    ASSERT_EQ(cluster.WaitDone(300000), cluster.AllZero()) << cluster.Logs();
+    testing::ExpectSameModel(fixture->reference, testing::ReadPublished(cluster.publish_dir()));
+    EXPECT_NE(cluster.Logs().find("crash_at: stopping at"), std::string::npos);
+  }
+}
+
+
+double MeanAuc(const std::string& json) {
+  double sum = 0;
+  int tasks = 0;
+  const std::regex re("\\{\"samples\":[0-9]+,\"auc\":([0-9.]+)");
+  // The task summaries come before their domains; take the first AUC after each task name.
+  for (const char* task : {"\"like\":", "\"forward\":", "\"follow\":"}) {
+    const size_t at = json.find(task);
+    std::smatch m;
+    const std::string rest = json.substr(at);
+    if (at != std::string::npos && std::regex_search(rest, m, re)) {
+      sum += std::stod(m[1]);
+      ++tasks;
+    }
+  }
+  EXPECT_EQ(tasks, 3) << json;
+  return sum / std::max(tasks, 1);
+}
+
+// Every row the shards hold, exported whole.
+std::map<uint64_t, std::vector<float>> ShardRows(const DurableCluster& cluster,
+                                                 const testing::TempDir& dir,
+                                                 const std::string& name) {
+  std::map<uint64_t, std::vector<float>> rows;
+  ClientOptions options;
+  EXPECT_TRUE(ParseServerList(cluster.servers(), &options.servers).ok());
+  std::unique_ptr<PsClient> client;
+  Status st = PsClient::Connect(options, &client);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  if (!st.ok()) return rows;
+  std::vector<std::string> paths;
+  for (uint32_t s = 0; s < client->num_shards(); ++s) {
+    paths.push_back(dir.File(name + "-export-" + std::to_string(s) + ".bin"));
+  }
+  std::vector<proto::ExportReply> replies;
+  st = client->ExportRows(0, true, paths, &replies);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  for (const std::string& path : paths) {
+    RowFileInfo info;
+    EXPECT_TRUE(ReadRowFile(
+                    path, 0, [](uint64_t) { return Status::OK(); },
+                    [&](uint64_t key, const float* w, uint32_t dim) {
+                      rows[key].assign(w, w + dim);
+                      return Status::OK();
+                    },
+                    &info)
+                    .ok());
+  }
+  return rows;
+}
+
+// Two workers are not deterministic (their pushes to a shared row interleave), so the
+// disturbed run is held to what must hold: the versions published before a kill stay as
+// they were, the published chain is exactly what the shards hold at the end, and the
+// quality is that of an undisturbed run.
+TEST_F(RecoveryTest, WithTwoWorkersCommittedPassesSurviveAndTheAucHolds) {
+  ClusterSpec spec = fixture->spec;
+  spec.workers = 2;
+  double undisturbed_auc = 0;
+  {
+    DurableCluster cluster(fixture->dir, "two-reference", spec);
+    cluster.StartAll();
+    ASSERT_EQ(cluster.WaitDone(300000), cluster.AllZero()) << cluster.Logs();
+    ASSERT_EQ(cluster.MetricLines().size(), size_t{kPasses});
+    undisturbed_auc = MeanAuc(cluster.MetricLines().back());
+  }
+  DurableCluster cluster(fixture->dir, "two-killed", spec);
+  cluster.StartAll();
+  auto wait_for_versions = [&](size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+    std::vector<std::string> versions;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (ListVersions(cluster.publish_dir(), &versions).ok() && versions.size() >= n) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    FAIL() << "no version " << n << "\n" << cluster.Logs();
+  };
+  wait_for_versions(1);
+  const PublishedImage before_first = testing::ReadPublished(cluster.publish_dir());
+  cluster.KillAndRestartWorker(1);
+  wait_for_versions(before_first.versions.size() + 1);
+  const PublishedImage before_second = testing::ReadPublished(cluster.publish_dir());
+  ASSERT_LT(before_second.versions.size(), size_t{kPasses}) << "the run ended before the kill";
+  cluster.KillAndRestartShard(0);
+  ASSERT_EQ(cluster.WaitDone(300000), cluster.AllZero()) << cluster.Logs();
+  const PublishedImage after = testing::ReadPublished(cluster.publish_dir());
+  ASSERT_EQ(after.versions.size(), size_t{kPasses});
+  for (const PublishedImage* before : {&before_first, &before_second}) {
+    for (size_t v = 0; v < before->versions.size(); ++v) {
+      EXPECT_EQ(before->summaries[v], after.summaries[v]) << "a committed version changed";
+    }
+  }
+  const std::map<uint64_t, std::vector<float>> held = ShardRows(cluster, fixture->dir, "two");
+  EXPECT_EQ(held.size(), after.rows.size());
+  EXPECT_TRUE(held == after.rows) << "the published model is not what the shards hold";
+  const std::vector<std::string> metrics = cluster.MetricLines();
+  ASSERT_EQ(metrics.size(), size_t{kPasses});
+  const double auc = MeanAuc(metrics.back());
+  EXPECT_NEAR(auc, undisturbed_auc, 0.003) << metrics.back();
+}
+
+// The refusals at start, each one line naming what differs, nothing overwritten.
+TEST_F(RecoveryTest, ForeignAndDamagedDataDirsAreRefusedAtStart) {
+  const std::string ref = fixture->dir.File("reference");
+  auto refused = [&](std::vector<std::string> argv, int want_code, const std::string& want) {
+    std::string output;
+    const int code = testing::RunCommand(argv, fixture->dir, &output);
+    EXPECT_EQ(code, want_code) << output;
+    EXPECT_NE(output.find(want), std::string::npos) << output;
+    EXPECT_EQ(std::count(output.begin(), output.end(), '\n'), 1) << "one line: " << output;
+  };
+  auto shard = [&](const std::string& data_dir, int id, int count,
+                   const std::string& table = fixture->spec.table_config) {
+    return std::vector<std::string>{testing::BinDir() + "/pepnet_ps", "--host=127.0.0.1",
+                                    "--port=0", "--table_config=" + table,
+                                    "--shard_id=" + std::to_string(id),
+                                    "--num_shards=" + std::to_string(count),
+                                    "--data_dir=" + data_dir};
+  };
+  refused(shard(ref + "/ps-0", 1, 2), 2,
+          "data dir " + ref + "/ps-0 belongs to shard 0 of 2; this server is shard 1 of 2");
+  refused(shard(ref + "/ps-0", 0, 3), 2, "belongs to shard 0 of 2; this server is shard 0 of 3");
+  std::string table = testing::ReadFile(fixture->spec.table_config);
+  table.replace(table.find("partition_bits: 0"), 17, "partition_bits: 1");
+  testing::WriteFile(fixture->dir.File("table-other.pbtxt"), table);
+  refused(shard(ref + "/ps-0", 0, 2, fixture->dir.File("table-other.pbtxt")), 2,
+          "was written with another table config: line");
+  // A damaged copy: one byte of a table file flipped.
+  const std::string copy = fixture->dir.File("ps-0-damaged");
+  ASSERT_EQ(system(("cp -r '" + ref + "/ps-0' '" + copy + "'").c_str()), 0);
+  std::vector<std::string> names;
+  ASSERT_TRUE(Env::Default()->GetChildren(copy + "/db", &names).ok());
+  std::sort(names.begin(), names.end());
+  std::string sst;
+  for (const std::string& n : names) {
+    if (n.size() > 4 && n.substr(n.size() - 4) == ".sst") sst = copy + "/db/" + n;
+  }
+  ASSERT_FALSE(sst.empty());
+  {
+    std::fstream f(sst, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x7f');
+  }
+  refused(shard(copy, 0, 2), 2, "Corruption");
+  // The coordinator's record of this run, with another model, shard count or a damaged
+  // dense checkpoint.
+  auto coord = [&](const std::string& data_dir, const std::string& config,
+                   const std::string& servers) {
+    return std::vector<std::string>{testing::BinDir() + "/pepnet_coord", "--num_workers=1",
+                                    "--servers=" + servers, "--config=" + config,
+                                    "--data_dir=" + data_dir, "--port=0"};
+  };
+  std::string model = testing::ReadFile(fixture->spec.model_config);
+  model.replace(model.find("tower: 32"), 9, "tower: 24");
+  testing::WriteFile(fixture->dir.File("model-other.pbtxt"), model);
+  refused(coord(ref + "/coord", fixture->dir.File("model-other.pbtxt"), "127.0.0.1:1,127.0.0.1:2"),
+          1, "coordinator data dir " + ref + "/coord holds a run of another model config");
+  refused(coord(ref + "/coord", fixture->spec.model_config, "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3"),
+          1, "holds a run of 2 shards; --servers lists 3");
+  const std::string coord_copy = fixture->dir.File("coord-damaged");
+  ASSERT_EQ(system(("cp -r '" + ref + "/coord' '" + coord_copy + "'").c_str()), 0);
+  ASSERT_TRUE(Env::Default()->GetChildren(coord_copy, &names).ok());
+  for (const std::string& n : names) {
+    if (n.rfind("dense-", 0) != 0) continue;
+    std::fstream f(coord_copy + "/" + n, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(64);
+    f.put('\x7f');
+  }
+  refused(coord(coord_copy, fixture->spec.model_config, "127.0.0.1:1,127.0.0.1:2"), 1,
+          "checksum differs from the record's");
+  // Nothing was overwritten: the data dirs still load.
+  DurableCluster again(fixture->dir, "reference", fixture->spec);
+  again.StartShard(0);
+  again.StartShard(1);
+  ClientOptions options;
+  ASSERT_TRUE(ParseServerList(again.servers(), &options.servers).ok());
+  std::unique_ptr<PsClient> client;
+  for (int i = 0; i < 200 && !PsClient::Connect(options, &client).ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(client);
+  for (const auto& p : client->shard_info()) EXPECT_EQ(p.committed_pass(), uint32_t{kPasses});
+}
+
+}  // namespace
+}  // namespace pepnet
