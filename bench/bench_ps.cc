@@ -41,6 +41,9 @@ DEFINE_uint64(memory_limit_bytes, 0,
               "--memory_limit_bytes of the server started here (0 = none); with a limit under "
               "the universe's size every phase evicts steadily.");
 DEFINE_uint64(seed, 1, "Seed of the key and gradient generator.");
+DEFINE_bool(durable, false,
+            "The server started here keeps a data dir (--data_dir, under the temporary "
+            "folder): what storage costs the request path.");
 
 namespace {
 
@@ -126,12 +129,13 @@ int main(int argc, char** argv) {
     const std::string config = tmpdir + "/table.pbtxt";
     std::ofstream(config) << "slot { id: 0 dim: " << FLAGS_dim << " }\n";
     const std::string port_file = tmpdir + "/port";
-    pepnet::Status st =
-        server.Start({pepnet::ExecutableDir() + "/pepnet_ps", "--port=0", "--host=127.0.0.1",
-                      "--port_file=" + port_file, "--table_config=" + config,
-                      "--threads=" + std::to_string(FLAGS_server_threads),
-                      "--memory_limit_bytes=" + std::to_string(FLAGS_memory_limit_bytes)},
-                     tmpdir + "/server.log");
+    std::vector<std::string> argv = {
+        pepnet::ExecutableDir() + "/pepnet_ps", "--port=0", "--host=127.0.0.1",
+        "--port_file=" + port_file, "--table_config=" + config,
+        "--threads=" + std::to_string(FLAGS_server_threads),
+        "--memory_limit_bytes=" + std::to_string(FLAGS_memory_limit_bytes)};
+    if (FLAGS_durable) argv.push_back("--data_dir=" + tmpdir + "/data");
+    pepnet::Status st = server.Start(argv, tmpdir + "/server.log");
     if (!st.ok()) return Fail(st.ToString());
     uint16_t port;
     st = pepnet::WaitForPortFile(port_file, 10000, &server, &port);

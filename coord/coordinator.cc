@@ -231,6 +231,7 @@ class Coordinator {
     if (committed > 0) PEPNET_RETURN_IF_ERROR(client->CommitPass(committed));
     PEPNET_RETURN_IF_ERROR(client->RollbackPass(committed));
     PEPNET_RETURN_IF_ERROR(PsClient::Connect(options, &client_));
+    PEPNET_RETURN_IF_ERROR(ReportShards(committed));
     if (store_) AppendMetricsOnce(committed, store_->record().metrics_json());
     if (store_ && store_->record().committed_version() != 0 &&
         store_->record().committed_version() != store_->record().last_version()) {
@@ -242,6 +243,27 @@ class Coordinator {
       fprintf(stderr, "pepnet_coord: republished committed pass %u as version %llu\n", committed,
               static_cast<unsigned long long>(last_version_));
     }
+    return Status::OK();
+  }
+
+  // Where the shards stand and how long their tables took to load, once per epoch.
+  Status ReportShards(uint32_t committed) {
+    std::vector<proto::ServerStats> stats;
+    PEPNET_RETURN_IF_ERROR(client_->Stats(&stats));
+    std::string loads;
+    uint64_t rows = 0, disk = 0;
+    for (const proto::ServerStats& s : stats) {
+      char load[32];
+      snprintf(load, sizeof(load), "%s%.2f s", loads.empty() ? "" : ", ",
+               s.storage().load_seconds());
+      loads += load;
+      rows += s.table().rows();
+      disk += s.storage().bytes_on_disk();
+    }
+    fprintf(stderr,
+            "pepnet_coord: shards at committed pass %u: %llu rows, %.1f MiB on disk; tables "
+            "loaded in %s\n",
+            committed, static_cast<unsigned long long>(rows), disk / 1048576.0, loads.c_str());
     return Status::OK();
   }
 
@@ -627,8 +649,8 @@ class Coordinator {
       printf(")");
     }
     if (commit.durable) {
-      printf("; committed (%llu rows written, %llu deleted, %.1f MiB on disk, %.2f s)",
-             static_cast<unsigned long long>(commit.rows_written),
+      printf("; committed pass %u (%llu rows written, %llu deleted, %.1f MiB on disk, %.2f s)",
+             pass, static_cast<unsigned long long>(commit.rows_written),
              static_cast<unsigned long long>(commit.rows_deleted), disk_bytes / 1048576.0,
              commit.seconds);
     }

@@ -99,9 +99,13 @@ Status CoordinatorStore::Write(const proto::CoordinatorRecord& record) {
 }
 
 Status CoordinatorStore::WriteDense(uint32_t pass, const std::string& encoded) {
-  pending_name_ = DenseName(pass);
+  pending_name_.clear();
+  pending_dense_.clear();
+  const std::string name = DenseName(pass);
+  PEPNET_RETURN_IF_ERROR(WriteFileDurably(env_, dir_ + "/" + name, encoded));
+  pending_name_ = name;
   pending_dense_ = encoded;
-  return WriteFileDurably(env_, dir_ + "/" + pending_name_, encoded);
+  return Status::OK();
 }
 
 Status CoordinatorStore::Commit(uint32_t pass, const std::string& pass_name, uint64_t version,

@@ -307,24 +307,17 @@ class EmbeddingTable {
   std::atomic<uint64_t> worst_pass_end_pause_ns_{0};
 };
 
-struct EmbeddingTable::Partition {
+// The counters and eviction cursor (PartitionState) are what a commit stores of the
+// partition beside its rows and sizes.
+struct EmbeddingTable::Partition : PartitionState {
   mutable std::mutex mu;
   std::vector<SlotShard*> shards;  // by dense slot index; created on first use
-  uint64_t rows_created = 0;
-  uint64_t rows_erased = 0;
-  // Rows deleted by any path: row pointers taken before a change of it may have moved.
-  uint64_t deletions = 0;
-  uint64_t cap_refused = 0, memory_refused = 0;
-  AdmissionStats admission;
   std::unique_ptr<AdmissionFilter> filter;  // only if a slot has admission
-  // Deletions by [slot index][reason], since the pass began and since start.
-  std::vector<uint64_t> deleted_pass, deleted_total;
   // Keys deleted in this pass that existed before it.
   KeyLog deleted_keys;
   // Durable tables: (slot index << 32 | id) of every place a deletion moved a row into
   // since the last commit, which must store the row at its new place.
   KeyLog moved_rows;
-  EvictionCursor evict;
   // Bytes owned by this partition: shards and their objects, the shard directory,
   // counters, log and filter.
   uint64_t bytes = 0;

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "common/env.h"
+#include "proto/ps.pb.h"
 #include "ps/embedding_table.h"
 #include "ps/request_handler.h"
 #include "ps/server.h"
@@ -98,12 +99,13 @@ int main(int argc, char** argv) {
   }
   if (!st.ok()) Die(st.ToString());
   if (store) {
-    const pepnet::StorageStats s = store->Stats();
-    LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << ": committed pass " << s.committed_pass
-              << (s.prepared_pass ? ", pass " + std::to_string(s.prepared_pass) + " prepared"
-                                  : std::string())
-              << "; " << s.rows_loaded << " rows loaded from " << FLAGS_data_dir << " in "
-              << s.load_seconds << " s";
+    pepnet::proto::StorageStats s;
+    store->Stats(&s);
+    LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << ": committed pass " << s.committed_pass()
+              << (s.prepared_pass() ? ", pass " + std::to_string(s.prepared_pass()) + " prepared"
+                                    : std::string())
+              << "; " << s.rows_loaded() << " rows loaded from " << FLAGS_data_dir << " in "
+              << s.load_seconds() << " s";
   }
 
   pepnet::RequestHandler handler(table.get(), store.get(), env, FLAGS_shard_id, FLAGS_num_shards,
@@ -126,11 +128,9 @@ int main(int argc, char** argv) {
 
   if (!FLAGS_port_file.empty()) {
     // Written whole under a temporary name, so readers never see a partial number.
-    const std::string tmp = FLAGS_port_file + ".tmp";
-    std::ofstream(tmp) << server.port() << "\n";
-    if (rename(tmp.c_str(), FLAGS_port_file.c_str()) != 0) {
-      Die("cannot write --port_file " + FLAGS_port_file);
-    }
+    st = pepnet::WriteFileDurably(pepnet::Env::Default(), FLAGS_port_file,
+                                  std::to_string(server.port()) + "\n");
+    if (!st.ok()) Die("--port_file: " + st.ToString());
   }
   LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << "/" << FLAGS_num_shards << " serving on "
             << FLAGS_host << ":" << server.port() << " with " << FLAGS_threads << " threads, "

@@ -341,20 +341,8 @@ void RequestHandler::FillStats(proto::ServerStats* out) const {
   ts->set_slack_bytes(t.bytes.slack);
   ts->set_bytes_used(t.bytes.total());
   if (store_ != nullptr) {
-    const StorageStats s = store_->Stats();
     out->set_durable(true);
-    proto::StorageStats* ss = out->mutable_storage();
-    ss->set_committed_pass(s.committed_pass);
-    ss->set_prepared_pass(s.prepared_pass);
-    ss->set_bytes_on_disk(s.bytes_on_disk);
-    ss->set_rows_written(s.rows_written);
-    ss->set_rows_deleted(s.rows_deleted);
-    ss->set_commit_file_bytes(s.commit_file_bytes);
-    ss->set_prepare_seconds(s.prepare_seconds);
-    ss->set_commit_seconds(s.commit_seconds);
-    ss->set_commit_unix_ms(s.commit_unix_ms);
-    ss->set_load_seconds(s.load_seconds);
-    ss->set_rows_loaded(s.rows_loaded);
+    store_->Stats(out->mutable_storage());
   }
 }
 

@@ -13,7 +13,9 @@
 #include <cstdio>
 #include <thread>
 
+#include "common/checksum.h"
 #include "common/hash.h"
+#include "proto/ps.pb.h"
 #include "proto/storage.pb.h"
 #include "ps/embedding_table.h"
 #include "ps/rocksdb_env.h"
@@ -211,6 +213,7 @@ class ShardStore::Impl {
       }
       if (have_identity) {
         PEPNET_RETURN_IF_ERROR(CheckIdentity(identity));
+        PEPNET_RETURN_IF_ERROR(CheckState(state));
         PEPNET_RETURN_IF_ERROR(EmbeddingTable::Create(table_options_, table, identity.hash_salt()));
         PEPNET_RETURN_IF_ERROR(Load(ro.get(), state, table->get()));
         state_ = state;
@@ -345,27 +348,43 @@ class ShardStore::Impl {
     return prepared_;
   }
 
-  StorageStats Stats() const {
+  void Stats(proto::StorageStats* s) const {
     std::lock_guard<std::mutex> lock(mu_);
-    StorageStats s;
-    s.committed_pass = committed_;
-    s.prepared_pass = prepared_;
-    s.bytes_on_disk = FolderBytes(db_dir_) + FolderBytes(staging_dir_);
+    s->set_committed_pass(committed_);
+    s->set_prepared_pass(prepared_);
+    s->set_bytes_on_disk(FolderBytes(db_dir_) + FolderBytes(staging_dir_));
     const proto::CommitInfo& c = state_.commit();
-    s.rows_written = c.rows_written();
-    s.rows_deleted = c.rows_deleted();
-    s.commit_file_bytes = c.file_bytes();
-    s.prepare_seconds = last_prepare_.seconds;
-    s.commit_seconds = commit_seconds_;
-    s.commit_unix_ms = c.unix_ms();
-    s.load_seconds = load_seconds_;
-    s.rows_loaded = rows_loaded_;
-    return s;
+    s->set_rows_written(c.rows_written());
+    s->set_rows_deleted(c.rows_deleted());
+    s->set_commit_file_bytes(c.file_bytes());
+    s->set_prepare_seconds(last_prepare_.seconds);
+    s->set_commit_seconds(commit_seconds_);
+    s->set_commit_unix_ms(c.unix_ms());
+    s->set_load_seconds(load_seconds_);
+    s->set_rows_loaded(rows_loaded_);
   }
 
   const std::string& dir() const { return o_.dir; }
 
  private:
+  uint64_t ConfigFingerprint() const {
+    const std::string config = FormatTableConfig(table_options_);
+    return ChecksumOf(config.data(), config.size());
+  }
+
+  // The committed state must be this shard's, as its identity is.
+  Status CheckState(const proto::ShardState& state) const {
+    if (state.shard_id() != o_.shard_id || state.num_shards() != o_.num_shards ||
+        state.table_config_fingerprint() != ConfigFingerprint()) {
+      return Status::Corruption(db_dir_ + ": the committed state of pass " +
+                                std::to_string(state.committed_pass()) + " is of shard " +
+                                std::to_string(state.shard_id()) + " of " +
+                                std::to_string(state.num_shards()) +
+                                " or of another table config, unlike the database's identity");
+    }
+    return Status::OK();
+  }
+
   Status CheckIdentity(const proto::ShardIdentity& id) const {
     const std::string where = "data dir " + o_.dir;
     if (id.format_version() != storage::kFormatVersion) {
@@ -424,9 +443,12 @@ class ShardStore::Impl {
     return Status::OK();
   }
 
-  static proto::ShardState StateOf(const TableImage& image, uint32_t pass, uint64_t rows) {
+  proto::ShardState StateOf(const TableImage& image, uint32_t pass, uint64_t rows) const {
     proto::ShardState state;
     state.set_committed_pass(pass);
+    state.set_shard_id(o_.shard_id);
+    state.set_num_shards(o_.num_shards);
+    state.set_table_config_fingerprint(ConfigFingerprint());
     state.set_pass(image.pass);
     state.set_pass_ends(image.pass_ends);
     state.set_last_ended_pass(image.last_ended_pass);
@@ -686,7 +708,7 @@ Status ShardStore::Rollback(EmbeddingTable* table, uint32_t pass) {
 }
 uint32_t ShardStore::committed_pass() const { return impl_->committed_pass(); }
 uint32_t ShardStore::prepared_pass() const { return impl_->prepared_pass(); }
-StorageStats ShardStore::Stats() const { return impl_->Stats(); }
+void ShardStore::Stats(proto::StorageStats* out) const { impl_->Stats(out); }
 const std::string& ShardStore::dir() const { return impl_->dir(); }
 
 }  // namespace pepnet

@@ -29,6 +29,9 @@
 #include "ps/table_config.h"
 
 namespace pepnet {
+namespace proto {
+class StorageStats;
+}
 
 class EmbeddingTable;
 
@@ -41,20 +44,6 @@ struct ShardStoreOptions {
   Env* env = Env::Default();  // borrowed
   // Load with this many threads (partitions are split between them).
   int load_threads = 2;
-};
-
-struct StorageStats {
-  uint32_t committed_pass = 0;
-  uint32_t prepared_pass = 0;  // 0 = none
-  uint64_t bytes_on_disk = 0;  // database and prepared files
-  uint64_t rows_written = 0;   // by the last commit: rows stored
-  uint64_t rows_deleted = 0;   //   and rows deleted
-  uint64_t commit_file_bytes = 0;
-  double prepare_seconds = 0;  // the last commit's two phases
-  double commit_seconds = 0;
-  int64_t commit_unix_ms = 0;  // when the last commit finished (0: none since creation)
-  double load_seconds = 0;     // the last load of the table (at start or a rollback)
-  uint64_t rows_loaded = 0;
 };
 
 struct PrepareInfo {
@@ -91,7 +80,9 @@ class ShardStore {
 
   uint32_t committed_pass() const;
   uint32_t prepared_pass() const;
-  StorageStats Stats() const;
+  // What the stats report (proto/ps.proto StorageStats): the committed pass, bytes on
+  // disk, the last commit and the last load.
+  void Stats(proto::StorageStats* out) const;
   const std::string& dir() const;
 
  private:

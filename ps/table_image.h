@@ -48,17 +48,24 @@ struct SlotShardImage {
   uint32_t chunk_slots = 0;     // capacity of the chunk directory
 };
 
-struct PartitionImage {
-  std::vector<SlotShardImage> shards;  // the SlotShards that exist, by slot index
+// A table partition's counters and eviction bookkeeping: part of the live partition
+// (guarded by its lock there) and of its image.
+struct PartitionState {
   uint64_t rows_created = 0;
   uint64_t rows_erased = 0;
+  // Rows deleted by any path: row pointers taken before a change of it may have moved.
   uint64_t deletions = 0;
   uint64_t cap_refused = 0;
   uint64_t memory_refused = 0;
   AdmissionStats admission;
-  // [slot index * kNumDeleteReasons + reason]: this pass's and all-time deletions.
+  // Deletions by [slot index * kNumDeleteReasons + reason], since the pass began and
+  // since start.
   std::vector<uint64_t> deleted_pass, deleted_total;
   EvictionCursor evict;
+};
+
+struct PartitionImage : PartitionState {
+  std::vector<SlotShardImage> shards;  // the SlotShards that exist, by slot index
 };
 
 struct TableImage {

@@ -73,16 +73,7 @@ Status EmbeddingTable::CaptureCommit(uint32_t pass, TableImage* image,
       c.filter = static_cast<const uint8_t*>(part.filter->data());
       c.filter_bytes = part.filter->size();
     }
-    PartitionImage& im = c.image;
-    im.rows_created = part.rows_created;
-    im.rows_erased = part.rows_erased;
-    im.deletions = part.deletions;
-    im.cap_refused = part.cap_refused;
-    im.memory_refused = part.memory_refused;
-    im.admission = part.admission;
-    im.deleted_pass = part.deleted_pass;
-    im.deleted_total = part.deleted_total;
-    im.evict = part.evict;
+    static_cast<PartitionState&>(c.image) = part;
     PEPNET_RETURN_IF_ERROR(fn(c));
     AddBytes(&part, -static_cast<int64_t>(part.moved_rows.Clear()));
     image->partitions.push_back(std::move(c.image));
@@ -136,15 +127,7 @@ Status EmbeddingTable::BeginLoad(const TableImage& image) {
       // The filter's positions come from the salt; its size stays.
       part.filter.reset(new AdmissionFilter(part.filter->size(), Mix64(hash_salt_ ^ 0xAD)));
     }
-    part.rows_created = im.rows_created;
-    part.rows_erased = im.rows_erased;
-    part.deletions = im.deletions;
-    part.cap_refused = im.cap_refused;
-    part.memory_refused = im.memory_refused;
-    part.admission = im.admission;
-    part.deleted_pass = im.deleted_pass;
-    part.deleted_total = im.deleted_total;
-    part.evict = im.evict;
+    static_cast<PartitionState&>(part) = im;
     load_->placed[p].resize(num_slots);
     for (const SlotShardImage& si : im.shards) {
       SlotShard* shard = ShardFor(&part, si.slot_index);

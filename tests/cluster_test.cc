@@ -29,18 +29,7 @@ namespace {
 
 std::string DemoConfig() { return testing::SourceDir() + "/configs/demo.pbtxt"; }
 
-// Runs pepnet_datagen: passes [first, first + count) of `rows` samples per file.
-void GenerateData(const testing::TempDir& dir, const std::string& out, int first, int count,
-                  int rows) {
-  std::string output;
-  ASSERT_EQ(testing::RunCommand(
-                {testing::BinDir() + "/pepnet_datagen", "--out_dir=" + out,
-                 "--first_pass=" + std::to_string(first), "--passes=" + std::to_string(count),
-                 "--rows_per_file=" + std::to_string(rows)},
-                dir, &output),
-            0)
-      << output;
-}
+using testing::GenerateData;
 
 std::string PassDir(const std::string& root, int pass) {
   char name[32];
@@ -61,13 +50,7 @@ class Cluster {
 
   // Every process of the run must have logged no sanitizer report (the sanitizer builds
   // run these tests too).
-  ~Cluster() {
-    const std::string logs = Logs();
-    for (const char* report : {"ERROR: AddressSanitizer", "WARNING: ThreadSanitizer",
-                               "runtime error:", "ERROR: LeakSanitizer"}) {
-      EXPECT_EQ(logs.find(report), std::string::npos) << logs;
-    }
-  }
+  ~Cluster() { testing::ExpectNoSanitizerReports(Logs()); }
 
   // Starts the coordinator, then the workers with `source` flags (--passes=... or
   // --pass_root=...).

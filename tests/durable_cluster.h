@@ -120,11 +120,7 @@ class DurableCluster {
         EXPECT_EQ(code, 0) << "a shard did not stop cleanly\n" << Logs();
       }
     }
-    const std::string logs = Logs();
-    for (const char* report : {"ERROR: AddressSanitizer", "WARNING: ThreadSanitizer",
-                               "runtime error:", "ERROR: LeakSanitizer"}) {
-      EXPECT_EQ(logs.find(report), std::string::npos) << logs;
-    }
+    ExpectNoSanitizerReports(Logs());
   }
 
   std::string servers() const {
@@ -134,6 +130,8 @@ class DurableCluster {
     }
     return list;
   }
+  int port(int shard) const { return ports_[shard]; }
+  int coordinator_port() const { return ports_[spec_.shards]; }
   std::string publish_dir() const { return root_ + "/model"; }
   std::string metrics_path() const { return root_ + "/metrics.jsonl"; }
   std::string coord_data_dir() const { return root_ + "/coord"; }

@@ -58,13 +58,7 @@ struct Fixture {
     TableOptions table = TableOptionsFor(model, 1);
     table.partition_bits = 0;
     testing::WriteFile(dir.File("table.pbtxt"), FormatTableConfig(table));
-    std::string output;
-    EXPECT_EQ(testing::RunCommand({testing::BinDir() + "/pepnet_datagen",
-                                   "--out_dir=" + dir.File("data"),
-                                   "--passes=" + std::to_string(kPasses), "--rows_per_file=5000"},
-                                  dir, &output),
-              0)
-        << output;
+    testing::GenerateData(dir, dir.File("data"), 0, kPasses, 5000);
     spec.model_config = dir.File("model.pbtxt");
     spec.table_config = dir.File("table.pbtxt");
     spec.memory_limit_bytes = 400000;
@@ -122,24 +116,36 @@ class RecoveryTest : public ::testing::Test {
     fixture = nullptr;
   }
 
-  // A moment well inside an undisturbed run.
-  static std::chrono::milliseconds RandomMoment(uint32_t seed) {
+  // A moment inside the run: a pass (the seed chooses it) and a time into it (a random
+  // fraction of an undisturbed pass; at most half of the last one, so that the run is
+  // still going).
+  struct Moment {
+    int pass;
+    std::chrono::milliseconds into;
+  };
+  static Moment RandomMoment(uint32_t seed) {
     std::mt19937 rng(seed);
-    std::uniform_real_distribution<double> at(0.15, 0.85);
-    return std::chrono::milliseconds(
-        static_cast<int64_t>(at(rng) * fixture->reference_seconds * 1000));
+    const int pass = 1 + static_cast<int>(rng() % kPasses);
+    std::uniform_real_distribution<double> at(0.05, pass == kPasses ? 0.5 : 0.95);
+    const double pass_ms = fixture->reference_seconds * 1000 / kPasses;
+    return {pass, std::chrono::milliseconds(static_cast<int64_t>(at(rng) * pass_ms))};
   }
 
-  // Runs the cluster, calls `disturb` once it has run for `moment`, and checks that the
-  // run finishes with the reference's model.
+  // Runs the cluster, calls `disturb` at `moment`, and checks that the run finishes with
+  // the reference's model.
   template <typename Disturb>
-  void ExpectRecovery(const std::string& name, std::chrono::milliseconds moment, Disturb disturb) {
-    SCOPED_TRACE(name);
+  void ExpectRecovery(const std::string& name, Moment moment, Disturb disturb) {
+    SCOPED_TRACE(name + ": pass " + std::to_string(moment.pass) + " + " +
+                 std::to_string(moment.into.count()) + " ms");
     DurableCluster cluster(fixture->dir, name, fixture->spec);
     cluster.StartAll();
-    std::this_thread::sleep_for(moment);
-    ASSERT_LT(cluster.MetricLines().size(), size_t{kPasses})
-        << "the run was over before the kill at " << moment.count() << " ms";
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+    while (cluster.MetricLines().size() + 1 < size_t(moment.pass)) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << cluster.Logs();
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    std::this_thread::sleep_for(moment.into);
+    ASSERT_LT(cluster.MetricLines().size(), size_t{kPasses}) << "the run was over before the kill";
     disturb(cluster);
     ASSERT_EQ(cluster.WaitDone(300000), cluster.AllZero()) << cluster.Logs();
     testing::ExpectSameModel(fixture->reference, testing::ReadPublished(cluster.publish_dir()));

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "common/hash.h"
+#include "proto/ps.pb.h"
 #include "ps/embedding_table.h"
 #include "tests/fault_env.h"
 #include "tests/test_util.h"
@@ -182,7 +183,9 @@ TEST(ShardStoreTest, ACommittedTableLoadsBackAsTheSameTableAndBehavesTheSame) {
   live.store.reset();
   Opened loaded = OpenStore(StoreOptions(dir.File("shard")));
   EXPECT_EQ(loaded.store->committed_pass(), 3u);
-  EXPECT_EQ(loaded.store->Stats().rows_loaded, st.rows);
+  proto::StorageStats storage;
+  loaded.store->Stats(&storage);
+  EXPECT_EQ(storage.rows_loaded(), st.rows);
   ExpectSame(DumpOf(*live.table), DumpOf(*loaded.table));
 
   // Both take the same next pass: the same rows are evicted, capped, admitted, expired.

@@ -75,6 +75,30 @@ inline std::string ReadFile(const std::string& path) {
   return buf.str();
 }
 
+// The logs of processes of a sanitizer build must hold no report.
+inline void ExpectNoSanitizerReports(const std::string& logs) {
+  for (const char* report : {"ERROR: AddressSanitizer", "WARNING: ThreadSanitizer",
+                             "runtime error:", "ERROR: LeakSanitizer"}) {
+    EXPECT_EQ(logs.find(report), std::string::npos) << logs;
+  }
+}
+
+inline int RunCommand(const std::vector<std::string>& argv, const TempDir& dir,
+                      std::string* output);
+
+// Runs pepnet_datagen: passes [first, first + count) of `rows` samples per file into `out`.
+inline void GenerateData(const TempDir& dir, const std::string& out, int first, int count,
+                         int rows) {
+  std::string output;
+  ASSERT_EQ(RunCommand({BinDir() + "/pepnet_datagen", "--out_dir=" + out,
+                        "--first_pass=" + std::to_string(first),
+                        "--passes=" + std::to_string(count),
+                        "--rows_per_file=" + std::to_string(rows)},
+                       dir, &output),
+            0)
+      << output;
+}
+
 // A pepnet_ps process on a free loopback port (the server picks it: --port=0).
 // On destruction it is stopped with SIGTERM and must exit 0 with a log free of
 // sanitizer reports, so the sanitizer builds check the server processes too.
@@ -92,13 +116,7 @@ class ServerProcess {
       EXPECT_TRUE(st.ok()) << "server did not stop on SIGTERM: " << st.ToString();
       EXPECT_EQ(code, 0) << "server exit code\n" << ReadFile(log_);
     }
-    if (!log_.empty()) {
-      const std::string log = ReadFile(log_);
-      for (const char* report : {"ERROR: AddressSanitizer", "WARNING: ThreadSanitizer",
-                                 "runtime error:", "ERROR: LeakSanitizer"}) {
-        EXPECT_EQ(log.find(report), std::string::npos) << log;
-      }
-    }
+    if (!log_.empty()) ExpectNoSanitizerReports(ReadFile(log_));
   }
 
   Status Start(const TempDir& dir, const std::string& config_path, int shard_id, int num_shards,
