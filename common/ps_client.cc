@@ -51,7 +51,12 @@ struct Call {
 
   void Finish(const Status& st) {
     std::lock_guard<std::mutex> lock(mu);
-    if (!st.ok() && status.ok()) status = st;
+    // The first error, unless a later one is of a kind retrying does not cure (a full
+    // disk on one shard while another one died): that one decides what the caller does.
+    const auto transient = [](const Status& s) {
+      return s.code() == Status::kUnavailable || s.code() == Status::kDeadlineExceeded;
+    };
+    if (!st.ok() && (status.ok() || (transient(status) && !transient(st)))) status = st;
     if (--pending == 0) done_cv.notify_all();
   }
 };

@@ -110,6 +110,17 @@ class Coordinator {
                                         std::to_string(o_.recovery_timeout_ms / 1000) +
                                         " s: " + st.message());
       }
+      // A failure that comes back every time (a request that always times out) would
+      // retrain the same pass forever.
+      if (committed_pass() != failed_after_pass_) {
+        failed_after_pass_ = committed_pass();
+        failures_ = 0;
+      }
+      if (++failures_ > kMaxRecoveriesPerPass) {
+        return Status(st.code(), "pass " + std::to_string(committed_pass() + 1) + " failed " +
+                                     std::to_string(failures_) + " times; the last time: " +
+                                     st.message());
+      }
       fprintf(stderr, "pepnet_coord: %s; recovering from committed pass %u\n",
               st.ToString().c_str(), committed_pass());
     }
@@ -235,6 +246,13 @@ class Coordinator {
     if (store_) AppendMetricsOnce(committed, store_->record().metrics_json());
     if (store_ && store_->record().committed_version() != 0 &&
         store_->record().committed_version() != store_->record().last_version()) {
+      if (o_.publish_dir.empty()) {
+        return Status::InvalidArgument(
+            "the record says committed pass " + std::to_string(committed) +
+            " is to be published as version " +
+            std::to_string(store_->record().committed_version()) +
+            ", but no --publish_dir is given: start the coordinator with the run's flags");
+      }
       DenseState dense;
       PEPNET_RETURN_IF_ERROR(DecodeDenseState(store_->dense(), o_.data_dir, &dense));
       uint64_t rows = 0;
@@ -370,8 +388,9 @@ class Coordinator {
           continue;
         }
         if (!w.error_.ok()) {
-          return Status::Unavailable(Name(i) + " failed during " + phase + ": " +
-                                     w.error_.ToString());
+          // A broken connection is a dead worker; an unparsable message is not.
+          return Status(Recoverable(w.error_) ? Status::kUnavailable : w.error_.code(),
+                        Name(i) + " failed during " + phase + ": " + w.error_.ToString());
         }
         ++missing;
       }
@@ -599,17 +618,25 @@ class Coordinator {
     return Status::OK();
   }
 
-  // Appends the pass's line to --metrics_out unless it is there (a restart after the
-  // commit appends the line the record kept; a pass trained again after a rollback was
-  // never committed, and never appended).
+  // Puts the pass's line into --metrics_out once: a restart after the commit adds the
+  // line the record kept, and a pass trained again after a rollback was never committed,
+  // never added. The file is rewritten whole and durably, so a crash leaves no half line.
   void AppendMetricsOnce(uint32_t pass, const std::string& json) {
     if (o_.metrics_out.empty() || json.empty()) return;
     const std::string mark = "{\"pass\":" + std::to_string(pass) + ",";
-    std::ifstream in(o_.metrics_out);
-    for (std::string line; std::getline(in, line);) {
-      if (line.compare(0, mark.size(), mark) == 0) return;
+    std::string text, kept;
+    env_->ReadFile(o_.metrics_out, &text);  // absent: a new file
+    size_t start = 0;
+    while (start < text.size()) {
+      const size_t end = std::min(text.find('\n', start), text.size());
+      const std::string line = text.substr(start, end - start);
+      if (line == json) return;  // there already
+      // Anything else of this pass is a line cut short by a crash.
+      if (line.compare(0, mark.size(), mark) != 0 && end < text.size()) kept += line + "\n";
+      start = end + 1;
     }
-    std::ofstream(o_.metrics_out, std::ios::app) << json << "\n";
+    const Status st = WriteFileDurably(env_, o_.metrics_out, kept + json + "\n");
+    if (!st.ok()) fprintf(stderr, "pepnet_coord: --metrics_out: %s\n", st.ToString().c_str());
   }
 
   void PrintPassLine(const PassMetrics& metrics, uint32_t pass, const std::string& name,
@@ -676,6 +703,9 @@ class Coordinator {
   uint64_t last_version_ = 0, last_base_ = 0;
   bool recovering_ = false;
   Clock::time_point recovery_start_;
+  static constexpr int kMaxRecoveriesPerPass = 5;
+  uint32_t failed_after_pass_ = 0;  // the committed pass when the last failure came
+  int failures_ = 0;                // failures since the cluster committed that pass
 };
 
 }  // namespace

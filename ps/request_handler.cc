@@ -66,21 +66,29 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
   reply_payload->Resize(0);
   Status st;
   const proto::RequestType type = request.type();
-  if (type == proto::COMMIT_PASS || type == proto::ROLLBACK_PASS) {
+  if (type == proto::COMMIT_PASS || type == proto::ROLLBACK_PASS ||
+      type == proto::PREPARE_PASS) {
+    // Alone with the table: a prepare reads it whole, a commit or rollback may reload it.
     std::unique_lock<std::shared_mutex> lock(table_mu_);
-    st = fatal_.ok() ? HandleRecovery(request) : fatal_;
+    const bool epoch_ok = type != proto::PREPARE_PASS || request.epoch() == 0 ||
+                          request.epoch() == epoch_.load(std::memory_order_relaxed);
+    if (!fatal_.ok()) {
+      st = fatal_;
+    } else if (!epoch_ok) {
+      st = StaleEpoch();
+    } else {
+      st = type == proto::PREPARE_PASS ? HandlePass(request, reply) : HandleRecovery(request);
+    }
   } else {
     std::shared_lock<std::shared_mutex> lock(table_mu_);
     const bool checked = type == proto::PULL || type == proto::PUSH ||
                          type == proto::BEGIN_PASS || type == proto::END_PASS ||
-                         type == proto::PREPARE_PASS || type == proto::EXPORT_ROWS;
+                         type == proto::EXPORT_ROWS;
     if (!fatal_.ok()) {
       st = fatal_;
     } else if (checked && request.epoch() != 0 &&
                request.epoch() != epoch_.load(std::memory_order_relaxed)) {
-      st = Status::Unavailable(Shard() +
-                               " restarted or rolled back since this client connected (its "
-                               "epoch changed); reconnect");
+      st = StaleEpoch();
     } else {
       switch (type) {
         case proto::PING:
@@ -97,7 +105,6 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
           break;
         case proto::BEGIN_PASS:
         case proto::END_PASS:
-        case proto::PREPARE_PASS:
         case proto::EXPORT_ROWS:
           st = HandlePass(request, reply);
           break;
@@ -132,6 +139,23 @@ void RequestHandler::FillPing(proto::ResponseHeader* reply) const {
     ping->set_committed_pass(store_->committed_pass());
     ping->set_prepared_pass(store_->prepared_pass());
   }
+}
+
+Status RequestHandler::StaleEpoch() const {
+  return Status::Unavailable(Shard() +
+                             " restarted or rolled back since this client connected (its epoch "
+                             "changed); reconnect");
+}
+
+Status RequestHandler::CheckPassOpen() const {
+  // Between a pass's end and the next BEGIN_PASS the table is the pass's final state,
+  // which its commit stores: a change there would reach neither this commit nor the next.
+  if (store_ != nullptr && table_->pass() > 0 &&
+      table_->last_ended_pass() == static_cast<int64_t>(table_->pass())) {
+    return Status::InvalidArgument(Shard() + ": pass " + std::to_string(table_->pass()) +
+                                   " has ended; pulls and pushes wait for the next BEGIN_PASS");
+  }
+  return Status::OK();
 }
 
 Status RequestHandler::BeginPass(uint32_t pass) {
@@ -214,9 +238,10 @@ Status RequestHandler::HandleRecovery(const proto::RequestHeader& request) {
   const uint32_t pass = request.pass();
   Status st = request.type() == proto::COMMIT_PASS ? store_->Commit(table_, pass)
                                                    : store_->Rollback(table_, pass);
-  if (st.code() == Status::kCorruption) {
-    // The reload found the database damaged: the table is half loaded and must not serve.
-    fatal_ = Status::Corruption(Shard() + " cannot serve: " + st.message());
+  if (store_->table_lost()) {
+    // A reload failed after emptying the table (a damaged database, a failing disk): the
+    // table is half loaded and must not serve.
+    fatal_ = Status(st.code(), Shard() + " cannot serve: " + st.message());
     LOG(ERROR) << fatal_.ToString();
     if (on_fatal_) on_fatal_(fatal_);
     return fatal_;
@@ -233,6 +258,7 @@ Status RequestHandler::HandleRecovery(const proto::RequestHeader& request) {
 Status RequestHandler::HandlePull(const proto::RequestHeader& request, const char* payload,
                                   size_t len, proto::ResponseHeader* reply,
                                   PayloadBuffer* reply_payload) {
+  PEPNET_RETURN_IF_ERROR(CheckPassOpen());
   const uint64_t n = request.num_keys();
   if (len != 8 * n) return LengthMismatch("pull", len, 8 * n);
   const auto* keys = reinterpret_cast<const uint64_t*>(payload);
@@ -256,6 +282,7 @@ Status RequestHandler::HandlePull(const proto::RequestHeader& request, const cha
 
 Status RequestHandler::HandlePush(const proto::RequestHeader& request, const char* payload,
                                   size_t len) {
+  PEPNET_RETURN_IF_ERROR(CheckPassOpen());
   const uint64_t n = request.num_keys();
   const uint64_t v = request.num_values();
   // num_values is untrusted and 64-bit: compare by division so nothing can wrap.

@@ -63,6 +63,9 @@ class RequestHandler {
   Status HandlePush(const proto::RequestHeader& request, const char* payload, size_t len);
   Status HandlePass(const proto::RequestHeader& request, proto::ResponseHeader* reply);
   Status BeginPass(uint32_t pass);
+  Status StaleEpoch() const;
+  // Durable shards: pulls and pushes only while a pass runs.
+  Status CheckPassOpen() const;
   // COMMIT_PASS and ROLLBACK_PASS, under the exclusive lock.
   Status HandleRecovery(const proto::RequestHeader& request);
   void FillPing(proto::ResponseHeader* reply) const;

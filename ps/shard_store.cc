@@ -217,6 +217,17 @@ class ShardStore::Impl {
         PEPNET_RETURN_IF_ERROR(EmbeddingTable::Create(table_options_, table, identity.hash_salt()));
         PEPNET_RETURN_IF_ERROR(Load(ro.get(), state, table->get()));
         state_ = state;
+        bool found = false;
+        PEPNET_RETURN_IF_ERROR(
+            ReadRecord(ro.get(), storage::kCommitInfoKey, &last_commit_, &found, db_dir_));
+        if (state.committed_pass() > 0 &&
+            state.memory_limit_bytes() != table_options_.memory_limit_bytes) {
+          LOG(WARNING) << Shard() << ": --memory_limit_bytes is "
+                       << table_options_.memory_limit_bytes << "; pass "
+                       << state.committed_pass() << " was committed under "
+                       << state.memory_limit_bytes()
+                       << ": eviction differs from an undisturbed run from here on";
+        }
       } else if (!EmptyDatabase(ro.get())) {
         return Status::Corruption(db_dir_ + ": the database holds entries but no identity");
       }
@@ -238,14 +249,16 @@ class ShardStore::Impl {
   Status Prepare(EmbeddingTable* table, uint32_t pass, PrepareInfo* info) {
     std::lock_guard<std::mutex> lock(mu_);
     const auto start = Clock::now();
-    if (capture_lost_) {
-      return Status::InvalidArgument(Shard() + ": an earlier prepare of pass " +
-                                     std::to_string(pass) +
-                                     " failed after reading the table; roll back first");
-    }
+    PEPNET_RETURN_IF_ERROR(CheckTable());
     if (prepared_ == pass && image_pass_ == pass && !table->changed()) {
       *info = last_prepare_;  // a repeated request: the file is there
       return Status::OK();
+    }
+    if (captured_) {
+      // The capture forgot the rows moved since the commit: another one would miss them.
+      return Status::InvalidArgument(Shard() + ": pass " + std::to_string(pass) +
+                                     " was read for a commit already (a prepare that failed, "
+                                     "or the table changed after it); roll back first");
     }
     if (pass != committed_ + 1 || table->pass() != pass ||
         table->last_ended_pass() != static_cast<int64_t>(pass)) {
@@ -256,21 +269,22 @@ class ShardStore::Impl {
           (table->last_ended_pass() == static_cast<int64_t>(table->pass()) ? " (ended)"
                                                                            : " (not ended)"));
     }
+    prepared_ = 0;
     PEPNET_RETURN_IF_ERROR(RemovePrepared());
     const std::string path = staging_dir_ + "/" + PreparedName(pass);
     const std::string tmp = path + ".tmp";
+    captured_ = true;
     table->ClearChanged();
     proto::ShardState state;
     PrepareInfo out;
     Status st = WriteCommitFile(table, pass, tmp, &state, &out);
     if (st.ok() && table->changed()) {
-      st = Status::Internal(Shard() + ": the table changed while pass " + std::to_string(pass) +
-                            " was being prepared (a client pulled or pushed during the commit)");
+      st = Status::Internal("the table changed while it was read (a client pulled or pushed "
+                            "during the commit)");
     }
     if (st.ok()) st = o_.env->RenameFile(tmp, path);
     if (st.ok()) st = o_.env->SyncDir(staging_dir_);
     if (!st.ok()) {
-      capture_lost_ = true;
       image_pass_ = -1;
       o_.env->RemoveFile(tmp);
       return Status(st.code(), Shard() + ": cannot prepare pass " + std::to_string(pass) +
@@ -288,9 +302,11 @@ class ShardStore::Impl {
   Status Commit(EmbeddingTable* table, uint32_t pass) {
     std::lock_guard<std::mutex> lock(mu_);
     const auto start = Clock::now();
+    PEPNET_RETURN_IF_ERROR(CheckTable());
     if (committed_ == pass) {
       prepared_ = 0;
-      return RemovePrepared();
+      RemoveStaging();
+      return Status::OK();
     }
     if (prepared_ != pass || committed_ + 1 != pass) {
       return Status::InvalidArgument(
@@ -307,10 +323,13 @@ class ShardStore::Impl {
     PEPNET_RETURN_IF_ERROR(
         FromRocks(db_->IngestExternalFile({path}, ingest),
                   Shard() + ": cannot commit pass " + std::to_string(pass) + " from " + path));
-    PEPNET_RETURN_IF_ERROR(o_.env->StepPoint("shard.after_ingest"));
     committed_ = pass;
     prepared_ = 0;
-    if (image_pass_ != static_cast<int64_t>(pass)) {
+    captured_ = false;
+    PEPNET_RETURN_IF_ERROR(o_.env->StepPoint("shard.after_ingest"));
+    if (image_pass_ != static_cast<int64_t>(pass) || table->changed()) {
+      // This process started after the prepare, or something ran since: the database is
+      // the committed state, the table must become it.
       bool found = false;
       PEPNET_RETURN_IF_ERROR(ReadRecord(db_.get(), storage::kStateKey, &state_, &found, db_dir_));
       PEPNET_RETURN_IF_ERROR(Load(db_.get(), state_, table));
@@ -319,8 +338,10 @@ class ShardStore::Impl {
       state_ = prepared_state_;
     }
     commit_seconds_ = SecondsSince(start);
+    NoteCommit();
     DropOldDeletedLogs(pass);
-    return RemovePrepared();
+    RemoveStaging();
+    return Status::OK();
   }
 
   Status Rollback(EmbeddingTable* table, uint32_t pass) {
@@ -330,13 +351,20 @@ class ShardStore::Impl {
                                      std::to_string(pass) + ": its committed pass is " +
                                      std::to_string(committed_));
     }
-    PEPNET_RETURN_IF_ERROR(RemovePrepared());
     prepared_ = 0;
-    if (image_pass_ == static_cast<int64_t>(pass) && !table->changed()) return Status::OK();
+    PEPNET_RETURN_IF_ERROR(RemovePrepared());
+    if (!lost_ && image_pass_ == static_cast<int64_t>(pass) && !table->changed()) {
+      return Status::OK();
+    }
     PEPNET_RETURN_IF_ERROR(Load(db_.get(), state_, table));
     image_pass_ = pass;
-    capture_lost_ = false;
+    captured_ = false;
     return Status::OK();
+  }
+
+  bool table_lost() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return lost_;
   }
 
   uint32_t committed_pass() const {
@@ -353,12 +381,12 @@ class ShardStore::Impl {
     s->set_committed_pass(committed_);
     s->set_prepared_pass(prepared_);
     s->set_bytes_on_disk(FolderBytes(db_dir_) + FolderBytes(staging_dir_));
-    const proto::CommitInfo& c = state_.commit();
+    const proto::CommitInfo& c = last_commit_;
     s->set_rows_written(c.rows_written());
     s->set_rows_deleted(c.rows_deleted());
     s->set_commit_file_bytes(c.file_bytes());
-    s->set_prepare_seconds(last_prepare_.seconds);
-    s->set_commit_seconds(commit_seconds_);
+    s->set_prepare_seconds(c.prepare_seconds());
+    s->set_commit_seconds(c.commit_seconds());
     s->set_commit_unix_ms(c.unix_ms());
     s->set_load_seconds(load_seconds_);
     s->set_rows_loaded(rows_loaded_);
@@ -449,6 +477,7 @@ class ShardStore::Impl {
     state.set_shard_id(o_.shard_id);
     state.set_num_shards(o_.num_shards);
     state.set_table_config_fingerprint(ConfigFingerprint());
+    state.set_memory_limit_bytes(table_options_.memory_limit_bytes);
     state.set_pass(image.pass);
     state.set_pass_ends(image.pass_ends);
     state.set_last_ended_pass(image.last_ended_pass);
@@ -506,20 +535,30 @@ class ShardStore::Impl {
     });
     if (!st.ok()) return st;
     *state = StateOf(image, pass, rows);
-    proto::CommitInfo* commit = state->mutable_commit();
-    commit->set_rows_written(info->rows_written);
-    commit->set_rows_deleted(info->rows_deleted);
-    commit->set_unix_ms(UnixMillis());
     PEPNET_RETURN_IF_ERROR(FromRocks(writer.Put(storage::kStateKey, state->SerializeAsString())));
     rocksdb::ExternalSstFileInfo file;
     PEPNET_RETURN_IF_ERROR(FromRocks(writer.Finish(&file)));
     info->file_bytes = file.file_size;
-    commit->set_file_bytes(file.file_size);
     return Status::OK();
   }
 
-  // Puts the state `state` names into `table`, reading rows with load_threads threads.
+  // Puts the state `state` names into `table`. A failure leaves the table emptied and
+  // half loaded: lost until a load succeeds.
   Status Load(rocksdb::DB* db, const proto::ShardState& state, EmbeddingTable* table) {
+    Status st = LoadTable(db, state, table);
+    lost_ = !st.ok();
+    if (!st.ok()) image_pass_ = -1;
+    return st.ok() ? st : Status(st.code(), db_dir_ + ": " + st.message());
+  }
+
+  Status CheckTable() const {
+    if (!lost_) return Status::OK();
+    return Status::Internal(Shard() + ": its table failed to load from " + db_dir_ +
+                            " and holds nothing; the process must restart");
+  }
+
+  // Reads the rows with load_threads threads.
+  Status LoadTable(rocksdb::DB* db, const proto::ShardState& state, EmbeddingTable* table) {
     const auto start = Clock::now();
     PEPNET_RETURN_IF_ERROR(table->BeginLoad(FromProto(state)));
     const uint32_t partitions = static_cast<uint32_t>(state.partitions_size());
@@ -543,7 +582,7 @@ class ShardStore::Impl {
       total += rows[t];
     }
     if (total != state.rows()) {
-      return Status::Corruption(db_dir_ + ": " + std::to_string(total) +
+      return Status::Corruption(std::to_string(total) +
                                 " stored rows, the committed state of pass " +
                                 std::to_string(state.committed_pass()) + " has " +
                                 std::to_string(state.rows()));
@@ -568,7 +607,7 @@ class ShardStore::Impl {
     ro.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
     auto bad = [&](const std::string& what) {
-      return Status::Corruption(db_dir_ + ": partition " + std::to_string(p) + ": " + what);
+      return Status::Corruption("partition " + std::to_string(p) + ": " + what);
     };
     for (it->Seek(first); it->Valid(); it->Next()) {
       const rocksdb::Slice k = it->key(), v = it->value();
@@ -607,7 +646,7 @@ class ShardStore::Impl {
         return bad(std::string("unknown entry tag '") + tag + "'");
       }
     }
-    return FromRocks(it->status(), db_dir_ + ": reading partition " + std::to_string(p));
+    return FromRocks(it->status(), "reading partition " + std::to_string(p));
   }
 
   // Removes the deleted-key logs of passes before `pass` (written by earlier commits and
@@ -619,6 +658,30 @@ class ShardStore::Impl {
                            storage::DeletedKeyKey(p, 0, 0), storage::DeletedKeyKey(p, pass, 0));
       if (!st.ok()) LOG(WARNING) << Shard() << ": dropping old deleted-key logs: " << st.ToString();
     }
+  }
+
+  // After a commit: what is left in staging is nobody's; a failure to remove it does not
+  // undo the commit.
+  void RemoveStaging() {
+    const Status st = RemovePrepared();
+    if (!st.ok()) LOG(WARNING) << Shard() << ": " << st.ToString();
+  }
+
+  // What the stats show of the last commit, kept beside the state (not in the commit's
+  // file, which cannot hold its own size). Not synced: a crash may lose it, never the
+  // commit.
+  void NoteCommit() {
+    proto::CommitInfo info;
+    info.set_rows_written(last_prepare_.rows_written);
+    info.set_rows_deleted(last_prepare_.rows_deleted);
+    info.set_file_bytes(last_prepare_.file_bytes);
+    info.set_prepare_seconds(last_prepare_.seconds);
+    info.set_commit_seconds(commit_seconds_);
+    info.set_unix_ms(UnixMillis());
+    last_commit_ = info;
+    const rocksdb::Status st =
+        db_->Put(rocksdb::WriteOptions(), storage::kCommitInfoKey, info.SerializeAsString());
+    if (!st.ok()) LOG(WARNING) << Shard() << ": recording the commit's figures: " << st.ToString();
   }
 
   Status RemovePrepared() {
@@ -671,9 +734,12 @@ class ShardStore::Impl {
   // The pass whose committed or prepared image the table holds as of the last
   // ClearChanged (-1: none, the table must be reloaded before it can be committed).
   int64_t image_pass_ = -1;
-  // A prepare read the table (and dropped its log of moved rows) but failed: only a
-  // reload makes the table committable again.
-  bool capture_lost_ = false;
+  // A prepare read the table (and dropped its log of moved rows) since the last commit or
+  // load: the table can be committed only as that prepared state, or reloaded.
+  bool captured_ = false;
+  // A load failed after emptying the table: it holds nothing usable.
+  bool lost_ = false;
+  proto::CommitInfo last_commit_;  // of the last commit, for the stats
   proto::ShardState state_;           // the committed state
   proto::ShardState prepared_state_;  // the prepared pass's, written by this process
   PrepareInfo last_prepare_;
@@ -708,6 +774,7 @@ Status ShardStore::Rollback(EmbeddingTable* table, uint32_t pass) {
 }
 uint32_t ShardStore::committed_pass() const { return impl_->committed_pass(); }
 uint32_t ShardStore::prepared_pass() const { return impl_->prepared_pass(); }
+bool ShardStore::table_lost() const { return impl_->table_lost(); }
 void ShardStore::Stats(proto::StorageStats* out) const { impl_->Stats(out); }
 const std::string& ShardStore::dir() const { return impl_->dir(); }
 

@@ -80,6 +80,9 @@ class ShardStore {
 
   uint32_t committed_pass() const;
   uint32_t prepared_pass() const;
+  // Whether a load failed after emptying the table (a damaged database found by a
+  // rollback or a commit): the table holds nothing usable and the process must stop.
+  bool table_lost() const;
   // What the stats report (proto/ps.proto StorageStats): the committed pass, bytes on
   // disk, the last commit and the last load.
   void Stats(proto::StorageStats* out) const;

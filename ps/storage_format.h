@@ -8,6 +8,7 @@
 //   "P" part:be16 "f"                    the partition's admission-filter counters
 //   "P" part:be16 "r" key:be64           a row: id:u32 pass_ends:u32 RowMeta weights acc
 //   "S"                                  ShardState (proto): the committed pass and image
+//   "C"                                  CommitInfo (proto): the last commit's figures
 //
 // Integers in keys are big-endian, so byte order is numeric order; values are
 // little-endian, as the rows lie in memory.
@@ -26,6 +27,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "row values are stored 
 constexpr uint32_t kFormatVersion = 1;
 constexpr char kIdentityKey[] = "I";
 constexpr char kStateKey[] = "S";
+constexpr char kCommitInfoKey[] = "C";
 constexpr char kPartitionTag = 'P';
 constexpr char kDeletedTag = 'd';
 constexpr char kFilterTag = 'f';

@@ -102,12 +102,7 @@ class Cluster {
     return all;
   }
 
-  std::vector<std::string> MetricLines() const {
-    std::vector<std::string> lines;
-    std::ifstream in(metrics_path());
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    return lines;
-  }
+  std::vector<std::string> MetricLines() const { return testing::ReadLines(metrics_path()); }
 
   std::string servers() const { return testing::ServerList(servers_, 2); }
   std::string publish_dir() const { return dir_.File("model"); }

@@ -268,12 +268,7 @@ class DurableCluster {
     }
     return all;
   }
-  std::vector<std::string> MetricLines() const {
-    std::vector<std::string> lines;
-    std::ifstream in(metrics_path());
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    return lines;
-  }
+  std::vector<std::string> MetricLines() const { return ReadLines(metrics_path()); }
 
  private:
   std::vector<Subprocess*> Finishers() {

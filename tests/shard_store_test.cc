@@ -217,6 +217,20 @@ TEST(ShardStoreTest, RollbackRestoresTheCommittedPassExactly) {
   // And the rolled-back table can run pass 3 again and commit it.
   RunAndCommit(&s, 3);
   EXPECT_EQ(s.store->committed_pass(), 3u);
+  // A prepare of a pass that was prepared before and changed since is refused: the first
+  // one forgot the rows moved since the commit.
+  ASSERT_TRUE(s.table->BeginPass(4).ok());
+  Traffic(s.table.get(), 4, 404);
+  ASSERT_TRUE(s.table->EndPass().ok());
+  ASSERT_TRUE(s.store->Prepare(s.table.get(), 4, &info).ok());
+  ASSERT_TRUE(s.store->Prepare(s.table.get(), 4, &info).ok()) << "a repeat, nothing changed";
+  const uint64_t key = testing::TestKey(kItem, 99999);
+  std::vector<float> row(8);
+  ASSERT_TRUE(s.table->Pull(&key, 1, row.data()).ok());
+  st = s.store->Prepare(s.table.get(), 4, &info);
+  EXPECT_EQ(st.code(), Status::kInvalidArgument) << st.ToString();
+  EXPECT_NE(st.message().find("roll back first"), std::string::npos) << st.message();
+  ASSERT_TRUE(s.store->Rollback(s.table.get(), 3).ok());
   // Rolling back to a pass that is not the committed one is refused.
   st = s.store->Rollback(s.table.get(), 2);
   EXPECT_EQ(st.code(), Status::kInvalidArgument) << st.ToString();

@@ -75,6 +75,14 @@ inline std::string ReadFile(const std::string& path) {
   return buf.str();
 }
 
+// The lines of a file (none if it is absent).
+inline std::vector<std::string> ReadLines(const std::string& path) {
+  std::vector<std::string> lines;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
 // The logs of processes of a sanitizer build must hold no report.
 inline void ExpectNoSanitizerReports(const std::string& logs) {
   for (const char* report : {"ERROR: AddressSanitizer", "WARNING: ThreadSanitizer",

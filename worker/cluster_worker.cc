@@ -149,7 +149,8 @@ class Session {
     ClientOptions client_options;
     client_options.servers = o_.servers;
     std::unique_ptr<PsClient> client;
-    PEPNET_RETURN_IF_ERROR(PsClient::Connect(client_options, &client));
+    st = PsClient::Connect(client_options, &client);
+    if (!st.ok()) return Abort(st);
     std::unique_ptr<EmbeddingStore> store = MakeRemoteStore(client.get());
     Trainer trainer(config_, store.get(), o_.seed, o_.threads);
     if (welcome.durable() && welcome.pass() > 0) {
