@@ -339,7 +339,6 @@ class ShardStore::Impl {
     }
     commit_seconds_ = SecondsSince(start);
     NoteCommit();
-    DropOldDeletedLogs(pass);
     RemoveStaging();
     return Status::OK();
   }
@@ -499,6 +498,10 @@ class ShardStore::Impl {
     std::vector<EmbeddingTable::RowRef> refs;
     Status st = table->CaptureCommit(pass, &image, [&](const EmbeddingTable::PartitionCommit& c) {
       const uint32_t p = c.partition;
+      // The logs of earlier passes go with this commit (a range deletion in the file
+      // covers only the keys of older files, so not this pass's log).
+      PEPNET_RETURN_IF_ERROR(FromRocks(writer.DeleteRange(storage::DeletedKeyKey(p, 0, 0),
+                                                          storage::DeletedKeyKey(p, pass, 0))));
       for (size_t seq = 0; seq < c.deleted_log.size(); ++seq) {
         const uint64_t key = c.deleted_log[seq];
         PEPNET_RETURN_IF_ERROR(FromRocks(
@@ -633,7 +636,7 @@ class ShardStore::Impl {
         if (k.size() != storage::kPartitionKeyPrefix + 8 || v.size() != 8) {
           return bad("malformed deleted-key entry");
         }
-        // Logs of earlier passes are dropped after each commit, maybe not yet.
+        // Logs of earlier passes are deleted by the commit after them: not in a load.
         if (storage::ReadBigEndian(k.data() + storage::kPartitionKeyPrefix, 4) != committed) {
           continue;
         }
@@ -647,17 +650,6 @@ class ShardStore::Impl {
       }
     }
     return FromRocks(it->status(), "reading partition " + std::to_string(p));
-  }
-
-  // Removes the deleted-key logs of passes before `pass` (written by earlier commits and
-  // read by nothing). Not synced: one that survives a crash is dropped after the next.
-  void DropOldDeletedLogs(uint32_t pass) {
-    for (int p = 0; p < state_.partitions_size(); ++p) {
-      rocksdb::Status st =
-          db_->DeleteRange(rocksdb::WriteOptions(), db_->DefaultColumnFamily(),
-                           storage::DeletedKeyKey(p, 0, 0), storage::DeletedKeyKey(p, pass, 0));
-      if (!st.ok()) LOG(WARNING) << Shard() << ": dropping old deleted-key logs: " << st.ToString();
-    }
   }
 
   // After a commit: what is left in staging is nobody's; a failure to remove it does not
