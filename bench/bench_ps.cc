@@ -130,8 +130,11 @@ int main(int argc, char** argv) {
     std::ofstream(config) << "slot { id: 0 dim: " << FLAGS_dim << " }\n";
     const std::string port_file = tmpdir + "/port";
     std::vector<std::string> argv = {
-        pepnet::ExecutableDir() + "/pepnet_ps", "--port=0", "--host=127.0.0.1",
-        "--port_file=" + port_file, "--table_config=" + config,
+        pepnet::ExecutableDir() + "/pepnet_ps",
+        "--port=0",
+        "--host=127.0.0.1",
+        "--port_file=" + port_file,
+        "--table_config=" + config,
         "--threads=" + std::to_string(FLAGS_server_threads),
         "--memory_limit_bytes=" + std::to_string(FLAGS_memory_limit_bytes)};
     if (FLAGS_durable) argv.push_back("--data_dir=" + tmpdir + "/data");

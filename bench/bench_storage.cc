@@ -152,17 +152,19 @@ int main(int argc, char** argv) {
   pepnet::proto::StorageStats st;
   store->Stats(&st);
   disk = st.bytes_on_disk();
-  printf("restart: opened and loaded %llu rows in %.2f s (load %.2f s, %.2f Mrows/s); %.0f MB on "
-         "disk, table %.0f MB in memory\n",
-         static_cast<unsigned long long>(st.rows_loaded()), open_s, st.load_seconds(),
-         st.rows_loaded() / st.load_seconds() / 1e6, disk / 1e6, table_bytes / 1e6);
-  printf("{\"rows\":%llu,\"dim\":%d,\"full_rows_written\":%llu,\"full_prepare_s\":%.3f,"
-         "\"full_commit_s\":%.3f,\"delta_rows_written\":%llu,\"delta_prepare_s\":%.3f,"
-         "\"delta_commit_s\":%.3f,\"restart_open_s\":%.3f,\"load_s\":%.3f,\"bytes_on_disk\":%llu}\n",
-         static_cast<unsigned long long>(FLAGS_rows), FLAGS_dim,
-         static_cast<unsigned long long>(full.rows_written), full.prepare_s, full.commit_s,
-         static_cast<unsigned long long>(delta.rows_written), delta.prepare_s, delta.commit_s,
-         open_s, st.load_seconds(), static_cast<unsigned long long>(disk));
+  printf(
+      "restart: opened and loaded %llu rows in %.2f s (load %.2f s, %.2f Mrows/s); %.0f MB on "
+      "disk, table %.0f MB in memory\n",
+      static_cast<unsigned long long>(st.rows_loaded()), open_s, st.load_seconds(),
+      st.rows_loaded() / st.load_seconds() / 1e6, disk / 1e6, table_bytes / 1e6);
+  printf(
+      "{\"rows\":%llu,\"dim\":%d,\"full_rows_written\":%llu,\"full_prepare_s\":%.3f,"
+      "\"full_commit_s\":%.3f,\"delta_rows_written\":%llu,\"delta_prepare_s\":%.3f,"
+      "\"delta_commit_s\":%.3f,\"restart_open_s\":%.3f,\"load_s\":%.3f,\"bytes_on_disk\":%llu}\n",
+      static_cast<unsigned long long>(FLAGS_rows), FLAGS_dim,
+      static_cast<unsigned long long>(full.rows_written), full.prepare_s, full.commit_s,
+      static_cast<unsigned long long>(delta.rows_written), delta.prepare_s, delta.commit_s, open_s,
+      st.load_seconds(), static_cast<unsigned long long>(disk));
   store.reset();
   table.reset();
   if (FLAGS_dir.empty()) pepnet::RemoveTree(env, dir);

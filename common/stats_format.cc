@@ -142,8 +142,8 @@ void Block(const std::string& title, const proto::ServerStats& s, std::string* o
   Line(out, "last commit", commit);
   Line(out, "  at", st.commit_unix_ms() ? TimeOf(st.commit_unix_ms()) : std::string("never"));
   char load[96];
-  snprintf(load, sizeof(load), "%llu rows in %.3f s", static_cast<unsigned long long>(st.rows_loaded()),
-           st.load_seconds());
+  snprintf(load, sizeof(load), "%llu rows in %.3f s",
+           static_cast<unsigned long long>(st.rows_loaded()), st.load_seconds());
   Line(out, "load", load);
 }
 

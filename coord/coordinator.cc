@@ -89,7 +89,8 @@ class Coordinator {
         fprintf(stderr,
                 "pepnet_coord: resuming after committed pass %u (%s), version %llu, recorded in "
                 "%s\n",
-                r.committed_pass(), r.done_passes().empty() ? "" : r.done_passes().rbegin()->c_str(),
+                r.committed_pass(),
+                r.done_passes().empty() ? "" : r.done_passes().rbegin()->c_str(),
                 static_cast<unsigned long long>(r.last_version()), o_.data_dir.c_str());
       }
     }
@@ -118,8 +119,8 @@ class Coordinator {
       }
       if (++failures_ > kMaxRecoveriesPerPass) {
         return Status(st.code(), "pass " + std::to_string(committed_pass() + 1) + " failed " +
-                                     std::to_string(failures_) + " times; the last time: " +
-                                     st.message());
+                                     std::to_string(failures_) +
+                                     " times; the last time: " + st.message());
       }
       fprintf(stderr, "pepnet_coord: %s; recovering from committed pass %u\n",
               st.ToString().c_str(), committed_pass());
@@ -166,7 +167,8 @@ class Coordinator {
     PEPNET_RETURN_IF_ERROR(ConnectShards());
     PEPNET_RETURN_IF_ERROR(AcceptWorkers(listener));
     if (recovering_) {
-      fprintf(stderr, "pepnet_coord: the cluster is whole again after %.1f s; resuming at pass %u\n",
+      fprintf(stderr,
+              "pepnet_coord: the cluster is whole again after %.1f s; resuming at pass %u\n",
               SecondsSince(recovery_start_), committed_pass() + 1);
       recovering_ = false;
     }
@@ -205,11 +207,10 @@ class Coordinator {
     durable_shards_ = shards[0].durable();
     for (size_t s = 0; s < shards.size(); ++s) {
       if (shards[s].durable() != durable_shards_) {
-        return Status::InvalidArgument("shard 0 " +
-                                       std::string(durable_shards_ ? "keeps" : "keeps no") +
-                                       " storage but shard " + std::to_string(s) + " (" +
-                                       o_.servers[s] + ") " + (durable_shards_ ? "none" : "does") +
-                                       "; give every pepnet_ps a --data_dir, or none");
+        return Status::InvalidArgument(
+            "shard 0 " + std::string(durable_shards_ ? "keeps" : "keeps no") +
+            " storage but shard " + std::to_string(s) + " (" + o_.servers[s] + ") " +
+            (durable_shards_ ? "none" : "does") + "; give every pepnet_ps a --data_dir, or none");
       }
     }
     if (store_ && !durable_shards_) {
@@ -225,8 +226,8 @@ class Coordinator {
     for (size_t s = 0; s < shards.size(); ++s) {
       const proto::PingReply& p = shards[s];
       const bool at = p.committed_pass() == committed;
-      const bool before = committed > 0 && p.committed_pass() + 1 == committed &&
-                          p.prepared_pass() == committed;
+      const bool before =
+          committed > 0 && p.committed_pass() + 1 == committed && p.prepared_pass() == committed;
       if (!at && !before) {
         return Status::InvalidArgument(
             "shard " + std::to_string(s) + " (" + o_.servers[s] + ") holds committed pass " +
@@ -256,8 +257,8 @@ class Coordinator {
       DenseState dense;
       PEPNET_RETURN_IF_ERROR(DecodeDenseState(store_->dense(), o_.data_dir, &dense));
       uint64_t rows = 0;
-      PEPNET_RETURN_IF_ERROR(Publish(committed, *store_->record().done_passes().rbegin(),
-                                     dense.params, &rows));
+      PEPNET_RETURN_IF_ERROR(
+          Publish(committed, *store_->record().done_passes().rbegin(), dense.params, &rows));
       fprintf(stderr, "pepnet_coord: republished committed pass %u as version %llu\n", committed,
               static_cast<unsigned long long>(last_version_));
     }
@@ -294,10 +295,9 @@ class Coordinator {
       const int left_ms = static_cast<int>(
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
       if (left_ms <= 0) {
-        return Status::DeadlineExceeded(std::to_string(o_.num_workers - joined) + " of " +
-                                        std::to_string(o_.num_workers) +
-                                        " workers did not join within " +
-                                        std::to_string(o_.recovery_timeout_ms / 1000) + " s");
+        return Status::DeadlineExceeded(
+            std::to_string(o_.num_workers - joined) + " of " + std::to_string(o_.num_workers) +
+            " workers did not join within " + std::to_string(o_.recovery_timeout_ms / 1000) + " s");
       }
       std::unique_ptr<FrameChannel> channel;
       PEPNET_RETURN_IF_ERROR(listener->Accept(&channel, left_ms));

@@ -73,10 +73,9 @@ Status CoordinatorStore::Open(Env* env, const std::string& dir, const Identity& 
     DenseState state;
     PEPNET_RETURN_IF_ERROR(DecodeDenseState(store->dense_, dense_path, &state));
     if (state.params.size() != identity.num_dense) {
-      return Status::InvalidArgument(dense_path + " holds a dense checkpoint of " +
-                                     std::to_string(state.params.size()) +
-                                     " floats; this model has " +
-                                     std::to_string(identity.num_dense));
+      return Status::InvalidArgument(
+          dense_path + " holds a dense checkpoint of " + std::to_string(state.params.size()) +
+          " floats; this model has " + std::to_string(identity.num_dense));
     }
   }
   // Left by a crash: a dense checkpoint the record never named, a half-written file.

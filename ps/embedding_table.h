@@ -311,7 +311,7 @@ class EmbeddingTable {
 // partition beside its rows and sizes.
 struct EmbeddingTable::Partition : PartitionState {
   mutable std::mutex mu;
-  std::vector<SlotShard*> shards;  // by dense slot index; created on first use
+  std::vector<SlotShard*> shards;           // by dense slot index; created on first use
   std::unique_ptr<AdmissionFilter> filter;  // only if a slot has admission
   // Keys deleted in this pass that existed before it.
   KeyLog deleted_keys;

@@ -66,8 +66,7 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
   reply_payload->Resize(0);
   Status st;
   const proto::RequestType type = request.type();
-  if (type == proto::COMMIT_PASS || type == proto::ROLLBACK_PASS ||
-      type == proto::PREPARE_PASS) {
+  if (type == proto::COMMIT_PASS || type == proto::ROLLBACK_PASS || type == proto::PREPARE_PASS) {
     // Alone with the table: a prepare reads it whole, a commit or rollback may reload it.
     std::unique_lock<std::shared_mutex> lock(table_mu_);
     const bool epoch_ok = type != proto::PREPARE_PASS || request.epoch() == 0 ||
@@ -81,9 +80,8 @@ Status RequestHandler::Handle(const proto::RequestHeader& request, const char* p
     }
   } else {
     std::shared_lock<std::shared_mutex> lock(table_mu_);
-    const bool checked = type == proto::PULL || type == proto::PUSH ||
-                         type == proto::BEGIN_PASS || type == proto::END_PASS ||
-                         type == proto::EXPORT_ROWS;
+    const bool checked = type == proto::PULL || type == proto::PUSH || type == proto::BEGIN_PASS ||
+                         type == proto::END_PASS || type == proto::EXPORT_ROWS;
     if (!fatal_.ok()) {
       st = fatal_;
     } else if (checked && request.epoch() != 0 &&
@@ -164,11 +162,11 @@ Status RequestHandler::BeginPass(uint32_t pass) {
     // one: a pass begun twice, or skipped, would leave storage behind the table.
     const uint32_t committed = store_->committed_pass();
     if (pass != committed + 1 || table_->pass() != committed) {
-      return Status::InvalidArgument(
-          "BEGIN_PASS " + std::to_string(pass) + ": " + Shard() + " has committed pass " +
-          std::to_string(committed) + " and its table is at pass " +
-          std::to_string(table_->pass()) + "; the next pass is " + std::to_string(committed + 1) +
-          (table_->pass() != committed ? ", after a rollback" : ""));
+      return Status::InvalidArgument("BEGIN_PASS " + std::to_string(pass) + ": " + Shard() +
+                                     " has committed pass " + std::to_string(committed) +
+                                     " and its table is at pass " + std::to_string(table_->pass()) +
+                                     "; the next pass is " + std::to_string(committed + 1) +
+                                     (table_->pass() != committed ? ", after a rollback" : ""));
     }
   }
   return table_->BeginPass(pass);
@@ -197,8 +195,9 @@ Status RequestHandler::HandlePass(const proto::RequestHeader& request,
     }
     case proto::PREPARE_PASS: {
       if (store_ == nullptr) {
-        return Status::InvalidArgument(Shard() + " keeps no storage (no --data_dir): nothing to "
-                                                 "prepare");
+        return Status::InvalidArgument(Shard() +
+                                       " keeps no storage (no --data_dir): nothing to "
+                                       "prepare");
       }
       PrepareInfo info;
       PEPNET_RETURN_IF_ERROR(store_->Prepare(table_, request.pass(), &info));

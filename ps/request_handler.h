@@ -46,7 +46,9 @@ class RequestHandler {
 
   // Called once if storage fails to reload the table (a damaged database found by a
   // rollback): the table is gone, so the process must stop; every later request fails.
-  void set_on_fatal(std::function<void(const Status&)> on_fatal) { on_fatal_ = std::move(on_fatal); }
+  void set_on_fatal(std::function<void(const Status&)> on_fatal) {
+    on_fatal_ = std::move(on_fatal);
+  }
 
   // Handles one request whose header parsed. Fills `reply` (request id, code, error,
   // results) and `reply_payload`. Returns the status also put in the reply, so the

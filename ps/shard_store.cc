@@ -54,7 +54,8 @@ std::string PreparedName(uint32_t pass) {
 bool ParsePreparedName(const std::string& name, uint32_t* pass) {
   const std::string digits = name.size() == 21 ? name.substr(9, 8) : "";
   if (digits.size() != 8 || name.compare(0, 9, "prepared-") != 0 ||
-      name.compare(17, 4, ".sst") != 0 || digits.find_first_not_of("0123456789") != std::string::npos) {
+      name.compare(17, 4, ".sst") != 0 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
     return false;
   }
   *pass = static_cast<uint32_t>(std::stoul(digits));
@@ -155,8 +156,8 @@ TableImage FromProto(const proto::ShardState& s) {
   return image;
 }
 
-Status ReadRecord(rocksdb::DB* db, const char* key, google::protobuf::Message* out,
-                  bool* found, const std::string& db_dir) {
+Status ReadRecord(rocksdb::DB* db, const char* key, google::protobuf::Message* out, bool* found,
+                  const std::string& db_dir) {
   std::string value;
   rocksdb::Status st = db->Get(rocksdb::ReadOptions(), key, &value);
   *found = !st.IsNotFound();
@@ -202,8 +203,8 @@ class ShardStore::Impl {
       PEPNET_RETURN_IF_ERROR(FromRocks(rocksdb::DB::OpenForReadOnly(options_, db_dir_, &raw),
                                        Shard() + ": cannot open the database in " + db_dir_));
       std::unique_ptr<rocksdb::DB> ro(raw);
-      PEPNET_RETURN_IF_ERROR(ReadRecord(ro.get(), storage::kIdentityKey, &identity,
-                                        &have_identity, db_dir_));
+      PEPNET_RETURN_IF_ERROR(
+          ReadRecord(ro.get(), storage::kIdentityKey, &identity, &have_identity, db_dir_));
       PEPNET_RETURN_IF_ERROR(
           ReadRecord(ro.get(), storage::kStateKey, &state, &have_state, db_dir_));
       if (have_identity != have_state) {
@@ -223,9 +224,8 @@ class ShardStore::Impl {
         if (state.committed_pass() > 0 &&
             state.memory_limit_bytes() != table_options_.memory_limit_bytes) {
           LOG(WARNING) << Shard() << ": --memory_limit_bytes is "
-                       << table_options_.memory_limit_bytes << "; pass "
-                       << state.committed_pass() << " was committed under "
-                       << state.memory_limit_bytes()
+                       << table_options_.memory_limit_bytes << "; pass " << state.committed_pass()
+                       << " was committed under " << state.memory_limit_bytes()
                        << ": eviction differs from an undisturbed run from here on";
         }
       } else if (!EmptyDatabase(ro.get())) {
@@ -279,16 +279,17 @@ class ShardStore::Impl {
     PrepareInfo out;
     Status st = WriteCommitFile(table, pass, tmp, &state, &out);
     if (st.ok() && table->changed()) {
-      st = Status::Internal("the table changed while it was read (a client pulled or pushed "
-                            "during the commit)");
+      st = Status::Internal(
+          "the table changed while it was read (a client pulled or pushed "
+          "during the commit)");
     }
     if (st.ok()) st = o_.env->RenameFile(tmp, path);
     if (st.ok()) st = o_.env->SyncDir(staging_dir_);
     if (!st.ok()) {
       image_pass_ = -1;
       o_.env->RemoveFile(tmp);
-      return Status(st.code(), Shard() + ": cannot prepare pass " + std::to_string(pass) +
-                                   " in " + path + ": " + st.message());
+      return Status(st.code(), Shard() + ": cannot prepare pass " + std::to_string(pass) + " in " +
+                                   path + ": " + st.message());
     }
     prepared_ = pass;
     image_pass_ = pass;
@@ -346,9 +347,8 @@ class ShardStore::Impl {
   Status Rollback(EmbeddingTable* table, uint32_t pass) {
     std::lock_guard<std::mutex> lock(mu_);
     if (committed_ != pass) {
-      return Status::InvalidArgument(Shard() + " cannot roll back to pass " +
-                                     std::to_string(pass) + ": its committed pass is " +
-                                     std::to_string(committed_));
+      return Status::InvalidArgument(Shard() + " cannot roll back to pass " + std::to_string(pass) +
+                                     ": its committed pass is " + std::to_string(committed_));
     }
     prepared_ = 0;
     PEPNET_RETURN_IF_ERROR(RemovePrepared());
@@ -415,16 +415,15 @@ class ShardStore::Impl {
   Status CheckIdentity(const proto::ShardIdentity& id) const {
     const std::string where = "data dir " + o_.dir;
     if (id.format_version() != storage::kFormatVersion) {
-      return Status::InvalidArgument(where + " is in storage format " +
-                                     std::to_string(id.format_version()) +
-                                     "; this build reads format " +
-                                     std::to_string(storage::kFormatVersion));
+      return Status::InvalidArgument(
+          where + " is in storage format " + std::to_string(id.format_version()) +
+          "; this build reads format " + std::to_string(storage::kFormatVersion));
     }
     if (id.shard_id() != o_.shard_id || id.num_shards() != o_.num_shards) {
-      return Status::InvalidArgument(
-          where + " belongs to shard " + std::to_string(id.shard_id()) + " of " +
-          std::to_string(id.num_shards()) + "; this server is shard " +
-          std::to_string(o_.shard_id) + " of " + std::to_string(o_.num_shards));
+      return Status::InvalidArgument(where + " belongs to shard " + std::to_string(id.shard_id()) +
+                                     " of " + std::to_string(id.num_shards()) +
+                                     "; this server is shard " + std::to_string(o_.shard_id) +
+                                     " of " + std::to_string(o_.num_shards));
     }
     const std::string config = FormatTableConfig(table_options_);
     if (id.table_config() != config) {
@@ -432,8 +431,9 @@ class ShardStore::Impl {
                                      FirstDifference(id.table_config(), config));
     }
     if (o_.new_hash_salt != 0 && o_.new_hash_salt != id.hash_salt()) {
-      return Status::InvalidArgument(where + " was created with another hash salt than the one "
-                                             "given (--hash_salt)");
+      return Status::InvalidArgument(where +
+                                     " was created with another hash salt than the one "
+                                     "given (--hash_salt)");
     }
     return Status::OK();
   }
@@ -500,13 +500,13 @@ class ShardStore::Impl {
       const uint32_t p = c.partition;
       // The logs of earlier passes go with this commit (a range deletion in the file
       // covers only the keys of older files, so not this pass's log).
-      PEPNET_RETURN_IF_ERROR(FromRocks(writer.DeleteRange(storage::DeletedKeyKey(p, 0, 0),
-                                                          storage::DeletedKeyKey(p, pass, 0))));
+      PEPNET_RETURN_IF_ERROR(FromRocks(
+          writer.DeleteRange(storage::DeletedKeyKey(p, 0, 0), storage::DeletedKeyKey(p, pass, 0))));
       for (size_t seq = 0; seq < c.deleted_log.size(); ++seq) {
         const uint64_t key = c.deleted_log[seq];
-        PEPNET_RETURN_IF_ERROR(FromRocks(
-            writer.Put(storage::DeletedKeyKey(p, pass, static_cast<uint32_t>(seq)),
-                       rocksdb::Slice(reinterpret_cast<const char*>(&key), 8))));
+        PEPNET_RETURN_IF_ERROR(
+            FromRocks(writer.Put(storage::DeletedKeyKey(p, pass, static_cast<uint32_t>(seq)),
+                                 rocksdb::Slice(reinterpret_cast<const char*>(&key), 8))));
       }
       if (c.filter != nullptr) {
         PEPNET_RETURN_IF_ERROR(FromRocks(
@@ -585,10 +585,9 @@ class ShardStore::Impl {
       total += rows[t];
     }
     if (total != state.rows()) {
-      return Status::Corruption(std::to_string(total) +
-                                " stored rows, the committed state of pass " +
-                                std::to_string(state.committed_pass()) + " has " +
-                                std::to_string(state.rows()));
+      return Status::Corruption(
+          std::to_string(total) + " stored rows, the committed state of pass " +
+          std::to_string(state.committed_pass()) + " has " + std::to_string(state.rows()));
     }
     PEPNET_RETURN_IF_ERROR(table->FinishLoad());
     load_seconds_ = SecondsSince(start);
@@ -731,7 +730,7 @@ class ShardStore::Impl {
   bool captured_ = false;
   // A load failed after emptying the table: it holds nothing usable.
   bool lost_ = false;
-  proto::CommitInfo last_commit_;  // of the last commit, for the stats
+  proto::CommitInfo last_commit_;     // of the last commit, for the stats
   proto::ShardState state_;           // the committed state
   proto::ShardState prepared_state_;  // the prepared pass's, written by this process
   PrepareInfo last_prepare_;

@@ -1,6 +1,5 @@
 #include "ps/slot_shard.h"
 
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>

@@ -41,7 +41,8 @@ Status EmbeddingTable::CaptureCommit(uint32_t pass, TableImage* image,
       if (shard == nullptr) continue;
       const uint64_t before = shard->allocated_bytes();
       shard->RebuildIndex();
-      AddBytes(&part, static_cast<int64_t>(shard->allocated_bytes()) - static_cast<int64_t>(before));
+      AddBytes(&part,
+               static_cast<int64_t>(shard->allocated_bytes()) - static_cast<int64_t>(before));
       for (uint32_t id = 0; id < shard->rows(); ++id) {
         if (ChangedIn(*RowLayout::Meta(shard->RowAt(id)), pass)) {
           places.push_back((uint64_t{i} << 32) | id);
@@ -96,8 +97,8 @@ Status EmbeddingTable::BeginLoad(const TableImage& image) {
     for (size_t k = 0; k < im.shards.size(); ++k) {
       if (im.shards[k].slot_index >= num_slots ||
           (k > 0 && im.shards[k].slot_index <= im.shards[k - 1].slot_index)) {
-        return ImageMismatch(p, "slot shard of slot index " +
-                                    std::to_string(im.shards[k].slot_index));
+        return ImageMismatch(p,
+                             "slot shard of slot index " + std::to_string(im.shards[k].slot_index));
       }
     }
   }
@@ -117,7 +118,8 @@ Status EmbeddingTable::BeginLoad(const TableImage& image) {
     std::lock_guard<std::mutex> lock(part.mu);
     for (SlotShard*& shard : part.shards) {
       if (shard == nullptr) continue;
-      AddBytes(&part, -static_cast<int64_t>(shard->allocated_bytes() + BlockBytes(sizeof(SlotShard))));
+      AddBytes(&part,
+               -static_cast<int64_t>(shard->allocated_bytes() + BlockBytes(sizeof(SlotShard))));
       delete shard;
       shard = nullptr;
     }
@@ -216,7 +218,8 @@ Status EmbeddingTable::FinishLoad() {
       }
       const uint64_t before = shard->allocated_bytes();
       shard->RebuildIndex();
-      AddBytes(&part, static_cast<int64_t>(shard->allocated_bytes()) - static_cast<int64_t>(before));
+      AddBytes(&part,
+               static_cast<int64_t>(shard->allocated_bytes()) - static_cast<int64_t>(before));
     }
   }
   for (size_t i = 0; i < layouts_.size(); ++i) {

@@ -25,8 +25,9 @@ std::string VersionWriter::RowFilePath(uint32_t shard) const {
 Status VersionWriter::Finish(const float* dense, uint64_t num_dense,
                              proto::ModelManifest* manifest) {
   if (env_->FileExists(final_dir_).ok()) {
-    return Status::InvalidArgument(final_dir_ + " exists already: give each run its own publish "
-                                                "folder");
+    return Status::InvalidArgument(final_dir_ +
+                                   " exists already: give each run its own publish "
+                                   "folder");
   }
   const std::string bytes(reinterpret_cast<const char*>(dense), 4 * num_dense);
   manifest->set_dense_path(kDenseFile);

@@ -15,13 +15,13 @@
 #include "proto/model_config.pb.h"
 #include "proto/publish.pb.h"
 #include "ps/embedding_table.h"
-#include "publish/row_file.h"
 #include "ps/table_config.h"
+#include "publish/manifest.h"
+#include "publish/published_model.h"
+#include "publish/row_file.h"
 #include "tests/test_util.h"
 #include "worker/data_reader.h"
 #include "worker/model_config.h"
-#include "publish/manifest.h"
-#include "publish/published_model.h"
 #include "worker/trainer.h"
 
 namespace pepnet {

@@ -76,7 +76,8 @@ class CommitFaultTest : public ::testing::Test {
     testing::GenerateData(dir_, dir_.File("data"), 0, 3, 3000);
     spec_.model_config = config;
     spec_.table_config = dir_.File("table.pbtxt");
-    for (int p = 0; p < 3; ++p) spec_.passes.push_back(dir_.File("data/pass-0000" + std::to_string(p)));
+    for (int p = 0; p < 3; ++p)
+      spec_.passes.push_back(dir_.File("data/pass-0000" + std::to_string(p)));
     DurableCluster reference(dir_, "reference", spec_);
     reference.StartAll();
     ASSERT_EQ(reference.WaitDone(300000), reference.AllZero()) << reference.Logs();

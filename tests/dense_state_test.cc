@@ -99,8 +99,7 @@ TEST(DenseStateTest, EncodingRoundTripsAndRefusesDamage) {
   EXPECT_NE(st.message().find("dense-1.bin: checksum mismatch"), std::string::npos) << st.message();
   EXPECT_EQ(DecodeDenseState(bytes.substr(0, bytes.size() - 3), "x", &back).code(),
             Status::kCorruption);
-  EXPECT_EQ(DecodeDenseState("PEPROWS2" + bytes.substr(8), "x", &back).code(),
-            Status::kCorruption);
+  EXPECT_EQ(DecodeDenseState("PEPROWS2" + bytes.substr(8), "x", &back).code(), Status::kCorruption);
 }
 
 TEST(DenseStateTest, ARestoredTrainerContinuesBitForBit) {

@@ -185,8 +185,9 @@ class DurableCluster {
     while (!Accepts(ports_[i])) {
       int code = -1;
       ASSERT_TRUE(std::chrono::steady_clock::now() < deadline) << "shard " << i << " never served";
-      ASSERT_FALSE(shards_[i]->Wait(0, &code).ok()) << "shard " << i << " exited with " << code
-                                                    << "\n" << Logs();
+      ASSERT_FALSE(shards_[i]->Wait(0, &code).ok())
+          << "shard " << i << " exited with " << code << "\n"
+          << Logs();
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
@@ -247,8 +248,8 @@ class DurableCluster {
     for (Subprocess* p : Finishers()) {
       int code = -1;
       const int left = static_cast<int>(std::max<int64_t>(
-          0, std::chrono::duration_cast<std::chrono::milliseconds>(
-                 deadline - std::chrono::steady_clock::now())
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                   std::chrono::steady_clock::now())
                  .count()));
       codes.push_back(p->Wait(left, &code).ok() ? code : -1);
     }

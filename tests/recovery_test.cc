@@ -60,7 +60,7 @@ std::string ModelConfigText() {
 struct Fixture {
   testing::TempDir dir;
   ClusterSpec spec;
-  PublishedImage reference;       // one worker
+  PublishedImage reference;  // one worker
   std::vector<std::string> ref_metrics;
   double reference_seconds = 0;
 
@@ -170,9 +170,8 @@ class RecoveryTest : public ::testing::Test {
 
 TEST_F(RecoveryTest, AKilledShardIsRecoveredBitIdentically) {
   for (uint32_t seed : Seeds(1)) {
-    ExpectRecovery("shard-" + std::to_string(seed), RandomMoment(seed), [&](DurableCluster& c) {
-      c.KillAndRestartShard(seed % 2);
-    });
+    ExpectRecovery("shard-" + std::to_string(seed), RandomMoment(seed),
+                   [&](DurableCluster& c) { c.KillAndRestartShard(seed % 2); });
   }
 }
 
@@ -202,7 +201,7 @@ TEST_F(RecoveryTest, StopsBetweenTheStepsOfACommitAreRecoveredBitIdentically) {
   struct Stop {
     const char* process;  // "coord", "ps-0", "ps-1"
     const char* step;
-    bool sanitized;       // also in the sanitizer builds
+    bool sanitized;  // also in the sanitizer builds
   };
   for (const Stop& stop : std::vector<Stop>{
            // The shards wrote, the dense state not yet.
@@ -222,7 +221,8 @@ TEST_F(RecoveryTest, StopsBetweenTheStepsOfACommitAreRecoveredBitIdentically) {
     DurableCluster cluster(fixture->dir, name.substr(0, name.find(':')), fixture->spec);
     const std::vector<std::string> crash = {std::string("--crash_at=") + stop.step};
     const std::string p = stop.process;
-    for (int i = 0; i < 2; ++i) cluster.StartShard(i, p == "ps-" + std::to_string(i) ? crash : std::vector<std::string>{});
+    for (int i = 0; i < 2; ++i)
+      cluster.StartShard(i, p == "ps-" + std::to_string(i) ? crash : std::vector<std::string>{});
     cluster.StartCoordinator(p == "coord" ? crash : std::vector<std::string>{});
     cluster.StartWorker(0);
     Subprocess& victim = p == "coord" ? cluster.coordinator() : cluster.shard(p == "ps-0" ? 0 : 1);
@@ -237,7 +237,6 @@ TEST_F(RecoveryTest, StopsBetweenTheStepsOfACommitAreRecoveredBitIdentically) {
     EXPECT_NE(cluster.Logs().find("crash_at: stopping at"), std::string::npos);
   }
 }
-
 
 double MeanAuc(const std::string& json) {
   double sum = 0;
@@ -351,8 +350,10 @@ TEST_F(RecoveryTest, ForeignAndDamagedDataDirsAreRefusedAtStart) {
   };
   auto shard = [&](const std::string& data_dir, int id, int count,
                    const std::string& table = fixture->spec.table_config) {
-    return std::vector<std::string>{testing::BinDir() + "/pepnet_ps", "--host=127.0.0.1",
-                                    "--port=0", "--table_config=" + table,
+    return std::vector<std::string>{testing::BinDir() + "/pepnet_ps",
+                                    "--host=127.0.0.1",
+                                    "--port=0",
+                                    "--table_config=" + table,
                                     "--shard_id=" + std::to_string(id),
                                     "--num_shards=" + std::to_string(count),
                                     "--data_dir=" + data_dir};
@@ -386,9 +387,12 @@ TEST_F(RecoveryTest, ForeignAndDamagedDataDirsAreRefusedAtStart) {
   // dense checkpoint.
   auto coord = [&](const std::string& data_dir, const std::string& config,
                    const std::string& servers) {
-    return std::vector<std::string>{testing::BinDir() + "/pepnet_coord", "--num_workers=1",
-                                    "--servers=" + servers, "--config=" + config,
-                                    "--data_dir=" + data_dir, "--port=0"};
+    return std::vector<std::string>{testing::BinDir() + "/pepnet_coord",
+                                    "--num_workers=1",
+                                    "--servers=" + servers,
+                                    "--config=" + config,
+                                    "--data_dir=" + data_dir,
+                                    "--port=0"};
   };
   std::string model = testing::ReadFile(fixture->spec.model_config);
   model.replace(model.find("tower: 32"), 9, "tower: 24");

@@ -28,8 +28,8 @@ class DurableHandlerTest : public ::testing::Test {
     so.dir = dir_.File("shard");
     Status st = ShardStore::Open(so, o, &store_, &table_);
     ASSERT_TRUE(st.ok()) << st.ToString();
-    handler_.reset(
-        new RequestHandler(table_.get(), store_.get(), Env::Default(), 0, 1, kDefaultMaxFrameBytes));
+    handler_.reset(new RequestHandler(table_.get(), store_.get(), Env::Default(), 0, 1,
+                                      kDefaultMaxFrameBytes));
   }
 
   Status Call(proto::RequestType type, uint32_t pass = 0, uint64_t epoch = 0,

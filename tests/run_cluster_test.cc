@@ -30,10 +30,16 @@ TEST(RunClusterTest, TheSameCommandResumesAClusterStoppedWhole) {
   // The launcher finds the binaries of this build.
   setenv("PEPNET_BIN", testing::BinDir().c_str(), 1);
   const std::vector<std::string> command = {
-      "/bin/bash", testing::SourceDir() + "/deploy/local/run_cluster.sh",
-      "--config=" + testing::SourceDir() + "/configs/demo.pbtxt", "--pass_root=" + dir.File("data"),
-      "--servers=2", "--workers=1", "--max_passes=4", "--idle_timeout=2",
-      "--run_dir=" + dir.File("run"), "--data_dir=" + dir.File("state")};
+      "/bin/bash",
+      testing::SourceDir() + "/deploy/local/run_cluster.sh",
+      "--config=" + testing::SourceDir() + "/configs/demo.pbtxt",
+      "--pass_root=" + dir.File("data"),
+      "--servers=2",
+      "--workers=1",
+      "--max_passes=4",
+      "--idle_timeout=2",
+      "--run_dir=" + dir.File("run"),
+      "--data_dir=" + dir.File("state")};
   // A session of its own, so that one signal reaches the launcher and all it started.
   std::vector<std::string> first = {"/usr/bin/setsid"};
   first.insert(first.end(), command.begin(), command.end());
@@ -42,7 +48,8 @@ TEST(RunClusterTest, TheSameCommandResumesAClusterStoppedWhole) {
   const std::string coord_out = dir.File("run/coord.out");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
   while (PassLines(testing::ReadFile(coord_out)).size() < 2) {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << testing::ReadFile(dir.File("launcher1.log"));
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+        << testing::ReadFile(dir.File("launcher1.log"));
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   kill(-launcher.pid(), SIGKILL);
@@ -70,8 +77,8 @@ TEST(RunClusterTest, TheSameCommandResumesAClusterStoppedWhole) {
   EXPECT_EQ(testing::ReadFile(dir.File("state/ports")), ports);
   std::vector<std::string> versions;
   ASSERT_TRUE(ListVersions(dir.File("run/model"), &versions).ok());
-  EXPECT_EQ(versions, std::vector<std::string>({"v-00000001", "v-00000002", "v-00000003",
-                                                "v-00000004"}));
+  EXPECT_EQ(versions,
+            std::vector<std::string>({"v-00000001", "v-00000002", "v-00000003", "v-00000004"}));
   // Each pass's metrics exactly once.
   const std::string metrics = testing::ReadFile(dir.File("run/metrics.jsonl"));
   for (int p = 1; p <= 4; ++p) {

@@ -84,7 +84,8 @@ struct Dump {
 
 Dump DumpOf(const EmbeddingTable& t) {
   Dump d;
-  t.ForEachRow([&](uint64_t key, const float*, uint32_t, const RowMeta&) { d.keys.push_back(key); });
+  t.ForEachRow(
+      [&](uint64_t key, const float*, uint32_t, const RowMeta&) { d.keys.push_back(key); });
   for (uint64_t key : d.keys) {
     RowSnapshot row;
     EXPECT_TRUE(t.Lookup(key, &row).ok());
@@ -327,9 +328,10 @@ TEST(ShardStoreTest, DamagedAndTruncatedDatabasesAreRefused) {
       f.write(&c, 1);
     }
     Opened out;
-    Status st = ShardStore::Open(StoreOptions(dir.File("shard")), Options(), &out.store, &out.table);
-    EXPECT_EQ(st.code(), Status::kCorruption) << (truncate ? "truncated: " : "flipped: ")
-                                              << st.ToString();
+    Status st =
+        ShardStore::Open(StoreOptions(dir.File("shard")), Options(), &out.store, &out.table);
+    EXPECT_EQ(st.code(), Status::kCorruption)
+        << (truncate ? "truncated: " : "flipped: ") << st.ToString();
     EXPECT_EQ(st.message().find('\n'), std::string::npos) << st.message();
   }
 }

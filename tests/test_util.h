@@ -98,12 +98,12 @@ inline int RunCommand(const std::vector<std::string>& argv, const TempDir& dir,
 inline void GenerateData(const TempDir& dir, const std::string& out, int first, int count,
                          int rows) {
   std::string output;
-  ASSERT_EQ(RunCommand({BinDir() + "/pepnet_datagen", "--out_dir=" + out,
-                        "--first_pass=" + std::to_string(first),
-                        "--passes=" + std::to_string(count),
-                        "--rows_per_file=" + std::to_string(rows)},
-                       dir, &output),
-            0)
+  ASSERT_EQ(
+      RunCommand({BinDir() + "/pepnet_datagen", "--out_dir=" + out,
+                  "--first_pass=" + std::to_string(first), "--passes=" + std::to_string(count),
+                  "--rows_per_file=" + std::to_string(rows)},
+                 dir, &output),
+      0)
       << output;
 }
 

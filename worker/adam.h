@@ -141,11 +141,11 @@ class Adam {
   static void Flatten(const PepNetParams<T>& p, std::vector<T>* out) {
     out->clear();
     PepNetParams<T>& params = const_cast<PepNetParams<T>&>(p);
-    params.ForEach(
-        [&](const std::string&, Matrix<T>* x) { out->insert(out->end(), x->data(), x->data() + x->size()); },
-        [&](const std::string&, RowVector<T>* x) {
-          out->insert(out->end(), x->data(), x->data() + x->size());
-        });
+    params.ForEach([&](const std::string&,
+                       Matrix<T>* x) { out->insert(out->end(), x->data(), x->data() + x->size()); },
+                   [&](const std::string&, RowVector<T>* x) {
+                     out->insert(out->end(), x->data(), x->data() + x->size());
+                   });
   }
   static void Unflatten(const std::vector<T>& in, PepNetParams<T>* p) {
     size_t at = 0;

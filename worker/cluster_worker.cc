@@ -269,11 +269,10 @@ Status RunClusterWorker(const proto::ModelConfig& config, const ClusterWorkerOpt
   int delay_ms = 100;
   Status last;
   for (;;) {
-    const int budget_ms =
-        o.reconnect_timeout_ms -
-        static_cast<int>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - trying_since)
-                .count());
+    const int budget_ms = o.reconnect_timeout_ms -
+                          static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               Clock::now() - trying_since)
+                                               .count());
     if (budget_ms <= 0) {
       return Status::DeadlineExceeded("could not join the cluster within " +
                                       std::to_string(o.reconnect_timeout_ms / 1000) +

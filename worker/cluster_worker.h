@@ -35,8 +35,8 @@ struct ClusterWorkerOptions {
   int worker_index = 0;
   int num_workers = 1;
   PassSourceOptions source;
-  int threads = 2;     // of a training step
-  uint64_t seed = 1;   // dense initialization, the same on every worker
+  int threads = 2;    // of a training step
+  uint64_t seed = 1;  // dense initialization, the same on every worker
   // How long to keep trying to reach the coordinator: at start, and after losing it in a
   // run that recovers.
   int reconnect_timeout_ms = 600000;

@@ -9,8 +9,8 @@
 #include "proto/model_config.pb.h"
 #include "proto/publish.pb.h"
 #include "ps/embedding_table.h"
-#include "worker/data_reader.h"
 #include "publish/published_model.h"
+#include "worker/data_reader.h"
 #include "worker/trainer.h"
 
 DEFINE_string(model_dir, "", "The publish folder of a cluster (holding v-* versions).");

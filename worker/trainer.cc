@@ -6,10 +6,10 @@
 #include <cmath>
 #include <tuple>
 
+#include "common/checksum.h"
 #include "common/ps_client.h"
 #include "proto/model_config.pb.h"
 #include "ps/embedding_table.h"
-#include "common/checksum.h"
 
 namespace pepnet {
 namespace {
@@ -411,9 +411,10 @@ void Trainer::CaptureDenseState(DenseState* out) const {
 Status Trainer::LoadDenseState(const DenseState& state) {
   PEPNET_RETURN_IF_ERROR(LoadParams(state.params.data(), state.params.size()));
   if (!adam_.LoadMoments(state.m, state.v, state.step)) {
-    return Status::InvalidArgument("dense state: Adam moments of " + std::to_string(state.m.size()) +
-                                   " and " + std::to_string(state.v.size()) +
-                                   " floats for a model of " + std::to_string(adam_.num_values()));
+    return Status::InvalidArgument("dense state: Adam moments of " +
+                                   std::to_string(state.m.size()) + " and " +
+                                   std::to_string(state.v.size()) + " floats for a model of " +
+                                   std::to_string(adam_.num_values()));
   }
   return Status::OK();
 }
