@@ -77,15 +77,15 @@ struct Phase {
 Phase Commit(pepnet::ShardStore* store, pepnet::EmbeddingTable* table, uint32_t pass) {
   Check(table->EndPass());
   Phase p;
-  pepnet::PrepareInfo info;
+  pepnet::proto::PrepareReply info;
   auto start = Clock::now();
   Check(store->Prepare(table, pass, &info));
   p.prepare_s = Since(start);
   start = Clock::now();
   Check(store->Commit(table, pass));
   p.commit_s = Since(start);
-  p.rows_written = info.rows_written;
-  p.file_bytes = info.file_bytes;
+  p.rows_written = info.rows_written();
+  p.file_bytes = info.file_bytes();
   return p;
 }
 

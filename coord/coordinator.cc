@@ -94,8 +94,9 @@ class Coordinator {
                 static_cast<unsigned long long>(r.last_version()), o_.data_dir.c_str());
       }
     }
-    for (int epoch = 0;; ++epoch) {
-      Status st = RunEpoch(listener.get(), epoch);
+    // One epoch per membership of the cluster: the first, and one after every recovery.
+    for (;;) {
+      Status st = RunEpoch(listener.get());
       if (st.ok()) return st;
       const bool recover = store_ && Recoverable(st);
       Broadcast(Fail(st.ToString(), recover));
@@ -163,7 +164,7 @@ class Coordinator {
     return static_cast<int>(std::max(0.0, o_.recovery_timeout_ms - spent));
   }
 
-  Status RunEpoch(FrameListener* listener, int epoch) {
+  Status RunEpoch(FrameListener* listener) {
     PEPNET_RETURN_IF_ERROR(ConnectShards());
     PEPNET_RETURN_IF_ERROR(AcceptWorkers(listener));
     if (recovering_) {

@@ -199,16 +199,12 @@ Status RequestHandler::HandlePass(const proto::RequestHeader& request,
                                        " keeps no storage (no --data_dir): nothing to "
                                        "prepare");
       }
-      PrepareInfo info;
+      proto::PrepareReply info;
       PEPNET_RETURN_IF_ERROR(store_->Prepare(table_, request.pass(), &info));
-      proto::PrepareReply* out = reply->mutable_prepare();
-      out->set_rows_written(info.rows_written);
-      out->set_rows_deleted(info.rows_deleted);
-      out->set_file_bytes(info.file_bytes);
-      out->set_seconds(info.seconds);
-      LOG(INFO) << Shard() << ": prepared pass " << request.pass() << " (" << info.rows_written
-                << " rows written, " << info.rows_deleted << " deleted, " << info.file_bytes
-                << " bytes, " << info.seconds << " s)";
+      LOG(INFO) << Shard() << ": prepared pass " << request.pass() << " (" << info.rows_written()
+                << " rows written, " << info.rows_deleted() << " deleted, " << info.file_bytes()
+                << " bytes, " << info.seconds() << " s)";
+      *reply->mutable_prepare() = info;
       return Status::OK();
     }
     case proto::EXPORT_ROWS: {

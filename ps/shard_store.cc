@@ -246,7 +246,7 @@ class ShardStore::Impl {
     return CleanStaging();
   }
 
-  Status Prepare(EmbeddingTable* table, uint32_t pass, PrepareInfo* info) {
+  Status Prepare(EmbeddingTable* table, uint32_t pass, proto::PrepareReply* info) {
     std::lock_guard<std::mutex> lock(mu_);
     const auto start = Clock::now();
     PEPNET_RETURN_IF_ERROR(CheckTable());
@@ -276,7 +276,7 @@ class ShardStore::Impl {
     captured_ = true;
     table->ClearChanged();
     proto::ShardState state;
-    PrepareInfo out;
+    proto::PrepareReply out;
     Status st = WriteCommitFile(table, pass, tmp, &state, &out);
     if (st.ok() && table->changed()) {
       st = Status::Internal(
@@ -294,7 +294,7 @@ class ShardStore::Impl {
     prepared_ = pass;
     image_pass_ = pass;
     prepared_state_ = state;
-    out.seconds = SecondsSince(start);
+    out.set_seconds(SecondsSince(start));
     last_prepare_ = out;
     *info = out;
     return o_.env->StepPoint("shard.after_prepare");
@@ -489,7 +489,7 @@ class ShardStore::Impl {
   // The sorted commit file of `pass`: partition by partition its deleted-key log, filter
   // and rows (puts and deletes, by key), then the state.
   Status WriteCommitFile(EmbeddingTable* table, uint32_t pass, const std::string& path,
-                         proto::ShardState* state, PrepareInfo* info) {
+                         proto::ShardState* state, proto::PrepareReply* info) {
     rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), options_);
     PEPNET_RETURN_IF_ERROR(FromRocks(writer.Open(path)));
     TableImage image;
@@ -532,8 +532,8 @@ class ShardStore::Impl {
         PEPNET_RETURN_IF_ERROR(FromRocks(writer.Delete(storage::RowKey(p, c.deleted[d]))));
       }
       for (const SlotShardImage& s : c.image.shards) rows += s.rows;
-      info->rows_written += refs.size();
-      info->rows_deleted += c.deleted.size();
+      info->set_rows_written(info->rows_written() + refs.size());
+      info->set_rows_deleted(info->rows_deleted() + c.deleted.size());
       return Status::OK();
     });
     if (!st.ok()) return st;
@@ -541,7 +541,7 @@ class ShardStore::Impl {
     PEPNET_RETURN_IF_ERROR(FromRocks(writer.Put(storage::kStateKey, state->SerializeAsString())));
     rocksdb::ExternalSstFileInfo file;
     PEPNET_RETURN_IF_ERROR(FromRocks(writer.Finish(&file)));
-    info->file_bytes = file.file_size;
+    info->set_file_bytes(file.file_size);
     return Status::OK();
   }
 
@@ -663,10 +663,10 @@ class ShardStore::Impl {
   // commit.
   void NoteCommit() {
     proto::CommitInfo info;
-    info.set_rows_written(last_prepare_.rows_written);
-    info.set_rows_deleted(last_prepare_.rows_deleted);
-    info.set_file_bytes(last_prepare_.file_bytes);
-    info.set_prepare_seconds(last_prepare_.seconds);
+    info.set_rows_written(last_prepare_.rows_written());
+    info.set_rows_deleted(last_prepare_.rows_deleted());
+    info.set_file_bytes(last_prepare_.file_bytes());
+    info.set_prepare_seconds(last_prepare_.seconds());
     info.set_commit_seconds(commit_seconds_);
     info.set_unix_ms(UnixMillis());
     last_commit_ = info;
@@ -733,7 +733,7 @@ class ShardStore::Impl {
   proto::CommitInfo last_commit_;     // of the last commit, for the stats
   proto::ShardState state_;           // the committed state
   proto::ShardState prepared_state_;  // the prepared pass's, written by this process
-  PrepareInfo last_prepare_;
+  proto::PrepareReply last_prepare_;
   double commit_seconds_ = 0;
   double load_seconds_ = 0;
   uint64_t rows_loaded_ = 0;
@@ -754,7 +754,7 @@ Status ShardStore::Open(const ShardStoreOptions& options, const TableOptions& ta
 ShardStore::ShardStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ShardStore::~ShardStore() = default;
 
-Status ShardStore::Prepare(EmbeddingTable* table, uint32_t pass, PrepareInfo* info) {
+Status ShardStore::Prepare(EmbeddingTable* table, uint32_t pass, proto::PrepareReply* info) {
   return impl_->Prepare(table, pass, info);
 }
 Status ShardStore::Commit(EmbeddingTable* table, uint32_t pass) {

@@ -30,8 +30,9 @@
 
 namespace pepnet {
 namespace proto {
+class PrepareReply;
 class StorageStats;
-}
+}  // namespace proto
 
 class EmbeddingTable;
 
@@ -44,13 +45,6 @@ struct ShardStoreOptions {
   Env* env = Env::Default();  // borrowed
   // Load with this many threads (partitions are split between them).
   int load_threads = 2;
-};
-
-struct PrepareInfo {
-  uint64_t rows_written = 0;
-  uint64_t rows_deleted = 0;
-  uint64_t file_bytes = 0;
-  double seconds = 0;
 };
 
 class ShardStore {
@@ -67,7 +61,7 @@ class ShardStore {
   // Phase one of committing pass `pass`, which the table must be running and have ended;
   // the pass before it must be the committed one. A failure (a full disk) names the shard
   // and the path; the committed state stays as it was.
-  Status Prepare(EmbeddingTable* table, uint32_t pass, PrepareInfo* info);
+  Status Prepare(EmbeddingTable* table, uint32_t pass, proto::PrepareReply* info);
   // Phase two: makes the prepared `pass` the committed one. OK at once if `pass` is
   // committed already (the coordinator repeats a decision after a restart). Reloads the
   // table when it does not hold the prepared state (this process started before the

@@ -153,10 +153,10 @@ void RunAndCommit(Opened* s, uint32_t pass) {
   ASSERT_TRUE(s->table->BeginPass(pass).ok());
   Traffic(s->table.get(), pass, pass * 101);
   ASSERT_TRUE(s->table->EndPass().ok());
-  PrepareInfo info;
+  proto::PrepareReply info;
   Status st = s->store->Prepare(s->table.get(), pass, &info);
   ASSERT_TRUE(st.ok()) << st.ToString();
-  EXPECT_GT(info.rows_written, 0u);
+  EXPECT_GT(info.rows_written(), 0u);
   st = s->store->Commit(s->table.get(), pass);
   ASSERT_TRUE(st.ok()) << st.ToString();
 }
@@ -208,7 +208,7 @@ TEST(ShardStoreTest, RollbackRestoresTheCommittedPassExactly) {
   ASSERT_TRUE(s.table->BeginPass(3).ok());
   Traffic(s.table.get(), 3, 303);
   ASSERT_TRUE(s.table->EndPass().ok());
-  PrepareInfo info;
+  proto::PrepareReply info;
   ASSERT_TRUE(s.store->Prepare(s.table.get(), 3, &info).ok());
   EXPECT_EQ(s.store->prepared_pass(), 3u);
   Status st = s.store->Rollback(s.table.get(), 2);
@@ -244,7 +244,7 @@ TEST(ShardStoreTest, APreparedPassSurvivesARestartAndCommitsThere) {
   ASSERT_TRUE(live.table->BeginPass(2).ok());
   Traffic(live.table.get(), 2, 202);
   ASSERT_TRUE(live.table->EndPass().ok());
-  PrepareInfo info;
+  proto::PrepareReply info;
   ASSERT_TRUE(live.store->Prepare(live.table.get(), 2, &info).ok());
   live.store.reset();  // the process dies before the coordinator's decision arrives
 
@@ -346,7 +346,7 @@ TEST(ShardStoreTest, AFullDiskFailsTheCommitAndKeepsTheCommittedState) {
   Traffic(s.table.get(), 2, 202);
   ASSERT_TRUE(s.table->EndPass().ok());
   env.FailWrites("");
-  PrepareInfo info;
+  proto::PrepareReply info;
   Status st = s.store->Prepare(s.table.get(), 2, &info);
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("shard 1: cannot prepare pass 2 in " + dir.File("shard") +
@@ -380,7 +380,7 @@ TEST(ShardStoreTest, WeightsAndAccumulatorsAreStoredTogether) {
   ASSERT_TRUE(s.table->BeginPass(1).ok());
   ASSERT_TRUE(s.table->Push(&key, 1, g1.data(), &one, &zero).ok());
   ASSERT_TRUE(s.table->EndPass().ok());
-  PrepareInfo info;
+  proto::PrepareReply info;
   ASSERT_TRUE(s.store->Prepare(s.table.get(), 1, &info).ok());
   ASSERT_TRUE(s.store->Commit(s.table.get(), 1).ok());
   ASSERT_TRUE(s.table->BeginPass(2).ok());
