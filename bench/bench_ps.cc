@@ -24,6 +24,9 @@
 #include "proto/ps.pb.h"
 
 DEFINE_string(servers, "", "Running shard servers (h:p,h:p); empty starts one of our own.");
+DEFINE_string(secret_file, "",
+              "The cluster's shared secret, a file only its owner may read (docs/security.md); "
+              "given to the server started here too; empty = none.");
 DEFINE_uint64(universe, 1000000, "Number of distinct keys requests are drawn from.");
 DEFINE_double(zipf, 0.99, "Zipf exponent of key popularity (0 = uniform).");
 DEFINE_int32(keys_per_request, 16384, "Distinct keys per request.");
@@ -138,6 +141,7 @@ int main(int argc, char** argv) {
         "--threads=" + std::to_string(FLAGS_server_threads),
         "--memory_limit_bytes=" + std::to_string(FLAGS_memory_limit_bytes)};
     if (FLAGS_durable) argv.push_back("--data_dir=" + tmpdir + "/data");
+    if (!FLAGS_secret_file.empty()) argv.push_back("--secret_file=" + FLAGS_secret_file);
     pepnet::Status st = server.Start(argv, tmpdir + "/server.log");
     if (!st.ok()) return Fail(st.ToString());
     uint16_t port;
@@ -148,6 +152,7 @@ int main(int argc, char** argv) {
 
   pepnet::ClientOptions options;
   pepnet::Status st = pepnet::ParseServerList(servers, &options.servers);
+  if (st.ok()) st = pepnet::Secret::Load(FLAGS_secret_file, &options.secret);
   if (!st.ok()) return Fail(st.ToString());
   options.connections_per_shard = FLAGS_connections;
   std::unique_ptr<pepnet::PsClient> client;

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -25,11 +26,23 @@ std::string PeerOf(int fd) {
   return std::string(ip) + ":" + std::to_string(ntohs(addr.sin_port));
 }
 
+// A send blocked this long (a peer that stopped reading) fails instead of hanging.
+constexpr int kSendTimeoutSeconds = 120;
+
 void TuneSocket(int fd) {
   const int one = 1, buffer = kSocketBufferBytes;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof(buffer));
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof(buffer));
+  timeval send_timeout{kSendTimeoutSeconds, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
+}
+
+int MillisecondsLeft(std::chrono::steady_clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        deadline - std::chrono::steady_clock::now())
+                        .count();
+  return left > 1 ? static_cast<int>(left) : 1;
 }
 
 Status ResolveIpv4(const std::string& host, int port, sockaddr_in* addr) {
@@ -48,6 +61,7 @@ Status ResolveIpv4(const std::string& host, int port, sockaddr_in* addr) {
 }  // namespace
 
 Status FrameChannel::Connect(const std::string& host, int port, int timeout_ms,
+                             const Secret& secret, PeerRole role,
                              std::unique_ptr<FrameChannel>* out) {
   sockaddr_in addr{};
   PEPNET_RETURN_IF_ERROR(ResolveIpv4(host, port, &addr));
@@ -57,7 +71,10 @@ Status FrameChannel::Connect(const std::string& host, int port, int timeout_ms,
     if (fd < 0) return Status::Unavailable(std::string("socket: ") + strerror(errno));
     if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
       TuneSocket(fd);
-      out->reset(new FrameChannel(fd));
+      std::unique_ptr<FrameChannel> channel(new FrameChannel(fd));
+      PEPNET_RETURN_IF_ERROR(channel->ClientHandshake(
+          secret, role, std::max(MillisecondsLeft(deadline), kDefaultHandshakeTimeoutMs)));
+      *out = std::move(channel);
       return Status::OK();
     }
     const int err = errno;
@@ -80,6 +97,48 @@ void FrameChannel::Close() {
 
 void FrameChannel::ShutdownWrite() { shutdown(fd_, SHUT_WR); }
 
+Status FrameChannel::SendAll(const char* data, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t sent = send(fd_, data + done, n - done, MSG_NOSIGNAL);
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent <= 0) {
+      return Status::Unavailable(
+          "send to " + peer_ + ": " +
+          (errno == EAGAIN || errno == EWOULDBLOCK
+               ? "the peer has not read for " + std::to_string(kSendTimeoutSeconds) + " s"
+               : std::string(strerror(errno))));
+    }
+    done += static_cast<size_t>(sent);
+  }
+  return Status::OK();
+}
+
+Status FrameChannel::ClientHandshake(const Secret& secret, PeerRole role, int timeout_ms) {
+  pepnet::ClientHandshake handshake(&secret, role);
+  char hello[kServerHelloBytes], answer[kClientHelloBytes], proof[kServerProofBytes];
+  auto named = [this](const Status& st) {
+    return Status(st.code(), "handshake with " + peer_ + ": " + st.message());
+  };
+  Status st = ReadExactly(hello, sizeof(hello), timeout_ms);
+  if (st.ok()) st = handshake.Answer(hello, answer);
+  if (st.ok()) st = SendAll(answer, sizeof(answer));
+  if (st.ok()) st = ReadExactly(proof, sizeof(proof), timeout_ms);
+  if (st.ok()) st = handshake.Verify(proof);
+  return st.ok() ? st : named(st);
+}
+
+Status FrameChannel::AcceptHandshake(const Secret& secret, int timeout_ms, PeerRole* role) {
+  pepnet::ServerHandshake handshake(&secret);
+  char hello[kServerHelloBytes], answer[kClientHelloBytes], proof[kServerProofBytes];
+  handshake.Hello(hello);
+  PEPNET_RETURN_IF_ERROR(SendAll(hello, sizeof(hello)));
+  PEPNET_RETURN_IF_ERROR(ReadExactly(answer, sizeof(answer), timeout_ms));
+  Status st = handshake.Check(answer, role, proof);
+  if (st.code() != Status::kInvalidArgument) SendAll(proof, sizeof(proof));
+  return st;
+}
+
 Status FrameChannel::Send(const std::string& header, const void* payload, size_t payload_len) {
   if (header.size() > kMaxHeaderBytes || payload_len > UINT32_MAX) {
     return Status::InvalidArgument("frame to " + peer_ + " too large");
@@ -87,18 +146,9 @@ Status FrameChannel::Send(const std::string& header, const void* payload, size_t
   char prefix[kFramePrefixBytes];
   EncodeFramePrefix(static_cast<uint32_t>(header.size()), static_cast<uint32_t>(payload_len),
                     prefix);
-  const char* parts[3] = {prefix, header.data(), static_cast<const char*>(payload)};
-  const size_t sizes[3] = {kFramePrefixBytes, header.size(), payload_len};
-  for (int i = 0; i < 3; ++i) {
-    size_t done = 0;
-    while (done < sizes[i]) {
-      const ssize_t n = send(fd_, parts[i] + done, sizes[i] - done, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return Status::Unavailable("send to " + peer_ + ": " + strerror(errno));
-      done += static_cast<size_t>(n);
-    }
-  }
-  return Status::OK();
+  PEPNET_RETURN_IF_ERROR(SendAll(prefix, sizeof(prefix)));
+  PEPNET_RETURN_IF_ERROR(SendAll(header.data(), header.size()));
+  return SendAll(static_cast<const char*>(payload), payload_len);
 }
 
 Status FrameChannel::ReadExactly(char* out, size_t n, int timeout_ms) {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "common/auth.h"
 #include "common/frame.h"
 #include "common/status.h"
 
@@ -20,9 +21,10 @@ namespace pepnet {
 class FrameChannel {
  public:
   // Connects to host:port, retrying refused connections until `timeout_ms` has passed
-  // (the peer may still be starting).
-  static Status Connect(const std::string& host, int port, int timeout_ms,
-                        std::unique_ptr<FrameChannel>* out);
+  // (the peer may still be starting), and runs the client side of the handshake
+  // (common/auth.h) as `role` with `secret` (borrowed for the call; empty: none).
+  static Status Connect(const std::string& host, int port, int timeout_ms, const Secret& secret,
+                        PeerRole role, std::unique_ptr<FrameChannel>* out);
   explicit FrameChannel(int fd);  // takes ownership of a connected socket
   ~FrameChannel();
   FrameChannel(const FrameChannel&) = delete;
@@ -35,6 +37,10 @@ class FrameChannel {
   // Corruption/InvalidArgument for a bad frame. Messages name the peer.
   Status Receive(std::string* header, PayloadBuffer* payload, int timeout_ms = 0,
                  uint64_t max_frame_bytes = kDefaultMaxFrameBytes);
+  // The server side of the handshake on an accepted channel: Unavailable for a peer that
+  // does not prove `secret` (it was sent a refusal), InvalidArgument for one that does not
+  // speak the handshake, DeadlineExceeded after `timeout_ms`.
+  Status AcceptHandshake(const Secret& secret, int timeout_ms, PeerRole* role);
   // Shuts the connection down; a blocked Receive returns Unavailable.
   void Close();
   // Ends the sending direction (the peer reads what was sent, then end of stream).
@@ -43,6 +49,8 @@ class FrameChannel {
 
  private:
   Status ReadExactly(char* out, size_t n, int timeout_ms);
+  Status SendAll(const char* data, size_t n);
+  Status ClientHandshake(const Secret& secret, PeerRole role, int timeout_ms);
 
   int fd_;
   std::atomic<bool> closed_{false};

@@ -179,7 +179,8 @@ class PsClientImpl : public PsClient {
         for (const auto& r : results) endpoints.push_back(r.endpoint());
         conns_[s].push_back(std::make_shared<ShardConnection>(
             io_, static_cast<uint32_t>(s), addr, endpoints, options_.timeout_ms,
-            options_.connect_timeout_ms, options_.max_frame_bytes));
+            options_.connect_timeout_ms, options_.max_frame_bytes, &options_.secret,
+            options_.role));
       }
     }
     io_thread_ = std::thread([this] { io_.run(); });
@@ -349,18 +350,16 @@ class PsClientImpl : public PsClient {
         [replies](uint32_t s, const proto::ResponseHeader& r) { (*replies)[s] = r.pass_end(); });
   }
 
-  Status ExportRows(uint32_t pass, bool all, const std::vector<std::string>& paths,
+  Status ExportRows(uint32_t pass, bool all, uint64_t version,
                     std::vector<proto::ExportReply>* replies) override {
-    if (paths.size() != num_shards()) {
-      return Status::InvalidArgument("ExportRows needs one path per shard");
-    }
+    if (version == 0) return Status::InvalidArgument("ExportRows needs a version >= 1");
     replies->assign(num_shards(), proto::ExportReply());
     return CallEveryShard(
-        [&](uint32_t s, proto::RequestHeader* h) {
+        [&](uint32_t, proto::RequestHeader* h) {
           h->set_type(proto::EXPORT_ROWS);
           h->set_pass(pass);
           h->set_export_all(all);
-          h->set_export_path(paths[s]);
+          h->set_export_version(version);
         },
         [replies](uint32_t s, const proto::ResponseHeader& r) { (*replies)[s] = r.export_(); });
   }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/auth.h"
 #include "common/status.h"
 
 namespace pepnet {
@@ -39,6 +40,10 @@ struct ClientOptions {
   int timeout_ms = 30000;
   int connect_timeout_ms = 5000;
   uint64_t max_frame_bytes = 256ull << 20;
+  // The cluster's secret (empty: none; the servers must have none either) and the role
+  // this client declares in every connection's handshake (common/auth.h).
+  Secret secret;
+  PeerRole role = PeerRole::kTool;
 };
 
 // Parses "h:p,h:p" into a list; InvalidArgument naming the bad entry.
@@ -74,13 +79,14 @@ class PsClient {
   // Synchronous statistics of every shard, in shard order.
   virtual Status Stats(std::vector<proto::ServerStats>* stats) = 0;
 
-  // Pass hooks on every shard (the pass coordinator's): rows created or updated from now
-  // on record `pass`; ExportRows has shard i write its rows (all, or those of `pass`) to
-  // paths[i] on its filesystem.
+  // Pass hooks on every shard (the pass coordinator's; the servers refuse them from a
+  // client whose role is not kCoordinator): rows created or updated from now on record
+  // `pass`; ExportRows has every shard write its rows (all, or those of `pass`) into the
+  // temporary folder of model version `version` under its --export_dir.
   virtual Status BeginPass(uint32_t pass) = 0;
   // Runs the pass-end policies of `pass` (the one BeginPass started) on every shard.
   virtual Status EndPass(uint32_t pass, std::vector<proto::PassEndReply>* replies) = 0;
-  virtual Status ExportRows(uint32_t pass, bool all, const std::vector<std::string>& paths,
+  virtual Status ExportRows(uint32_t pass, bool all, uint64_t version,
                             std::vector<proto::ExportReply>* replies) = 0;
   // The two-phase commit of durable shards (ps/shard_store.h), on every shard.
   virtual Status PreparePass(uint32_t pass, std::vector<proto::PrepareReply>* replies) = 0;

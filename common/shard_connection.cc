@@ -9,7 +9,8 @@ using asio::ip::tcp;
 
 ShardConnection::ShardConnection(asio::io_context& io, uint32_t shard, std::string address,
                                  std::vector<tcp::endpoint> endpoints, int timeout_ms,
-                                 int connect_timeout_ms, uint64_t max_frame_bytes)
+                                 int connect_timeout_ms, uint64_t max_frame_bytes,
+                                 const Secret* secret, PeerRole role)
     : io_(io),
       shard_(shard),
       address_(std::move(address)),
@@ -17,8 +18,14 @@ ShardConnection::ShardConnection(asio::io_context& io, uint32_t shard, std::stri
       timeout_(timeout_ms),
       connect_timeout_(connect_timeout_ms),
       max_frame_bytes_(max_frame_bytes),
+      handshake_(secret, role),
       socket_(io),
       timer_(io) {}
+
+Status ShardConnection::Named(const Status& st) const {
+  return Status(st.code(),
+                "shard " + std::to_string(shard_) + " (" + address_ + "): " + st.message());
+}
 
 Status ShardConnection::Error(const std::string& what) const {
   return Status::Unavailable("shard " + std::to_string(shard_) + " (" + address_ + "): " + what);
@@ -83,17 +90,72 @@ void ShardConnection::StartConnect() {
           Fail(Error("connect failed: " + ec.message()));
           return;
         }
-        CancelTimer();
-        state_ = State::kConnected;
         boost::system::error_code ignored;
         socket_.set_option(tcp::no_delay(true), ignored);
         socket_.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
         socket_.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
-        // A read stays armed for the life of the connection, so a server closing an idle
-        // connection is noticed at once rather than by the next request.
-        ReadReply();
-        WriteNext();
+        ReadServerHello();
       });
+}
+
+void ShardConnection::ReadServerHello() {
+  const uint64_t gen = generation_;
+  auto self = shared_from_this();
+  asio::async_read(
+      socket_, asio::buffer(hello_),
+      [this, self, gen](const boost::system::error_code& ec, size_t) {
+        if (gen != generation_) return;
+        if (ec) {
+          Fail(Error(ec == asio::error::eof ? "server closed the connection before its hello"
+                                            : "handshake failed: " + ec.message()));
+          return;
+        }
+        Status st = handshake_.Answer(hello_, client_hello_);
+        if (!st.ok()) {
+          Fail(Named(st));
+          return;
+        }
+        asio::async_write(socket_, asio::buffer(client_hello_),
+                          [this, self, gen](const boost::system::error_code& ec, size_t) {
+                            if (gen != generation_) return;
+                            if (ec) {
+                              Fail(Error("handshake failed: " + ec.message()));
+                              return;
+                            }
+                            ReadServerProof();
+                          });
+      });
+}
+
+void ShardConnection::ReadServerProof() {
+  const uint64_t gen = generation_;
+  auto self = shared_from_this();
+  asio::async_read(
+      socket_, asio::buffer(proof_),
+      [this, self, gen](const boost::system::error_code& ec, size_t) {
+        if (gen != generation_) return;
+        if (ec) {
+          Fail(Error(ec == asio::error::eof ? "server closed the connection during the handshake "
+                                              "(a wrong secret, or too many connections)"
+                                            : "handshake failed: " + ec.message()));
+          return;
+        }
+        Status st = handshake_.Verify(proof_);
+        if (!st.ok()) {
+          Fail(Named(st));
+          return;
+        }
+        OnConnected();
+      });
+}
+
+void ShardConnection::OnConnected() {
+  CancelTimer();
+  state_ = State::kConnected;
+  // A read stays armed for the life of the connection, so a server closing an idle
+  // connection is noticed at once rather than by the next request.
+  ReadReply();
+  WriteNext();
 }
 
 void ShardConnection::CancelTimer() {

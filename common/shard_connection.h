@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/auth.h"
 #include "common/frame.h"
 #include "common/status.h"
 #include "proto/ps.pb.h"
@@ -44,7 +45,8 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
  public:
   ShardConnection(boost::asio::io_context& io, uint32_t shard, std::string address,
                   std::vector<boost::asio::ip::tcp::endpoint> endpoints, int timeout_ms,
-                  int connect_timeout_ms, uint64_t max_frame_bytes);
+                  int connect_timeout_ms, uint64_t max_frame_bytes, const Secret* secret,
+                  PeerRole role);
 
   // Queues the request; connects first if needed.
   void Send(std::shared_ptr<ShardRequest> request);
@@ -54,6 +56,10 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
 
  private:
   void StartConnect();
+  // After the TCP connect: the handshake (common/auth.h), within the connect timeout.
+  void ReadServerHello();
+  void ReadServerProof();
+  void OnConnected();
   // Closes the socket; stale handlers see the generation change and return.
   void Close();
   void OnReceiveError(const boost::system::error_code& ec);
@@ -63,7 +69,8 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
   void OnPrefix();
   void OnHeader();
   void ArmTimer();
-  Status Error(const std::string& what) const;
+  Status Error(const std::string& what) const;  // Unavailable, naming the shard
+  Status Named(const Status& st) const;         // st's code, naming the shard
 
   boost::asio::io_context& io_;
   const uint32_t shard_;
@@ -72,6 +79,10 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
   const std::chrono::milliseconds timeout_;
   const std::chrono::milliseconds connect_timeout_;
   const uint64_t max_frame_bytes_;
+  ClientHandshake handshake_;
+  char hello_[kServerHelloBytes];
+  char client_hello_[kClientHelloBytes];
+  char proof_[kServerProofBytes];
 
   boost::asio::ip::tcp::socket socket_;
   boost::asio::steady_timer timer_;

@@ -14,6 +14,7 @@
 #include "common/frame_channel.h"
 #include "common/ps_client.h"
 #include "coord/coordinator_store.h"
+#include "coord/worker_acceptor.h"
 #include "coord/worker_link.h"
 #include "proto/cluster.pb.h"
 #include "proto/model_config.pb.h"
@@ -74,13 +75,16 @@ class Coordinator {
       last_base_ = store_->record().last_base();
     }
     std::unique_ptr<FrameListener> listener;
+    PEPNET_RETURN_IF_ERROR(CheckListenSecurity(o_.host, o_.secret, "--host"));
     PEPNET_RETURN_IF_ERROR(FrameListener::Listen(o_.host, o_.port, &listener));
     if (!o_.port_file.empty()) {
       PEPNET_RETURN_IF_ERROR(
           WriteFileDurably(env_, o_.port_file, std::to_string(listener->port()) + "\n"));
     }
-    fprintf(stderr, "pepnet_coord: listening on %s:%d for %d workers\n", o_.host.c_str(),
-            listener->port(), o_.num_workers);
+    fprintf(
+        stderr, "pepnet_coord: listening on %s:%d for %d workers%s\n", o_.host.c_str(),
+        listener->port(), o_.num_workers,
+        o_.secret.empty() ? " (no --secret_file: serving loopback only)" : ", peers authenticated");
     if (store_) {
       const proto::CoordinatorRecord& r = store_->record();
       if (r.committed_pass() == 0) {
@@ -186,6 +190,8 @@ class Coordinator {
   Status ConnectShards() {
     ClientOptions options;
     options.servers = o_.servers;
+    options.secret = o_.secret;
+    options.role = PeerRole::kCoordinator;
     options.timeout_ms = 600000;  // exports of big tables take a while
     std::unique_ptr<PsClient> client;
     const auto deadline = Clock::now() + std::chrono::milliseconds(RecoveryBudgetMs());
@@ -290,6 +296,9 @@ class Coordinator {
   Status AcceptWorkers(FrameListener* listener) {
     workers_.clear();
     workers_.resize(o_.num_workers);
+    WorkerAcceptorOptions acceptor_options;
+    acceptor_options.secret = &o_.secret;
+    WorkerAcceptor acceptor(listener, acceptor_options);
     int joined = 0;
     const auto deadline = Clock::now() + std::chrono::milliseconds(RecoveryBudgetMs());
     while (joined < o_.num_workers) {
@@ -300,17 +309,11 @@ class Coordinator {
             std::to_string(o_.num_workers - joined) + " of " + std::to_string(o_.num_workers) +
             " workers did not join within " + std::to_string(o_.recovery_timeout_ms / 1000) + " s");
       }
-      std::unique_ptr<FrameChannel> channel;
-      PEPNET_RETURN_IF_ERROR(listener->Accept(&channel, left_ms));
-      auto link = std::make_unique<WorkerLink>(std::move(channel));
+      std::unique_ptr<WorkerLink> link;
       proto::CoordMessage hello;
-      Status st = link->ReceiveFirst(&hello, 60000);
-      if (!st.ok() || hello.type() != proto::COORD_HELLO) {
-        // A stray connection (a port scan, an HTTP probe) is not a worker: drop it.
-        fprintf(stderr, "pepnet_coord: dropping a connection from %s: %s\n", link->peer().c_str(),
-                st.ok() ? "its first message is not a worker's hello" : st.ToString().c_str());
-        continue;
-      }
+      Status st = acceptor.Next(left_ms, &link, &hello);
+      if (st.code() == Status::kDeadlineExceeded) continue;  // the check above says so
+      PEPNET_RETURN_IF_ERROR(st);
       const int i = static_cast<int>(hello.worker_index());
       if (hello.num_workers() != uint32_t(o_.num_workers) || i < 0 || i >= o_.num_workers ||
           (workers_[i] && !store_)) {
@@ -582,10 +585,8 @@ class Coordinator {
     if (!store_ || !VersionWriter::IsPublished(o_.publish_dir, version, pass, pass_name)) {
       VersionWriter writer(env_, o_.publish_dir, version);
       PEPNET_RETURN_IF_ERROR(writer.Begin());
-      std::vector<std::string> paths;
-      for (uint32_t s = 0; s < client_->num_shards(); ++s) paths.push_back(writer.RowFilePath(s));
       std::vector<proto::ExportReply> replies;
-      PEPNET_RETURN_IF_ERROR(client_->ExportRows(pass, base, paths, &replies));
+      PEPNET_RETURN_IF_ERROR(client_->ExportRows(pass, base, version, &replies));
       PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_export"));
       proto::ModelManifest manifest;
       manifest.set_version(version);

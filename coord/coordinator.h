@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "common/auth.h"
 #include "common/env.h"
 #include "common/status.h"
 
@@ -46,6 +47,9 @@ struct CoordinatorOptions {
   // Recovering, how long to wait for every shard to answer and every worker to rejoin.
   int recovery_timeout_ms = 600000;
   Env* env = Env::Default();  // borrowed
+  // The cluster's secret (docs/security.md): workers prove it to join, and the coordinator
+  // proves it to the shards. Empty: none, and `host` must be loopback.
+  Secret secret;
 };
 
 Status RunCoordinator(const CoordinatorOptions& options);

@@ -8,7 +8,11 @@
 #include "common/ps_client.h"
 #include "coord/coordinator.h"
 
-DEFINE_string(host, "127.0.0.1", "Address to listen on for workers.");
+DEFINE_string(host, "127.0.0.1",
+              "Address to listen on for workers. Anything but loopback needs --secret_file.");
+DEFINE_string(secret_file, "",
+              "The cluster's shared secret, a file only its owner may read (docs/security.md); "
+              "empty = none (the cluster then serves loopback only).");
 DEFINE_int32(port, 0, "Port to listen on; 0 = a free port (see --port_file).");
 DEFINE_string(port_file, "", "Write the port here once listening.");
 DEFINE_int32(num_workers, 1, "Workers in the cluster; each connects once.");
@@ -62,7 +66,8 @@ int main(int argc, char** argv) {
     }
     o.env = crash_env.get();
   }
-  st = pepnet::ParseServerList(FLAGS_servers, &o.servers);
+  st = pepnet::Secret::Load(FLAGS_secret_file, &o.secret);
+  if (st.ok()) st = pepnet::ParseServerList(FLAGS_servers, &o.servers);
   if (st.ok()) st = pepnet::RunCoordinator(o);
   if (!st.ok()) {
     fprintf(stderr, "pepnet_coord: %s\n", st.ToString().c_str());

@@ -7,16 +7,6 @@ WorkerLink::~WorkerLink() {
   if (reader_.joinable()) reader_.join();
 }
 
-Status WorkerLink::ReceiveFirst(proto::CoordMessage* m, int timeout_ms) {
-  std::string header;
-  PayloadBuffer payload;
-  PEPNET_RETURN_IF_ERROR(channel_->Receive(&header, &payload, timeout_ms));
-  if (!m->ParseFromString(header)) {
-    return Status::Corruption("unparsable message from " + channel_->peer());
-  }
-  return Status::OK();
-}
-
 void WorkerLink::Start(std::mutex* mu, std::condition_variable* cv) {
   reader_ = std::thread([this, mu, cv] {
     std::string header;

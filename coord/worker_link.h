@@ -27,8 +27,6 @@ class WorkerLink {
   explicit WorkerLink(std::unique_ptr<FrameChannel> channel) : channel_(std::move(channel)) {}
   ~WorkerLink();
 
-  // The first message, read before the reader thread starts.
-  Status ReceiveFirst(proto::CoordMessage* m, int timeout_ms);
   // Starts the reader thread; every message or error notifies `cv` under `mu`.
   void Start(std::mutex* mu, std::condition_variable* cv);
 

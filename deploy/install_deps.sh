@@ -3,7 +3,7 @@
 set -euo pipefail
 PACKAGES=(cmake make g++ libboost-dev libprotobuf-dev protobuf-compiler librocksdb-dev
           libeigen3-dev libgflags-dev libgoogle-glog-dev libgtest-dev libbenchmark-dev
-          zlib1g-dev)
+          zlib1g-dev libssl-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

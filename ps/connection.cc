@@ -5,29 +5,42 @@
 #include <algorithm>
 #include <new>
 
-#include "ps/request_handler.h"
-
 namespace pepnet {
 
 namespace asio = boost::asio;
 
 namespace {
-// Per-connection buffers above this size are freed after use instead of kept.
+// Per-connection buffers above this size are freed after use instead of kept; so are all
+// of them once the budget is half spent.
 constexpr size_t kKeepBufferBytes = 64 << 20;
 // How much a peer may still send after its frame was refused before we just close.
 constexpr uint64_t kMaxDrainBytes = 512ull << 20;
 }  // namespace
 
-Connection::Connection(asio::ip::tcp::socket socket, RequestHandler* handler, ConnectionSet* owner,
-                       uint64_t max_frame_bytes)
+bool BufferBudget::TryCharge(uint64_t bytes) {
+  int64_t used = used_.load(std::memory_order_relaxed);
+  do {
+    if (static_cast<uint64_t>(used) + bytes > limit_) return false;
+  } while (!used_.compare_exchange_weak(used, used + static_cast<int64_t>(bytes),
+                                        std::memory_order_relaxed));
+  return true;
+}
+
+Connection::Connection(asio::ip::tcp::socket socket, const ConnectionContext* context,
+                       ConnectionSet* owner)
     : socket_(std::move(socket)),
-      handler_(handler),
+      context_(context),
       owner_(owner),
-      max_frame_bytes_(max_frame_bytes) {
+      timer_(socket_.get_executor()),
+      handshake_(context->secret) {
   boost::system::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
-  peer_ = ec ? "unknown peer" : ep.address().to_string() + ":" + std::to_string(ep.port());
+  peer_address_ = ec ? "unknown peer" : ep.address().to_string();
+  peer_ = ec ? peer_address_ : peer_address_ + ":" + std::to_string(ep.port());
+  session_.peer = peer_;
 }
+
+Connection::~Connection() { context_->budget->Adjust(-static_cast<int64_t>(charged_)); }
 
 void Connection::Start() {
   boost::system::error_code ignored;
@@ -36,7 +49,77 @@ void Connection::Start() {
   // sendmsg instead of a dozen wake-ups of both sides.
   socket_.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
   socket_.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
-  ReadPrefix();
+  handshake_.Hello(hello_);
+  Deadline(context_->handshake_timeout_ms, "the handshake");
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(hello_),
+                    [this, self](const boost::system::error_code& ec, size_t) {
+                      if (ec) {
+                        if (ec != asio::error::operation_aborted) Close();
+                        return;
+                      }
+                      ReadClientHello();
+                    });
+}
+
+void Connection::ReadClientHello() {
+  auto self = shared_from_this();
+  asio::async_read(socket_, asio::buffer(client_hello_),
+                   [this, self](const boost::system::error_code& ec, size_t) {
+                     if (ec) {
+                       if (ec != asio::error::operation_aborted) Close();
+                       return;
+                     }
+                     OnClientHello();
+                   });
+}
+
+void Connection::OnClientHello() {
+  PeerRole role = PeerRole::kTool;
+  Status st = handshake_.Check(client_hello_, &role, proof_);
+  if (st.ok() && context_->on_authenticated && !context_->on_authenticated(this, role)) {
+    st = Status::ResourceExhausted("no room for another " + std::string(RoleName(role)) +
+                                   " connection");
+    ServerHandshake::RefuseBusy(proof_);
+  }
+  if (!st.ok()) {
+    LOG(WARNING) << "refusing " << peer_ << " at the handshake: " << st.message();
+    context_->handler->counters().auth_failures.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    authenticated_ = true;
+    session_.role = role;
+  }
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(proof_),
+                    [this, self](const boost::system::error_code& ec, size_t) {
+                      if (ec == asio::error::operation_aborted) return;
+                      if (ec || !authenticated_) {
+                        Close();
+                        return;
+                      }
+                      ReadPrefix();
+                    });
+}
+
+void Connection::Deadline(int ms, const char* what) {
+  const uint64_t seq = ++timer_seq_;
+  auto self = shared_from_this();
+  timer_.expires_after(std::chrono::milliseconds(ms));
+  timer_.async_wait([this, self, seq, ms, what](const boost::system::error_code& ec) {
+    if (ec || seq != timer_seq_ || closed_) return;
+    // Closing cancels the read or write that waits.
+    if (!idle_ || !authenticated_) {
+      LOG(WARNING) << "closing " << peer_ << ": " << what << " took over " << ms << " ms";
+      context_->handler->counters().timeouts.fetch_add(1, std::memory_order_relaxed);
+    }
+    Close();
+  });
+}
+
+void Connection::CancelDeadline() {
+  ++timer_seq_;
+  boost::system::error_code ignored;
+  timer_.cancel();
 }
 
 void Connection::Shutdown() {
@@ -45,10 +128,27 @@ void Connection::Shutdown() {
 }
 
 void Connection::Close() {
+  if (closed_) return;
+  closed_ = true;
+  CancelDeadline();
   boost::system::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
+  ReleaseBuffers();
+  if (context_->on_closed) context_->on_closed(this, authenticated_);
   owner_->Remove(this);
+}
+
+void Connection::SyncCharge() {
+  const uint64_t held = payload_.capacity_bytes() + reply_payload_.capacity_bytes();
+  context_->budget->Adjust(static_cast<int64_t>(held) - static_cast<int64_t>(charged_));
+  charged_ = held;
+}
+
+void Connection::ReleaseBuffers() {
+  payload_.Release();
+  reply_payload_.Release();
+  SyncCharge();
 }
 
 void Connection::ReadPrefix() {
@@ -57,6 +157,8 @@ void Connection::ReadPrefix() {
     Close();
     return;
   }
+  // Nothing at all for this long: the client is gone or does not need the connection.
+  Deadline(context_->idle_timeout_ms, "waiting for a request");
   auto self = shared_from_this();
   asio::async_read(socket_, asio::buffer(prefix_),
                    [this, self](const boost::system::error_code& ec, size_t got) {
@@ -70,7 +172,7 @@ void Connection::ReadPrefix() {
                        return;
                      }
                      idle_ = false;
-                     Status st = DecodeFramePrefix(prefix_, max_frame_bytes_, &frame_);
+                     Status st = DecodeFramePrefix(prefix_, context_->max_frame_bytes, &frame_);
                      if (!st.ok()) {
                        RejectAndClose(st);
                        return;
@@ -80,14 +182,29 @@ void Connection::ReadPrefix() {
 }
 
 void Connection::ReadBody() {
+  const uint64_t need = frame_.payload_len;
+  const uint64_t have = payload_.capacity_bytes();
+  if (need > have && !context_->budget->TryCharge(need - have)) {
+    RejectAndClose(Status::ResourceExhausted(
+        "the server's request buffers are full (" + std::to_string(context_->budget->used()) +
+        " of " + std::to_string(context_->budget->limit()) + " bytes): a frame of " +
+        std::to_string(need) + " bytes must wait; retry"));
+    return;
+  }
   try {
     header_bytes_.resize(frame_.header_len);
     payload_.Resize(frame_.payload_len);
   } catch (const std::bad_alloc&) {
+    if (need > have) context_->budget->Adjust(-static_cast<int64_t>(need - have));
     RejectAndClose(Status::ResourceExhausted(
         "cannot allocate " + std::to_string(frame_.payload_len) + " bytes for a frame"));
     return;
   }
+  if (need > have) charged_ += need - have;
+  SyncCharge();
+  // The rest of the frame must follow its prefix soon: a peer that announces a frame and
+  // stalls holds its buffer only this long.
+  Deadline(context_->frame_timeout_ms, "reading a frame");
   std::array<asio::mutable_buffer, 2> buffers = {
       asio::buffer(&header_bytes_[0], header_bytes_.size()),
       asio::buffer(payload_.data(), payload_.size())};
@@ -101,16 +218,18 @@ void Connection::ReadBody() {
       Close();
       return;
     }
+    CancelDeadline();
     Dispatch();
   });
 }
 
 void Connection::Dispatch() {
+  RequestHandler* handler = context_->handler;
   if (!request_.ParseFromString(header_bytes_)) {
     // Framing is intact, so the connection can go on after the error reply.
     Status st = Status::InvalidArgument("unparsable request header");
     LOG(WARNING) << "request from " << peer_ << ": " << st.ToString();
-    handler_->counters().bad_requests.fetch_add(1, std::memory_order_relaxed);
+    handler->counters().bad_requests.fetch_add(1, std::memory_order_relaxed);
     reply_.Clear();
     reply_.set_code(proto::INVALID_ARGUMENT);
     reply_.set_error(st.message());
@@ -120,23 +239,24 @@ void Connection::Dispatch() {
   }
   Status st;
   try {
-    st = handler_->Handle(request_, payload_.data(), payload_.size(), &reply_, &reply_payload_);
+    st = handler->Handle(session_, request_, payload_.data(), payload_.size(), &reply_,
+                         &reply_payload_);
   } catch (const std::bad_alloc&) {
     // Out of memory for this request: refuse it, keep the process serving others.
-    payload_.Release();
-    reply_payload_.Release();
+    ReleaseBuffers();
     RejectAndClose(Status::ResourceExhausted("out of memory handling the request"));
     return;
   }
   if (!st.ok()) LOG(WARNING) << "request from " << peer_ << ": " << st.ToString();
   // A big request's buffer is not worth keeping for an idle connection.
   if (payload_.capacity_bytes() > kKeepBufferBytes) payload_.Release();
+  SyncCharge();
   WriteReply(false);
 }
 
 void Connection::RejectAndClose(const Status& why) {
   LOG(WARNING) << "bad frame from " << peer_ << ": " << why.ToString() << "; closing";
-  handler_->counters().bad_requests.fetch_add(1, std::memory_order_relaxed);
+  context_->handler->counters().bad_requests.fetch_add(1, std::memory_order_relaxed);
   reply_.Clear();
   reply_.set_code(static_cast<proto::StatusCode>(why.code()));
   reply_.set_error(why.message());
@@ -152,6 +272,8 @@ void Connection::WriteReply(bool close_after) {
   reply_head_ += header;
   std::array<asio::const_buffer, 2> buffers = {
       asio::buffer(reply_head_), asio::buffer(reply_payload_.data(), reply_payload_.size())};
+  // A client that stops reading its replies holds the reply only this long.
+  Deadline(context_->write_timeout_ms, "writing a reply");
   auto self = shared_from_this();
   asio::async_write(socket_, buffers,
                     [this, self, close_after](const boost::system::error_code& ec, size_t) {
@@ -160,12 +282,14 @@ void Connection::WriteReply(bool close_after) {
                         Close();
                         return;
                       }
+                      CancelDeadline();
                       if (close_after) {
                         DrainAndClose();
                         return;
                       }
-                      if (reply_payload_.capacity_bytes() > kKeepBufferBytes) {
-                        reply_payload_.Release();
+                      if (reply_payload_.capacity_bytes() > kKeepBufferBytes ||
+                          context_->budget->used() > context_->budget->limit() / 2) {
+                        ReleaseBuffers();
                       }
                       ReadPrefix();
                     });
@@ -174,10 +298,14 @@ void Connection::WriteReply(bool close_after) {
 void Connection::DrainAndClose() {
   // Closing with unread input would make the kernel send a reset, which can destroy
   // the error reply before the peer reads it. Half-close, then swallow what the peer
-  // still sends (up to a bound) until it closes too.
+  // still sends (up to a bound, for as long as a frame may take) until it closes too.
   boost::system::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-  draining_ = true;
+  if (!draining_) {
+    draining_ = true;
+    ReleaseBuffers();
+    Deadline(context_->frame_timeout_ms, "draining a refused frame");
+  }
   if (stopping_ || drained_bytes_ > kMaxDrainBytes) {
     Close();
     return;

@@ -1,6 +1,11 @@
-// Connection: one client's TCP connection to the shard server. Reads a frame, hands it
-// to the RequestHandler, writes the reply, reads the next one. Requests on one
-// connection are answered in order; clients open several connections for parallelism.
+// Connection: one client's TCP connection to the shard server. Runs the authentication
+// handshake (common/auth.h), then reads a frame, hands it to the RequestHandler, writes
+// the reply, reads the next one. Requests on one connection are answered in order;
+// clients open several connections for parallelism.
+//
+// Every wait has a deadline (docs/security.md, "Resources"): the handshake, the rest of a
+// frame once its prefix arrived, the write of a reply, and the silence between frames.
+// Frame and reply buffers are charged to a budget shared by every connection.
 //
 // Lives on one io_context thread (the server's threading model: one io_context per
 // thread); all its handlers run there. Kept alive by its own async operations.
@@ -9,21 +14,58 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "common/auth.h"
 #include "common/frame.h"
 #include "proto/ps.pb.h"
+#include "ps/request_handler.h"
 
 namespace pepnet {
 
-class RequestHandler;
+class Connection;
 class ConnectionSet;
+
+// Bytes of frame and reply buffers held by all connections, against a limit.
+// Thread-safe.
+class BufferBudget {
+ public:
+  explicit BufferBudget(uint64_t limit) : limit_(limit) {}
+  // Takes `bytes` more if they fit under the limit.
+  bool TryCharge(uint64_t bytes);
+  // Adds (or, negative, returns) bytes whatever the limit: buffers that exist already.
+  void Adjust(int64_t bytes) { used_.fetch_add(bytes, std::memory_order_relaxed); }
+  uint64_t used() const { return used_.load(std::memory_order_relaxed); }
+  uint64_t limit() const { return limit_; }
+
+ private:
+  const uint64_t limit_;
+  std::atomic<int64_t> used_{0};
+};
+
+// What every connection of a server shares; owned by the server.
+struct ConnectionContext {
+  RequestHandler* handler = nullptr;
+  const Secret* secret = nullptr;
+  BufferBudget* budget = nullptr;
+  uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
+  int handshake_timeout_ms = kDefaultHandshakeTimeoutMs;
+  int frame_timeout_ms = 30000;
+  int write_timeout_ms = 30000;
+  int idle_timeout_ms = 300000;
+  // Called on the connection's thread once its handshake succeeded (the server admits it
+  // by role, or closes it) and when it closes (`authenticated` tells which it was).
+  std::function<bool(Connection*, PeerRole)> on_authenticated;
+  std::function<void(Connection*, bool authenticated)> on_closed;
+};
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(boost::asio::ip::tcp::socket socket, RequestHandler* handler, ConnectionSet* owner,
-             uint64_t max_frame_bytes);
+  Connection(boost::asio::ip::tcp::socket socket, const ConnectionContext* context,
+             ConnectionSet* owner);
+  ~Connection();
 
   void Start();
   // Graceful stop: an idle connection closes now, a busy one after its reply is written.
@@ -31,8 +73,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Immediate close.
   void Close();
   const std::string& peer() const { return peer_; }
+  const std::string& peer_address() const { return peer_address_; }
+  bool authenticated() const { return authenticated_; }
 
  private:
+  void ReadClientHello();
+  void OnClientHello();
   void ReadPrefix();
   void ReadBody();
   void Dispatch();
@@ -41,14 +87,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // stream cannot be trusted any more.
   void RejectAndClose(const Status& why);
   void DrainAndClose();
+  // One deadline at a time: what the connection waits for now.
+  void Deadline(int ms, const char* what);
+  void CancelDeadline();
+  // Charges the budget for what the buffers hold now.
+  void SyncCharge();
+  void ReleaseBuffers();
 
   boost::asio::ip::tcp::socket socket_;
-  RequestHandler* handler_;
+  const ConnectionContext* const context_;
   ConnectionSet* owner_;
-  const uint64_t max_frame_bytes_;
-  std::string peer_;
-  bool idle_ = true;  // waiting for the first byte of a frame
+  std::string peer_, peer_address_;
+  bool idle_ = true;  // waiting for the first byte of a frame (or for the handshake)
   bool stopping_ = false;
+  bool closed_ = false;
+  bool authenticated_ = false;
+  PeerSession session_;
+
+  boost::asio::steady_timer timer_;
+  uint64_t timer_seq_ = 0;  // bumps on every arm and cancel, so a stale expiry is ignored
+  ServerHandshake handshake_;
+  char hello_[kServerHelloBytes];
+  char client_hello_[kClientHelloBytes];
+  char proof_[kServerProofBytes];
 
   char prefix_[kFramePrefixBytes];
   FramePrefix frame_;
@@ -59,6 +120,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string reply_head_;
   PayloadBuffer reply_payload_;
   PayloadBuffer drain_buffer_;
+  uint64_t charged_ = 0;  // bytes of payload_ and reply_payload_ charged to the budget
   uint64_t drained_bytes_ = 0;
   bool draining_ = false;  // refused a frame; reading only to close without a reset
 };

@@ -2,11 +2,15 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 
+#include "common/auth.h"
 #include "common/env.h"
 #include "proto/ps.pb.h"
 #include "ps/embedding_table.h"
@@ -15,7 +19,15 @@
 #include "ps/shard_store.h"
 #include "ps/table_config.h"
 
-DEFINE_string(host, "0.0.0.0", "Address to listen on.");
+DEFINE_string(host, "127.0.0.1",
+              "Address to listen on. Anything but loopback needs --secret_file.");
+DEFINE_string(secret_file, "",
+              "The cluster's shared secret (a file only its owner may read): every peer must "
+              "prove it holds it before its first request (docs/security.md). Without it the "
+              "shard serves loopback only.");
+DEFINE_string(export_dir, "",
+              "EXPORT_ROWS writes row files only inside this folder (the coordinator's "
+              "--publish_dir, on a shared filesystem); empty = exports are refused.");
 DEFINE_int32(port, 0, "TCP port; 0 picks a free one (see --port_file).");
 DEFINE_string(port_file, "", "If set, the listening port is written here once serving.");
 DEFINE_int32(shard_id, 0, "This server's shard, in [0, num_shards).");
@@ -23,11 +35,27 @@ DEFINE_int32(num_shards, 1, "Number of shard servers in the cluster.");
 DEFINE_int32(threads, 2, "Network/handler threads (one io_context each).");
 DEFINE_string(table_config, "", "Table config in protobuf text format (required).");
 DEFINE_uint64(max_frame_bytes, 256ull << 20, "Largest accepted request frame.");
-DEFINE_int32(max_connections, 1024, "Open connections beyond this are refused.");
+DEFINE_int32(max_connections, 1024,
+             "Authenticated connections beyond this are refused; the last "
+             "--reserved_tool_connections of them only take tools (pepnet_ctl).");
+DEFINE_int32(reserved_tool_connections, 8, "Connections kept for operators' tools.");
+DEFINE_int32(max_connections_per_peer, 256, "Authenticated connections from one IP address.");
+DEFINE_int32(max_pending_handshakes, 64,
+             "Connections still in their handshake; a new one beyond this closes the oldest.");
+DEFINE_uint64(buffer_budget_bytes, 1ull << 30,
+              "Request and reply buffers of all connections together; a frame that does not "
+              "fit is refused.");
+DEFINE_int32(handshake_timeout_ms, 10000, "A peer must finish its handshake within this.");
+DEFINE_int32(frame_timeout_ms, 30000, "The rest of a frame must arrive within this of its start.");
+DEFINE_int32(write_timeout_ms, 30000, "A reply must be taken by the client within this.");
+DEFINE_int32(idle_timeout_ms, 300000, "A connection silent this long between requests closes.");
+DEFINE_double(max_abs_gradient, 1e6,
+              "A push with a gradient beyond this magnitude, or not finite, is refused.");
 DEFINE_int32(shutdown_grace_ms, 5000, "Time requests in progress get to finish on shutdown.");
 DEFINE_uint64(memory_limit_bytes, 0,
-              "Hard limit on the bytes the table owns (0 = none): past the high watermark the "
-              "lowest-score rows are evicted down to the low watermark.");
+              "Hard limit on the bytes the table owns, rows created by pulls included: past "
+              "the high watermark the lowest-score rows are evicted down to the low "
+              "watermark. Not given: half the host's physical memory; 0 = no limit.");
 DEFINE_double(memory_high_watermark, 0.99, "Eviction starts at this fraction of the limit.");
 DEFINE_double(memory_low_watermark, 0.95, "Eviction stops at this fraction of the limit.");
 DEFINE_string(data_dir, "",
@@ -41,6 +69,11 @@ DEFINE_string(crash_at, "",
               "operation, NAME or NAME:COUNT (docs/architecture.md, \"Crash points\").");
 
 namespace {
+
+uint64_t HalfOfPhysicalMemory() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * page / 2 : 0;
+}
 
 [[noreturn]] void Die(const std::string& message) {
   fprintf(stderr, "pepnet_ps: %s\n", message.c_str());
@@ -67,12 +100,39 @@ int main(int argc, char** argv) {
     Die("--max_frame_bytes must be in [65536, 4294967295]");
   }
   if (FLAGS_max_connections < 1) Die("--max_connections must be >= 1");
+  if (FLAGS_reserved_tool_connections < 0 ||
+      FLAGS_reserved_tool_connections >= FLAGS_max_connections) {
+    Die("--reserved_tool_connections must be in [0, --max_connections)");
+  }
+  if (FLAGS_max_connections_per_peer < 1) Die("--max_connections_per_peer must be >= 1");
+  if (FLAGS_max_pending_handshakes < 1) Die("--max_pending_handshakes must be >= 1");
+  if (FLAGS_buffer_budget_bytes < FLAGS_max_frame_bytes) {
+    Die("--buffer_budget_bytes must be >= --max_frame_bytes");
+  }
+  for (const auto& [name, value] :
+       {std::pair<const char*, int>{"handshake_timeout_ms", FLAGS_handshake_timeout_ms},
+        {"frame_timeout_ms", FLAGS_frame_timeout_ms},
+        {"write_timeout_ms", FLAGS_write_timeout_ms},
+        {"idle_timeout_ms", FLAGS_idle_timeout_ms}}) {
+    if (value < 1) Die(std::string("--") + name + " must be >= 1");
+  }
+  if (!(FLAGS_max_abs_gradient > 0) || !std::isfinite(FLAGS_max_abs_gradient)) {
+    Die("--max_abs_gradient must be a positive finite number");
+  }
+  pepnet::Secret secret;
+  pepnet::Status secret_status = pepnet::Secret::Load(FLAGS_secret_file, &secret);
+  if (!secret_status.ok()) Die(secret_status.message());
+  secret_status = pepnet::CheckListenSecurity(FLAGS_host, secret, "--host");
+  if (!secret_status.ok()) Die(secret_status.message());
   if (FLAGS_table_config.empty()) Die("--table_config is required");
 
   pepnet::TableOptions table_options;
   pepnet::Status st = pepnet::LoadTableConfigFile(FLAGS_table_config, &table_options);
   if (!st.ok()) Die(st.ToString());
   table_options.memory_limit_bytes = FLAGS_memory_limit_bytes;
+  if (gflags::GetCommandLineFlagInfoOrDie("memory_limit_bytes").is_default) {
+    table_options.memory_limit_bytes = HalfOfPhysicalMemory();
+  }
   table_options.memory_high_watermark = FLAGS_memory_high_watermark;
   table_options.memory_low_watermark = FLAGS_memory_low_watermark;
   table_options.durable = !FLAGS_data_dir.empty();
@@ -108,10 +168,24 @@ int main(int argc, char** argv) {
               << s.load_seconds() << " s";
   }
 
-  pepnet::RequestHandler handler(table.get(), store.get(), env, FLAGS_shard_id, FLAGS_num_shards,
-                                 FLAGS_max_frame_bytes);
+  pepnet::HandlerOptions handler_options;
+  handler_options.shard_id = static_cast<uint32_t>(FLAGS_shard_id);
+  handler_options.num_shards = static_cast<uint32_t>(FLAGS_num_shards);
+  handler_options.max_reply_bytes = FLAGS_max_frame_bytes;
+  handler_options.export_dir = FLAGS_export_dir;
+  handler_options.max_abs_gradient = static_cast<float>(FLAGS_max_abs_gradient);
+  pepnet::RequestHandler handler(table.get(), store.get(), env, handler_options);
   pepnet::ServerOptions options;
   options.host = FLAGS_host;
+  options.secret = &secret;
+  options.reserved_for_tools = static_cast<size_t>(FLAGS_reserved_tool_connections);
+  options.max_connections_per_peer = static_cast<size_t>(FLAGS_max_connections_per_peer);
+  options.max_pending = static_cast<size_t>(FLAGS_max_pending_handshakes);
+  options.buffer_budget_bytes = FLAGS_buffer_budget_bytes;
+  options.handshake_timeout_ms = FLAGS_handshake_timeout_ms;
+  options.frame_timeout_ms = FLAGS_frame_timeout_ms;
+  options.write_timeout_ms = FLAGS_write_timeout_ms;
+  options.idle_timeout_ms = FLAGS_idle_timeout_ms;
   options.port = static_cast<uint16_t>(FLAGS_port);
   options.threads = FLAGS_threads;
   options.max_frame_bytes = FLAGS_max_frame_bytes;
@@ -135,9 +209,15 @@ int main(int argc, char** argv) {
   LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << "/" << FLAGS_num_shards << " serving on "
             << FLAGS_host << ":" << server.port() << " with " << FLAGS_threads << " threads, "
             << table_options.slots.size() << " slots"
-            << (FLAGS_memory_limit_bytes
-                    ? ", memory limit " + std::to_string(FLAGS_memory_limit_bytes) + " bytes"
-                    : std::string());
+            << (table_options.memory_limit_bytes
+                    ? ", memory limit " + std::to_string(table_options.memory_limit_bytes) +
+                          " bytes"
+                    : std::string(", no memory limit"))
+            << (secret.empty() ? ", no secret" : ", peers authenticated");
+  if (secret.empty()) {
+    LOG(WARNING) << "no --secret_file: serving loopback only, and any local process may talk to "
+                    "this shard";
+  }
   server.Run(/*handle_signals=*/true);
   LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << " stopped";
   return fatal ? 1 : 0;

@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <cmath>
 #include <mutex>
 #include <random>
 
@@ -10,6 +11,7 @@
 #include "proto/ps.pb.h"
 #include "ps/embedding_table.h"
 #include "ps/shard_store.h"
+#include "publish/manifest.h"
 #include "publish/row_file.h"
 
 namespace pepnet {
@@ -48,25 +50,44 @@ uint64_t NewEpoch() {
 }  // namespace
 
 RequestHandler::RequestHandler(EmbeddingTable* table, ShardStore* store, Env* env,
-                               uint32_t shard_id, uint32_t num_shards, uint64_t max_reply_bytes)
+                               const HandlerOptions& options)
     : table_(table),
       store_(store),
       env_(env),
-      shard_id_(shard_id),
-      num_shards_(num_shards),
-      max_reply_bytes_(max_reply_bytes),
+      shard_id_(options.shard_id),
+      num_shards_(options.num_shards),
+      max_reply_bytes_(options.max_reply_bytes),
+      export_dir_(options.export_dir),
+      max_abs_gradient_(options.max_abs_gradient),
       start_(std::chrono::steady_clock::now()),
       epoch_(NewEpoch()) {}
 
-Status RequestHandler::Handle(const proto::RequestHeader& request, const char* payload,
-                              size_t payload_len, proto::ResponseHeader* reply,
+Status RequestHandler::Handle(const PeerSession& session, const proto::RequestHeader& request,
+                              const char* payload, size_t payload_len, proto::ResponseHeader* reply,
                               PayloadBuffer* reply_payload) {
   reply->Clear();
   reply->set_request_id(request.request_id());
   reply_payload->Resize(0);
   Status st;
   const proto::RequestType type = request.type();
-  if (type == proto::COMMIT_PASS || type == proto::ROLLBACK_PASS || type == proto::PREPARE_PASS) {
+  const bool privileged = type == proto::BEGIN_PASS || type == proto::END_PASS ||
+                          type == proto::EXPORT_ROWS || type == proto::PREPARE_PASS ||
+                          type == proto::COMMIT_PASS || type == proto::ROLLBACK_PASS;
+  if (privileged) {
+    LOG(INFO) << Shard() << ": " << proto::RequestType_Name(type) << " pass " << request.pass()
+              << (type == proto::EXPORT_ROWS
+                      ? " version " + std::to_string(request.export_version()) +
+                            (request.export_all() ? " (base)" : " (delta)")
+                      : std::string())
+              << " from " << session.peer << " (" << RoleName(session.role) << ")";
+  }
+  if (privileged && session.role != PeerRole::kCoordinator) {
+    counters_.rejected_privileged.fetch_add(1, std::memory_order_relaxed);
+    st = Status::InvalidArgument(proto::RequestType_Name(type) +
+                                 " comes only from the coordinator; " + session.peer +
+                                 " declared itself a " + RoleName(session.role));
+  } else if (type == proto::COMMIT_PASS || type == proto::ROLLBACK_PASS ||
+             type == proto::PREPARE_PASS) {
     // Alone with the table: a prepare reads it whole, a commit or rollback may reload it.
     std::unique_lock<std::shared_mutex> lock(table_mu_);
     const bool epoch_ok = type != proto::PREPARE_PASS || request.epoch() == 0 ||
@@ -157,6 +178,15 @@ Status RequestHandler::CheckPassOpen() const {
 }
 
 Status RequestHandler::BeginPass(uint32_t pass) {
+  // Passes go one at a time: the one after the running pass, once that one has ended.
+  const uint32_t running = table_->pass();
+  const bool ended = running == 0 || table_->last_ended_pass() == static_cast<int64_t>(running);
+  if (store_ == nullptr && (pass != running + 1 || !ended)) {
+    return Status::InvalidArgument(
+        "BEGIN_PASS " + std::to_string(pass) + ": " + Shard() + " is at pass " +
+        std::to_string(running) + (ended ? " (ended)" : " (not ended)") + "; the next pass is " +
+        std::to_string(running + 1) + ", once pass " + std::to_string(running) + " has ended");
+  }
   if (store_ != nullptr) {
     // Every commit stores the changes of exactly one pass, the one after the committed
     // one: a pass begun twice, or skipped, would leave storage behind the table.
@@ -208,12 +238,23 @@ Status RequestHandler::HandlePass(const proto::RequestHeader& request,
       return Status::OK();
     }
     case proto::EXPORT_ROWS: {
-      if (request.export_path().empty()) {
-        return Status::InvalidArgument("EXPORT_ROWS without export_path");
+      if (!request.export_path().empty()) {
+        return Status::InvalidArgument(
+            "EXPORT_ROWS with export_path: a shard writes only inside its --export_dir, to "
+            "names it derives from export_version");
       }
+      if (export_dir_.empty()) {
+        return Status::InvalidArgument(Shard() + " exports nothing: it has no --export_dir");
+      }
+      if (request.export_version() == 0) {
+        return Status::InvalidArgument("EXPORT_ROWS without export_version");
+      }
+      // The coordinator has made the version's temporary folder; the shard fills its file.
+      const std::string path = export_dir_ + "/" + VersionFolder(request.export_version()) +
+                               ".tmp/" + RowFileName(shard_id_);
       RowFileInfo info;
-      PEPNET_RETURN_IF_ERROR(WriteRowFile(env_, *table_, request.export_all(), request.pass(),
-                                          request.export_path(), &info));
+      PEPNET_RETURN_IF_ERROR(
+          WriteRowFile(env_, *table_, request.export_all(), request.pass(), path, &info));
       reply->mutable_export_()->set_rows(info.rows);
       reply->mutable_export_()->set_bytes(info.bytes);
       reply->mutable_export_()->set_checksum(info.checksum);
@@ -298,18 +339,50 @@ Status RequestHandler::HandlePush(const proto::RequestHeader& request, const cha
   const auto* grads = reinterpret_cast<const float*>(payload + 8 * n);
   const float* shows = grads + v;
   const float* clicks = shows + n;
+  PEPNET_RETURN_IF_ERROR(CheckPushNumbers(keys, n, grads, v, shows, clicks));
+  PEPNET_RETURN_IF_ERROR(table_->Push(keys, n, grads, shows, clicks));
+  counters_.push_requests.fetch_add(1, std::memory_order_relaxed);
+  counters_.push_rows.fetch_add(n, std::memory_order_relaxed);
+  return Status::OK();
+}
+
+Status RequestHandler::CheckPushNumbers(const uint64_t* keys, uint64_t n, const float* grads,
+                                        uint64_t v, const float* shows, const float* clicks) {
+  // A NaN weight reads back NaN and poisons every model that pulls it; a huge gradient
+  // freezes a row for good (its accumulator then dwarfs every later step). One pass over
+  // the floats, vectorized; the failing value is looked for only then.
+  const float bound = max_abs_gradient_;
+  bool bad = false;
+  for (uint64_t k = 0; k < v; ++k) bad |= !(std::fabs(grads[k]) <= bound);
+  if (bad) {
+    uint64_t k = 0;
+    while (std::fabs(grads[k]) <= bound) ++k;
+    uint64_t key = 0;
+    for (uint64_t i = 0, offset = 0; i < n; offset += table_->DimOf(keys[i]), ++i) {
+      if (k < offset + table_->DimOf(keys[i])) {
+        key = keys[i];
+        break;
+      }
+    }
+    const bool finite = std::isfinite(grads[k]);
+    (finite ? counters_.rejected_out_of_range : counters_.rejected_nonfinite)
+        .fetch_add(1, std::memory_order_relaxed);
+    return Status::InvalidArgument(
+        "push: key " + FormatKey(key) + " has gradient " + std::to_string(grads[k]) +
+        "; every gradient must be " +
+        (finite ? "within +-" + std::to_string(bound) : std::string("finite")) +
+        " (--max_abs_gradient)");
+  }
   // Counts feed the feature score that eviction orders rows by: a NaN would make rows
   // unorderable, a negative one a score below every honest row.
   for (uint64_t i = 0; i < n; ++i) {
     if (!(shows[i] >= 0 && shows[i] <= kMaxCount) || !(clicks[i] >= 0 && clicks[i] <= kMaxCount)) {
+      counters_.rejected_counts.fetch_add(1, std::memory_order_relaxed);
       return Status::InvalidArgument(
           "push: key " + FormatKey(keys[i]) + " has show " + std::to_string(shows[i]) +
           " and click " + std::to_string(clicks[i]) + "; both must be finite, >= 0 and <= 1e9");
     }
   }
-  PEPNET_RETURN_IF_ERROR(table_->Push(keys, n, grads, shows, clicks));
-  counters_.push_requests.fetch_add(1, std::memory_order_relaxed);
-  counters_.push_rows.fetch_add(n, std::memory_order_relaxed);
   return Status::OK();
 }
 
@@ -322,6 +395,12 @@ void RequestHandler::FillStats(proto::ServerStats* out) const {
   out->set_push_rows(counters_.push_rows.load(std::memory_order_relaxed));
   out->set_bad_requests(counters_.bad_requests.load(std::memory_order_relaxed));
   out->set_connections(counters_.connections.load(std::memory_order_relaxed));
+  out->set_auth_failures(counters_.auth_failures.load(std::memory_order_relaxed));
+  out->set_timeouts(counters_.timeouts.load(std::memory_order_relaxed));
+  out->set_rejected_nonfinite(counters_.rejected_nonfinite.load(std::memory_order_relaxed));
+  out->set_rejected_out_of_range(counters_.rejected_out_of_range.load(std::memory_order_relaxed));
+  out->set_rejected_counts(counters_.rejected_counts.load(std::memory_order_relaxed));
+  out->set_rejected_privileged(counters_.rejected_privileged.load(std::memory_order_relaxed));
   out->set_uptime_s(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
   const TableStatsSnapshot t = table_->Stats();

@@ -13,6 +13,7 @@
 #include <functional>
 #include <shared_mutex>
 
+#include "common/auth.h"
 #include "common/frame.h"
 #include "common/status.h"
 
@@ -34,15 +35,37 @@ struct ServerCounters {
   std::atomic<uint64_t> push_rows{0};
   std::atomic<uint64_t> bad_requests{0};
   std::atomic<uint64_t> connections{0};
+  std::atomic<uint64_t> auth_failures{0};
+  std::atomic<uint64_t> timeouts{0};
+  std::atomic<uint64_t> rejected_nonfinite{0};
+  std::atomic<uint64_t> rejected_out_of_range{0};
+  std::atomic<uint64_t> rejected_counts{0};
+  std::atomic<uint64_t> rejected_privileged{0};
+};
+
+// Who sent a request: the peer's address and the role its handshake declared.
+struct PeerSession {
+  std::string peer;
+  PeerRole role = PeerRole::kTool;
+};
+
+struct HandlerOptions {
+  uint32_t shard_id = 0;
+  uint32_t num_shards = 1;
+  // Replies larger than this are refused (the client's frame limit is the same by
+  // default).
+  uint64_t max_reply_bytes = kDefaultMaxFrameBytes;
+  // EXPORT_ROWS writes only under this folder; empty: exports are refused.
+  std::string export_dir;
+  // A pushed gradient value beyond this (or not finite) refuses the push.
+  float max_abs_gradient = 1e6f;
 };
 
 class RequestHandler {
  public:
   // `table`, `store` (nullptr for a shard without storage) and `env` (where exports are
-  // written) are borrowed and must outlive the handler. Replies larger than
-  // `max_reply_bytes` are refused (the client's frame limit is the same by default).
-  RequestHandler(EmbeddingTable* table, ShardStore* store, Env* env, uint32_t shard_id,
-                 uint32_t num_shards, uint64_t max_reply_bytes);
+  // written) are borrowed and must outlive the handler.
+  RequestHandler(EmbeddingTable* table, ShardStore* store, Env* env, const HandlerOptions& options);
 
   // Called once if storage fails to reload the table (a damaged database found by a
   // rollback): the table is gone, so the process must stop; every later request fails.
@@ -53,8 +76,10 @@ class RequestHandler {
   // Handles one request whose header parsed. Fills `reply` (request id, code, error,
   // results) and `reply_payload`. Returns the status also put in the reply, so the
   // caller can log failures with the peer's address.
-  Status Handle(const proto::RequestHeader& request, const char* payload, size_t payload_len,
-                proto::ResponseHeader* reply, PayloadBuffer* reply_payload);
+  // Pass and export requests come only from a coordinator session.
+  Status Handle(const PeerSession& session, const proto::RequestHeader& request,
+                const char* payload, size_t payload_len, proto::ResponseHeader* reply,
+                PayloadBuffer* reply_payload);
 
   void FillStats(proto::ServerStats* stats) const;
   ServerCounters& counters() { return counters_; }
@@ -72,6 +97,9 @@ class RequestHandler {
   Status HandleRecovery(const proto::RequestHeader& request);
   void FillPing(proto::ResponseHeader* reply) const;
   std::string Shard() const { return "shard " + std::to_string(shard_id_); }
+  // The gradients, shows and clicks of a push are finite and within their bounds.
+  Status CheckPushNumbers(const uint64_t* keys, uint64_t n, const float* grads, uint64_t v,
+                          const float* shows, const float* clicks);
 
   EmbeddingTable* const table_;
   ShardStore* const store_;
@@ -79,6 +107,8 @@ class RequestHandler {
   const uint32_t shard_id_;
   const uint32_t num_shards_;
   const uint64_t max_reply_bytes_;
+  const std::string export_dir_;
+  const float max_abs_gradient_;
   const std::chrono::steady_clock::time_point start_;
   ServerCounters counters_;
   // Shared by requests that use the table, exclusive for reloads.

@@ -4,7 +4,12 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <list>
+#include <map>
+#include <mutex>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "ps/connection.h"
@@ -18,15 +23,26 @@ using asio::ip::tcp;
 class Server::Impl {
  public:
   Impl(const ServerOptions& options, RequestHandler* handler)
-      : options_(options), handler_(handler) {
+      : options_(options), handler_(handler), budget_(options.buffer_budget_bytes), no_secret_() {
     const int n = std::max(1, options_.threads);
     for (int i = 0; i < n; ++i) {
       workers_.push_back(std::make_unique<Worker>());
       workers_.back()->connections.set_live_counter(&live_connections_);
     }
+    context_.handler = handler_;
+    context_.secret = options_.secret ? options_.secret : &no_secret_;
+    context_.budget = &budget_;
+    context_.max_frame_bytes = options_.max_frame_bytes;
+    context_.handshake_timeout_ms = options_.handshake_timeout_ms;
+    context_.frame_timeout_ms = options_.frame_timeout_ms;
+    context_.write_timeout_ms = options_.write_timeout_ms;
+    context_.idle_timeout_ms = options_.idle_timeout_ms;
+    context_.on_authenticated = [this](Connection* c, PeerRole role) { return Admit(c, role); };
+    context_.on_closed = [this](Connection* c, bool authenticated) { Forget(c, authenticated); };
   }
 
   Status Start() {
+    PEPNET_RETURN_IF_ERROR(CheckListenSecurity(options_.host, *context_.secret, "--host"));
     boost::system::error_code ec;
     auto address = asio::ip::make_address(options_.host, ec);
     if (ec) return Status::InvalidArgument("bad listen host '" + options_.host + "'");
@@ -145,17 +161,12 @@ class Server::Impl {
             return;
           } else if (stopping_) {
             return;  // the socket closes as it goes out of scope
-          } else if (live_connections_.load() >= options_.max_connections) {
-            boost::system::error_code ignored;
-            auto peer = socket.remote_endpoint(ignored);
-            LOG(WARNING) << "refusing connection from " << peer.address().to_string() << ":"
-                         << peer.port() << ": " << options_.max_connections
-                         << " connections open (--max_connections)";
           } else {
             handler_->counters().connections.fetch_add(1, std::memory_order_relaxed);
             // The socket belongs to target's io_context; start it on that thread.
-            auto conn = std::make_shared<Connection>(
-                std::move(socket), handler_, &target->connections, options_.max_frame_bytes);
+            auto conn =
+                std::make_shared<Connection>(std::move(socket), &context_, &target->connections);
+            AddPending(conn, target);
             asio::post(target->io, [target, conn] {
               target->connections.Add(conn);
               conn->Start();
@@ -165,8 +176,80 @@ class Server::Impl {
         });
   }
 
+  // Connections in their handshake, oldest first. A flood of connections that never
+  // authenticate pushes out its own oldest, not the connections that prove the secret.
+  struct Pending {
+    Connection* raw;  // the index's key, valid or not
+    std::weak_ptr<Connection> connection;
+    Worker* worker;
+  };
+  void AddPending(const std::shared_ptr<Connection>& c, Worker* worker) {
+    std::lock_guard<std::mutex> lock(admission_mu_);
+    if (pending_.size() >= std::max<size_t>(1, options_.max_pending)) {
+      Pending oldest = pending_.front();
+      pending_index_.erase(oldest.raw);
+      pending_.pop_front();
+      if (auto victim = oldest.connection.lock()) {
+        LOG(WARNING) << "closing " << victim->peer() << ": still in its handshake while "
+                     << options_.max_pending << " others wait (--max_pending_handshakes)";
+        asio::post(oldest.worker->io, [victim] { victim->Close(); });
+      }
+    }
+    pending_.push_back({c.get(), c, worker});
+    pending_index_[c.get()] = std::prev(pending_.end());
+  }
+
+  // A connection has proven itself as `role`: admitted unless the limits are reached.
+  bool Admit(Connection* c, PeerRole role) {
+    std::lock_guard<std::mutex> lock(admission_mu_);
+    auto it = pending_index_.find(c);
+    if (it != pending_index_.end()) {
+      pending_.erase(it->second);
+      pending_index_.erase(it);
+    }
+    const size_t limit = role == PeerRole::kTool
+                             ? options_.max_connections
+                             : options_.max_connections -
+                                   std::min(options_.max_connections, options_.reserved_for_tools);
+    size_t& from_peer = per_peer_[c->peer_address()];
+    if (authenticated_ >= limit || from_peer >= options_.max_connections_per_peer) {
+      LOG(WARNING) << "refusing connection from " << c->peer() << " (" << RoleName(role)
+                   << "): " << authenticated_ << " connections open, " << from_peer
+                   << " from its address (--max_connections, --max_connections_per_peer)";
+      if (from_peer == 0) per_peer_.erase(c->peer_address());
+      return false;
+    }
+    ++authenticated_;
+    ++from_peer;
+    admitted_.insert(c);
+    return true;
+  }
+
+  void Forget(Connection* c, bool authenticated) {
+    std::lock_guard<std::mutex> lock(admission_mu_);
+    auto it = pending_index_.find(c);
+    if (it != pending_index_.end()) {
+      pending_.erase(it->second);
+      pending_index_.erase(it);
+    }
+    if (authenticated && admitted_.erase(c) > 0) {
+      --authenticated_;
+      auto peer = per_peer_.find(c->peer_address());
+      if (peer != per_peer_.end() && --peer->second == 0) per_peer_.erase(peer);
+    }
+  }
+
   ServerOptions options_;
   RequestHandler* handler_;
+  BufferBudget budget_;
+  const Secret no_secret_;
+  ConnectionContext context_;
+  std::mutex admission_mu_;
+  std::list<Pending> pending_;
+  std::unordered_map<Connection*, std::list<Pending>::iterator> pending_index_;
+  std::unordered_set<Connection*> admitted_;
+  size_t authenticated_ = 0;
+  std::map<std::string, size_t> per_peer_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<tcp::acceptor> acceptor_;
   std::unique_ptr<asio::steady_timer> grace_timer_;

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "common/auth.h"
 #include "common/frame.h"
 #include "common/status.h"
 
@@ -19,14 +20,33 @@ namespace pepnet {
 class RequestHandler;
 
 struct ServerOptions {
-  std::string host = "0.0.0.0";
+  std::string host = "127.0.0.1";
   // 0 picks a free port; port() tells which.
   uint16_t port = 0;
   int threads = 2;
-  // Connections beyond this many are accepted and closed at once (with a log line), so
-  // a flood of peers cannot exhaust descriptors or memory.
+  // The cluster's secret (borrowed; nullptr or empty: none, and the host must be
+  // loopback). Every connection proves it holds it before its first request.
+  const Secret* secret = nullptr;
+  // Authenticated connections; a new one beyond this many is refused at the end of its
+  // handshake (with a log line), so a flood of peers cannot exhaust descriptors or
+  // memory. The last reserved_for_tools of them only take tool sessions, so that an
+  // operator's pepnet_ctl can always connect.
   size_t max_connections = 1024;
+  size_t reserved_for_tools = 8;
+  // Authenticated connections from one IP address.
+  size_t max_connections_per_peer = 256;
+  // Connections still in their handshake; a new one beyond this closes the oldest.
+  size_t max_pending = 64;
   uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // Request and reply buffers of all connections together; a frame that does not fit is
+  // refused (RESOURCE_EXHAUSTED) and its connection closed.
+  uint64_t buffer_budget_bytes = 1ull << 30;
+  // Deadlines (docs/security.md): the handshake, the rest of a frame after its prefix,
+  // the write of a reply, and the silence between frames of an authenticated connection.
+  int handshake_timeout_ms = kDefaultHandshakeTimeoutMs;
+  int frame_timeout_ms = 30000;
+  int write_timeout_ms = 30000;
+  int idle_timeout_ms = 300000;
   // How long Stop() lets requests in progress finish before closing everything.
   int shutdown_grace_ms = 5000;
 };

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "common/checksum.h"
@@ -59,11 +60,19 @@ class BufferedFile {
   Status status_;
 };
 
+std::string UniqueSuffix() {
+  std::random_device rd;
+  char suffix[24];
+  snprintf(suffix, sizeof(suffix), "%08x%08x", rd(), rd());
+  return suffix;
+}
+
 }  // namespace
 
 Status WriteRowFile(Env* env, const EmbeddingTable& table, bool all, uint32_t pass,
                     const std::string& path, RowFileInfo* info) {
-  const std::string tmp = path + ".tmp";
+  // A name of its own: two writers of one path never share a temporary file.
+  const std::string tmp = path + ".tmp." + UniqueSuffix();
   std::unique_ptr<WritableFile> file;
   PEPNET_RETURN_IF_ERROR(env->NewWritableFile(tmp, &file));
   BufferedFile out(file.get());

@@ -29,6 +29,18 @@ Status VersionWriter::Finish(const float* dense, uint64_t num_dense,
                                    " exists already: give each run its own publish "
                                    "folder");
   }
+  // The shards wrote their files into their own --export_dir: it must be this folder.
+  for (const proto::RowFile& f : manifest->rows()) {
+    uint64_t size = 0;
+    Status st = env_->GetFileSize(tmp_dir_ + "/" + f.path(), &size);
+    if (!st.ok() || size != f.bytes()) {
+      return Status::InvalidArgument(
+          "shard " + std::to_string(f.shard()) + " said it exported " + std::to_string(f.bytes()) +
+          " bytes but " + tmp_dir_ + "/" + f.path() +
+          (st.ok() ? " holds " + std::to_string(size) : " is missing") +
+          ": every shard's --export_dir must be this --publish_dir (" + publish_dir_ + ")");
+    }
+  }
   const std::string bytes(reinterpret_cast<const char*>(dense), 4 * num_dense);
   manifest->set_dense_path(kDenseFile);
   manifest->set_dense_floats(num_dense);

@@ -43,8 +43,8 @@ class Cluster {
   Cluster(const testing::TempDir& dir, int workers, const std::string& config = DemoConfig())
       : dir_(dir), num_workers_(workers), config_path_(config) {
     EXPECT_TRUE(LoadModelConfigFile(config_path_, &config_).ok());
-    Status st =
-        testing::StartShards(dir, FormatTableConfig(TableOptionsFor(config_, 1)), 2, servers_);
+    Status st = testing::StartShards(dir, FormatTableConfig(TableOptionsFor(config_, 1)), 2,
+                                     servers_, {"--export_dir=" + dir.File("model")});
     EXPECT_TRUE(st.ok()) << st.ToString();
   }
 

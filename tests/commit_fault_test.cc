@@ -40,8 +40,11 @@ class InProcessShard {
     so.env = env;
     st = ShardStore::Open(so, options, &store_, &table_);
     EXPECT_TRUE(st.ok()) << st.ToString();
-    handler_.reset(new RequestHandler(table_.get(), store_.get(), env, id, spec.shards,
-                                      kDefaultMaxFrameBytes));
+    HandlerOptions handler_options;
+    handler_options.shard_id = id;
+    handler_options.num_shards = spec.shards;
+    handler_options.export_dir = cluster.publish_dir();
+    handler_.reset(new RequestHandler(table_.get(), store_.get(), env, handler_options));
     ServerOptions server_options;
     server_options.host = "127.0.0.1";
     server_options.port = static_cast<uint16_t>(cluster.port(id));

@@ -146,6 +146,7 @@ class DurableCluster {
             "--shard_id=" + std::to_string(i),
             "--num_shards=" + std::to_string(spec_.shards),
             "--data_dir=" + shard_data_dir(i),
+            "--export_dir=" + publish_dir(),
             "--hash_salt=" + std::to_string(1000 + i),
             "--memory_limit_bytes=" + std::to_string(spec_.memory_limit_bytes)};
   }

@@ -11,6 +11,7 @@
 #include "common/ps_client.h"
 #include "proto/ps.pb.h"
 #include "publish/row_file.h"
+#include "tests/export_util.h"
 #include "tests/test_util.h"
 
 namespace pepnet {
@@ -28,14 +29,16 @@ class EvictionFloodTest : public ::testing::Test {
  protected:
   void SetUp() override {
     testing::WriteFile(dir_.File("table.pbtxt"), "slot { id: 0 dim: 16 }\n");
-    Status st = server_.Start(dir_, dir_.File("table.pbtxt"), 0, 1,
-                              {"--memory_limit_bytes=" + std::to_string(kLimit)});
+    Status st = server_.Start(
+        dir_, dir_.File("table.pbtxt"), 0, 1,
+        {"--memory_limit_bytes=" + std::to_string(kLimit), "--export_dir=" + dir_.File("export")});
     ASSERT_TRUE(st.ok()) << st.ToString() << testing::ReadFile(server_.log_path());
     ClientOptions options;
     options.servers = {server_.address()};
     options.timeout_ms = 120000;
-    ASSERT_TRUE(PsClient::Connect(options, &client_).ok());
     ASSERT_TRUE(PsClient::Connect(options, &sampler_client_).ok());
+    options.role = PeerRole::kCoordinator;  // it exports the rows at the end
+    ASSERT_TRUE(PsClient::Connect(options, &client_).ok());
   }
 
   proto::TableStats Stats(PsClient* client) {
@@ -123,11 +126,14 @@ TEST_F(EvictionFloodTest, LimitHoldsAndHotKeysSurvive) {
 
   // The rows on the server: every hot key, and only the newest one-off keys.
   std::vector<proto::ExportReply> replies;
-  ASSERT_TRUE(client_->ExportRows(0, true, {dir_.File("rows.bin")}, &replies).ok());
+  std::vector<std::string> paths;
+  Status st =
+      testing::ExportShardRows(client_.get(), dir_.File("export"), 1, 0, true, &paths, &replies);
+  ASSERT_TRUE(st.ok()) << st.ToString();
   std::set<uint64_t> present;
   RowFileInfo info;
-  Status st = ReadRowFile(
-      dir_.File("rows.bin"), replies[0].checksum(), [](uint64_t) { return Status::OK(); },
+  st = ReadRowFile(
+      paths[0], replies[0].checksum(), [](uint64_t) { return Status::OK(); },
       [&](uint64_t key, const float*, uint32_t) {
         present.insert(key);
         return Status::OK();

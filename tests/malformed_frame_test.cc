@@ -1,10 +1,6 @@
 // Malformed frames sent over raw sockets to a live pepnet_ps: each gets an error reply
 // or a closed connection, a log line naming the peer, and the server keeps serving.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cstring>
 
@@ -12,90 +8,15 @@
 #include "common/hash.h"
 #include "common/ps_client.h"
 #include "proto/ps.pb.h"
+#include "tests/raw_connection.h"
 #include "tests/test_util.h"
 
 namespace pepnet {
 namespace {
 
+using testing::RawConnection;
+
 constexpr uint64_t kMaxFrame = 1 << 20;
-
-// A blocking TCP connection that speaks raw bytes.
-class RawConnection {
- public:
-  explicit RawConnection(uint16_t port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    timeval tv{5, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    sockaddr_in local{};
-    socklen_t len = sizeof(local);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &len);
-    local_port_ = ntohs(local.sin_port);
-  }
-  ~RawConnection() { close(fd_); }
-
-  bool connected() const { return connected_; }
-  uint16_t local_port() const { return local_port_; }
-
-  void Send(const std::string& bytes) {
-    ASSERT_EQ(write(fd_, bytes.data(), bytes.size()), ssize_t(bytes.size()));
-  }
-
-  // One frame made of a serialized header and a payload.
-  static std::string Frame(const std::string& header, const std::string& payload) {
-    std::string out(kFramePrefixBytes, '\0');
-    EncodeFramePrefix(header.size(), payload.size(), &out[0]);
-    return out + header + payload;
-  }
-  static std::string Request(proto::RequestType type, uint32_t num_keys, uint64_t num_values,
-                             const std::string& payload) {
-    proto::RequestHeader h;
-    h.set_request_id(7);
-    h.set_type(type);
-    h.set_num_keys(num_keys);
-    h.set_num_values(num_values);
-    return Frame(h.SerializeAsString(), payload);
-  }
-
-  // Reads one reply frame; false if the connection closed or timed out first.
-  bool ReadReply(proto::ResponseHeader* reply, std::string* payload = nullptr) {
-    std::string prefix;
-    if (!ReadExactly(kFramePrefixBytes, &prefix)) return false;
-    FramePrefix p;
-    if (!DecodeFramePrefix(prefix.data(), kDefaultMaxFrameBytes, &p).ok()) return false;
-    std::string header, body;
-    if (!ReadExactly(p.header_len, &header) || !ReadExactly(p.payload_len, &body)) return false;
-    if (payload) *payload = body;
-    return reply->ParseFromString(header);
-  }
-
-  // True when the server closed its end (read returns 0 or reset).
-  bool ClosedByPeer() {
-    char c;
-    ssize_t r = read(fd_, &c, 1);
-    return r == 0 || (r < 0 && errno == ECONNRESET);
-  }
-
- private:
-  bool ReadExactly(size_t n, std::string* out) {
-    out->resize(n);
-    size_t got = 0;
-    while (got < n) {
-      ssize_t r = read(fd_, &(*out)[got], n - got);
-      if (r <= 0) return false;
-      got += r;
-    }
-    return true;
-  }
-
-  int fd_ = -1;
-  bool connected_ = false;
-  uint16_t local_port_ = 0;
-};
 
 std::string Keys(const std::vector<uint64_t>& keys) {
   return std::string(reinterpret_cast<const char*>(keys.data()), 8 * keys.size());

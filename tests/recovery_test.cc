@@ -15,6 +15,7 @@
 #include "ps/table_config.h"
 #include "publish/row_file.h"
 #include "tests/durable_cluster.h"
+#include "tests/export_util.h"
 #include "worker/model_config.h"
 
 namespace pepnet {
@@ -257,27 +258,27 @@ double MeanAuc(const std::string& json) {
 }
 
 // Every row the shards hold, exported whole.
-std::map<uint64_t, std::vector<float>> ShardRows(const DurableCluster& cluster,
-                                                 const testing::TempDir& dir,
-                                                 const std::string& name) {
+std::map<uint64_t, std::vector<float>> ShardRows(const DurableCluster& cluster) {
   std::map<uint64_t, std::vector<float>> rows;
   ClientOptions options;
   EXPECT_TRUE(ParseServerList(cluster.servers(), &options.servers).ok());
+  options.role = PeerRole::kCoordinator;  // exports are the coordinator's
   std::unique_ptr<PsClient> client;
   Status st = PsClient::Connect(options, &client);
   EXPECT_TRUE(st.ok()) << st.ToString();
   if (!st.ok()) return rows;
+  // A version number the run never reaches, so its folder stays apart from the run's.
+  static uint64_t version = 90000000;
   std::vector<std::string> paths;
-  for (uint32_t s = 0; s < client->num_shards(); ++s) {
-    paths.push_back(dir.File(name + "-export-" + std::to_string(s) + ".bin"));
-  }
   std::vector<proto::ExportReply> replies;
-  st = client->ExportRows(0, true, paths, &replies);
+  st = testing::ExportShardRows(client.get(), cluster.publish_dir(), ++version, 0, true, &paths,
+                                &replies);
   EXPECT_TRUE(st.ok()) << st.ToString();
-  for (const std::string& path : paths) {
+  if (!st.ok()) return rows;
+  for (size_t s = 0; s < paths.size(); ++s) {
     RowFileInfo info;
     EXPECT_TRUE(ReadRowFile(
-                    path, 0, [](uint64_t) { return Status::OK(); },
+                    paths[s], replies[s].checksum(), [](uint64_t) { return Status::OK(); },
                     [&](uint64_t key, const float* w, uint32_t dim) {
                       rows[key].assign(w, w + dim);
                       return Status::OK();
@@ -285,6 +286,9 @@ std::map<uint64_t, std::vector<float>> ShardRows(const DurableCluster& cluster,
                     &info)
                     .ok());
   }
+  EXPECT_TRUE(
+      RemoveTree(Env::Default(), cluster.publish_dir() + "/" + VersionFolder(version) + ".tmp")
+          .ok());
   return rows;
 }
 
@@ -329,7 +333,7 @@ TEST_F(RecoveryTest, WithTwoWorkersCommittedPassesSurviveAndTheAucHolds) {
       EXPECT_EQ(before->summaries[v], after.summaries[v]) << "a committed version changed";
     }
   }
-  const std::map<uint64_t, std::vector<float>> held = ShardRows(cluster, fixture->dir, "two");
+  const std::map<uint64_t, std::vector<float>> held = ShardRows(cluster);
   EXPECT_EQ(held.size(), after.rows.size());
   EXPECT_TRUE(held == after.rows) << "the published model is not what the shards hold";
   const std::vector<std::string> metrics = cluster.MetricLines();

@@ -14,6 +14,13 @@
 namespace pepnet {
 namespace {
 
+PeerSession Coordinator() {
+  PeerSession session;
+  session.peer = "test";
+  session.role = PeerRole::kCoordinator;
+  return session;
+}
+
 class DurableHandlerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -28,8 +35,8 @@ class DurableHandlerTest : public ::testing::Test {
     so.dir = dir_.File("shard");
     Status st = ShardStore::Open(so, o, &store_, &table_);
     ASSERT_TRUE(st.ok()) << st.ToString();
-    handler_.reset(new RequestHandler(table_.get(), store_.get(), Env::Default(), 0, 1,
-                                      kDefaultMaxFrameBytes));
+    handler_.reset(
+        new RequestHandler(table_.get(), store_.get(), Env::Default(), HandlerOptions()));
   }
 
   Status Call(proto::RequestType type, uint32_t pass = 0, uint64_t epoch = 0,
@@ -43,7 +50,8 @@ class DurableHandlerTest : public ::testing::Test {
     request.set_num_values(values);
     proto::ResponseHeader reply;
     PayloadBuffer reply_payload;
-    Status st = handler_->Handle(request, payload.data(), payload.size(), &reply, &reply_payload);
+    Status st = handler_->Handle(Coordinator(), request, payload.data(), payload.size(), &reply,
+                                 &reply_payload);
     last_reply_ = reply;
     return st;
   }
@@ -125,13 +133,13 @@ TEST(MemoryHandlerTest, AShardWithoutStorageRefusesCommits) {
   o.slots = {slot};
   std::unique_ptr<EmbeddingTable> table;
   ASSERT_TRUE(EmbeddingTable::Create(o, &table).ok());
-  RequestHandler handler(table.get(), nullptr, Env::Default(), 0, 1, kDefaultMaxFrameBytes);
+  RequestHandler handler(table.get(), nullptr, Env::Default(), HandlerOptions());
   for (proto::RequestType type : {proto::PREPARE_PASS, proto::COMMIT_PASS, proto::ROLLBACK_PASS}) {
     proto::RequestHeader request;
     request.set_type(type);
     proto::ResponseHeader reply;
     PayloadBuffer payload;
-    Status st = handler.Handle(request, nullptr, 0, &reply, &payload);
+    Status st = handler.Handle(Coordinator(), request, nullptr, 0, &reply, &payload);
     EXPECT_EQ(st.code(), Status::kInvalidArgument);
     EXPECT_NE(st.message().find("keeps no storage (no --data_dir)"), std::string::npos)
         << st.message();

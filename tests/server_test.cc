@@ -25,8 +25,8 @@ class ServerTest : public ::testing::Test {
     s.dim = 4;
     o.slots = {s};
     ASSERT_TRUE(EmbeddingTable::Create(o, &table_).ok());
-    handler_ = std::make_unique<RequestHandler>(table_.get(), nullptr, Env::Default(), 0, 1,
-                                                kDefaultMaxFrameBytes);
+    handler_ =
+        std::make_unique<RequestHandler>(table_.get(), nullptr, Env::Default(), HandlerOptions());
     ServerOptions options;
     options.host = "127.0.0.1";
     options.shutdown_grace_ms = 3000;

@@ -159,11 +159,12 @@ class ServerProcess {
 // Writes `config_text` to dir/table.pbtxt and starts shards 0..count-1 of a
 // `count`-shard cluster with it. On failure the status carries the server's log.
 inline Status StartShards(const TempDir& dir, const std::string& config_text, int count,
-                          ServerProcess* servers) {
+                          ServerProcess* servers,
+                          const std::vector<std::string>& extra_flags = {}) {
   const std::string config = dir.File("table.pbtxt");
   WriteFile(config, config_text);
   for (int s = 0; s < count; ++s) {
-    Status st = servers[s].Start(dir, config, s, count);
+    Status st = servers[s].Start(dir, config, s, count, extra_flags);
     if (!st.ok()) return st.WithContext(ReadFile(servers[s].log_path()));
   }
   return Status::OK();

@@ -23,6 +23,9 @@
 #include "worker/trainer.h"
 
 DEFINE_string(servers, "", "Shard servers, host:port in shard order, comma-separated.");
+DEFINE_string(secret_file, "",
+              "The cluster's shared secret, a file only its owner may read (docs/security.md); "
+              "empty = none.");
 DEFINE_bool(json, false, "Print one line of JSON instead of a table.");
 DEFINE_int32(timeout_ms, 10000, "Give up on a shard after this long.");
 DEFINE_string(model_config, "", "table_config: the model config whose slots the table holds.");
@@ -95,6 +98,8 @@ int main(int argc, char** argv) {
   pepnet::Status st = pepnet::ParseServerList(FLAGS_servers, &options.servers);
   if (!st.ok()) return Fail("--servers: " + st.message());
   options.connections_per_shard = 1;
+  st = pepnet::Secret::Load(FLAGS_secret_file, &options.secret);
+  if (!st.ok()) return Fail(st.message());
   options.timeout_ms = FLAGS_timeout_ms;
   options.connect_timeout_ms = FLAGS_timeout_ms;
   std::unique_ptr<pepnet::PsClient> client;

@@ -125,8 +125,9 @@ class Session {
   // lost coordinator is waited for).
   Status Run(int connect_timeout_ms, bool* welcomed, bool* durable) {
     std::unique_ptr<FrameChannel> raw;
-    PEPNET_RETURN_IF_ERROR(
-        FrameChannel::Connect(o_.coordinator_host, o_.coordinator_port, connect_timeout_ms, &raw));
+    PEPNET_RETURN_IF_ERROR(FrameChannel::Connect(o_.coordinator_host, o_.coordinator_port,
+                                                 connect_timeout_ms, o_.secret, PeerRole::kWorker,
+                                                 &raw));
     coord_.reset(new CoordinatorChannel(std::move(raw)));
     proto::CoordMessage hello;
     hello.set_type(proto::COORD_HELLO);
@@ -148,6 +149,8 @@ class Session {
 
     ClientOptions client_options;
     client_options.servers = o_.servers;
+    client_options.secret = o_.secret;
+    client_options.role = PeerRole::kWorker;
     std::unique_ptr<PsClient> client;
     st = PsClient::Connect(client_options, &client);
     if (!st.ok()) return Abort(st);

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/auth.h"
 #include "common/status.h"
 #include "worker/pass_source.h"
 
@@ -40,6 +41,8 @@ struct ClusterWorkerOptions {
   // How long to keep trying to reach the coordinator: at start, and after losing it in a
   // run that recovers.
   int reconnect_timeout_ms = 600000;
+  // The cluster's secret (docs/security.md); empty: none.
+  Secret secret;
 };
 
 // `config` is borrowed for the call.

@@ -18,6 +18,9 @@ DEFINE_string(config, "", "Model config (protobuf text format).");
 DEFINE_string(data, "", "Data files, comma-separated, read in order.");
 DEFINE_bool(local, false, "Keep the embedding table in this process.");
 DEFINE_string(servers, "", "Shard servers host:port,... (without --local).");
+DEFINE_string(secret_file, "",
+              "The cluster's shared secret, a file only its owner may read (docs/security.md); "
+              "empty = none.");
 DEFINE_int32(passes, 1, "How many times the data is streamed.");
 DEFINE_uint64(seed, 1, "Seed of the dense initialization and of local embedding rows.");
 DEFINE_int32(threads, 2, "Threads of the training step (the batch's rows are split over them).");
@@ -68,7 +71,9 @@ int main(int argc, char** argv) {
     st = pepnet::MakeLocalStore(config, FLAGS_seed, &store);
   } else {
     pepnet::ClientOptions options;
-    st = pepnet::ParseServerList(FLAGS_servers, &options.servers);
+    options.role = pepnet::PeerRole::kWorker;
+    st = pepnet::Secret::Load(FLAGS_secret_file, &options.secret);
+    if (st.ok()) st = pepnet::ParseServerList(FLAGS_servers, &options.servers);
     if (st.ok()) st = pepnet::PsClient::Connect(options, &client);
     if (st.ok()) store = pepnet::MakeRemoteStore(client.get());
   }

@@ -19,6 +19,9 @@
 DEFINE_string(config, "", "Model config (protobuf text format).");
 DEFINE_string(servers, "", "Shard servers host:port,... in shard order.");
 DEFINE_string(coordinator, "", "The coordinator's host:port.");
+DEFINE_string(secret_file, "",
+              "The cluster's shared secret, a file only its owner may read (docs/security.md); "
+              "empty = none (the cluster then serves loopback only).");
 DEFINE_int32(worker_index, 0, "This worker's index in [0, num_workers).");
 DEFINE_int32(num_workers, 1, "Workers in the cluster.");
 DEFINE_string(passes, "", "Pass folders, comma-separated, in order.");
@@ -91,6 +94,8 @@ int Run() {
   o.threads = FLAGS_threads;
   o.seed = FLAGS_seed;
   o.reconnect_timeout_ms = FLAGS_reconnect_timeout_s * 1000;
+  st = pepnet::Secret::Load(FLAGS_secret_file, &o.secret);
+  if (!st.ok()) return Fail(st.message());
   st = pepnet::RunClusterWorker(config, o);
   return st.ok() ? 0 : Fail(st.ToString());
 }

@@ -7,7 +7,8 @@
 #   deploy/local/run_cluster.sh --config=configs/demo.pbtxt --pass_root=DIR \
 #       [--servers=2] [--workers=2] [--run_dir=run] [--publish_dir=RUN/model] \
 #       [--max_passes=0] [--idle_timeout=10] [--threads=1] [--base_every=5]
-#       [--memory_limit_bytes=0]   (per shard server; 0 = no limit)
+#       [--memory_limit_bytes=N]   (per shard server; default half the host's memory, 0 = none)
+#       [--secret_file=FILE]       (the cluster's secret; default: RUN/secret, made if absent)
 #       [--partition_bits=5]       (of the servers' table; a small limit needs few)
 #       [--data_dir=ROOT]          (durable: see below)
 #
@@ -17,11 +18,14 @@
 # by a signal is started again with the same flags, and the run goes on from the last
 # committed pass; the same command run again after the whole cluster stopped (a crash,
 # Ctrl-C) resumes the run, its per-pass lines starting at the first pass it trains.
+#
+# Every process listens on 127.0.0.1 and proves the cluster's secret to its peers
+# (docs/security.md); the shards write exports only into the publish folder.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="${PEPNET_BIN:-$HERE/../../build/bin}"
 SERVERS=2 WORKERS=2 RUN_DIR=run CONFIG="" PASS_ROOT="" PASSES="" PUBLISH_DIR="" MAX_PASSES=0
-IDLE_TIMEOUT=10 THREADS=1 BASE_EVERY=5 MEMORY_LIMIT=0 PARTITION_BITS=5 DATA_DIR=""
+IDLE_TIMEOUT=10 THREADS=1 BASE_EVERY=5 MEMORY_LIMIT="" PARTITION_BITS=5 DATA_DIR="" SECRET_FILE=""
 for arg in "$@"; do
   case "$arg" in
     --servers=*) SERVERS="${arg#*=}" ;;
@@ -38,6 +42,7 @@ for arg in "$@"; do
     --memory_limit_bytes=*) MEMORY_LIMIT="${arg#*=}" ;;
     --partition_bits=*) PARTITION_BITS="${arg#*=}" ;;
     --data_dir=*) DATA_DIR="${arg#*=}" ;;
+    --secret_file=*) SECRET_FILE="${arg#*=}" ;;
     *) echo "run_cluster: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -49,7 +54,16 @@ for b in pepnet_ps pepnet_coord pepnet_worker pepnet_ctl; do
   [ -x "$BIN/$b" ] || { echo "run_cluster: $BIN/$b is missing; build first (deploy/build.sh)" >&2; exit 2; }
 done
 [ -n "$PUBLISH_DIR" ] || PUBLISH_DIR="$RUN_DIR/model"
-mkdir -p "$RUN_DIR"
+mkdir -p "$RUN_DIR" "$PUBLISH_DIR"
+PUBLISH_DIR="$(cd "$PUBLISH_DIR" && pwd)"  # the shards' --export_dir: the same folder
+if [ -z "$SECRET_FILE" ]; then
+  SECRET_FILE="$RUN_DIR/secret"
+  if [ ! -s "$SECRET_FILE" ]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$SECRET_FILE.tmp" &&
+      mv "$SECRET_FILE.tmp" "$SECRET_FILE") || { echo "run_cluster: cannot write $SECRET_FILE" >&2; exit 1; }
+  fi
+fi
+AUTH=(--secret_file="$SECRET_FILE")
 rm -f "$RUN_DIR"/*.port
 
 # Ports: free ones for a run in memory; with a data dir, the ones recorded there (chosen
@@ -90,12 +104,13 @@ wait_port() {  # file, seconds
   > "$RUN_DIR/table.pbtxt" || exit 1
 
 start_server() {  # shard index
-  local i=$1 store=()
+  local i=$1 store=() limit=()
   [ -n "$DATA_DIR" ] && store=(--data_dir="$DATA_DIR/ps-$i")
+  [ -n "$MEMORY_LIMIT" ] && limit=(--memory_limit_bytes="$MEMORY_LIMIT")
   rm -f "$RUN_DIR/ps-$i.port"
   "$BIN/pepnet_ps" --host=127.0.0.1 --table_config="$RUN_DIR/table.pbtxt" --port="${PORTS[$i]}" \
     --port_file="$RUN_DIR/ps-$i.port" --shard_id="$i" --num_shards="$SERVERS" \
-    --memory_limit_bytes="$MEMORY_LIMIT" "${store[@]}" >> "$RUN_DIR/ps-$i.log" 2>&1 &
+    --export_dir="$PUBLISH_DIR" "${AUTH[@]}" "${limit[@]}" "${store[@]}" >> "$RUN_DIR/ps-$i.log" 2>&1 &
   PID["server $i"]=$!
 }
 for i in $(seq 0 $((SERVERS - 1))); do start_server "$i"; NAMES+=("server $i"); done
@@ -113,7 +128,7 @@ start_coordinator() {
   rm -f "$RUN_DIR/coord.port"
   "$BIN/pepnet_coord" --num_workers="$WORKERS" --servers="$SERVER_LIST" --config="$CONFIG" \
     --publish_dir="$PUBLISH_DIR" --base_every="$BASE_EVERY" --port="${PORTS[$SERVERS]}" \
-    --port_file="$RUN_DIR/coord.port" --metrics_out="$RUN_DIR/metrics.jsonl" "${store[@]}" \
+    --port_file="$RUN_DIR/coord.port" --metrics_out="$RUN_DIR/metrics.jsonl" "${AUTH[@]}" "${store[@]}" \
     > >(tee -a "$RUN_DIR/coord.out") 2>> "$RUN_DIR/coord.log" &
   PID[coordinator]=$!
 }
@@ -127,7 +142,7 @@ SOURCE=(--pass_root="$PASS_ROOT")
 start_worker() {  # worker index
   "$BIN/pepnet_worker" --config="$CONFIG" --servers="$SERVER_LIST" --coordinator="127.0.0.1:$port" \
     --worker_index="$1" --num_workers="$WORKERS" "${SOURCE[@]}" --max_passes="$MAX_PASSES" \
-    --idle_timeout_s="$IDLE_TIMEOUT" --threads="$THREADS" >> "$RUN_DIR/worker-$1.log" 2>&1 &
+    --idle_timeout_s="$IDLE_TIMEOUT" --threads="$THREADS" "${AUTH[@]}" >> "$RUN_DIR/worker-$1.log" 2>&1 &
   PID["worker $1"]=$!
 }
 for i in $(seq 0 $((WORKERS - 1))); do start_worker "$i"; NAMES+=("worker $i"); done

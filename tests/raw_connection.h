@@ -1,0 +1,124 @@
+// A blocking TCP client that speaks raw bytes to a live pepnet_ps, for tests that play a
+// broken or hostile peer. Not thread-safe.
+#ifndef PEPNET_TESTS_RAW_CONNECTION_H_
+#define PEPNET_TESTS_RAW_CONNECTION_H_
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include "common/auth.h"
+#include "common/frame.h"
+#include "proto/ps.pb.h"
+
+namespace pepnet {
+namespace testing {
+
+class RawConnection {
+ public:
+  // Connects and, unless `handshake` is false, runs the handshake as a peer of `role`
+  // holding `secret` (handshake_ok() tells whether the server accepted it).
+  explicit RawConnection(uint16_t port, bool handshake = true, const Secret& secret = Secret(),
+                         PeerRole role = PeerRole::kTool) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    timeval tv{5, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    sockaddr_in local{};
+    socklen_t len = sizeof(local);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &len);
+    local_port_ = ntohs(local.sin_port);
+    if (connected_ && handshake) handshake_ok_ = Handshake(secret, role).ok();
+  }
+
+  // The client side of common/auth.h over this socket.
+  Status Handshake(const Secret& secret, PeerRole role) {
+    ClientHandshake client(&secret, role);
+    std::string hello, proof;
+    if (!ReadExactly(kServerHelloBytes, &hello)) return Status::IoError("no server hello");
+    char answer[kClientHelloBytes];
+    PEPNET_RETURN_IF_ERROR(client.Answer(hello.data(), answer));
+    if (write(fd_, answer, sizeof(answer)) != ssize_t(sizeof(answer))) {
+      return Status::IoError("cannot send the client hello");
+    }
+    if (!ReadExactly(kServerProofBytes, &proof)) return Status::IoError("no server proof");
+    return client.Verify(proof.data());
+  }
+  ~RawConnection() { close(fd_); }
+
+  bool connected() const { return connected_; }
+  bool handshake_ok() const { return handshake_ok_; }
+  int fd() const { return fd_; }
+  uint16_t local_port() const { return local_port_; }
+
+  void Send(const std::string& bytes) {
+    ASSERT_EQ(write(fd_, bytes.data(), bytes.size()), ssize_t(bytes.size()));
+  }
+
+  // One frame made of a serialized header and a payload.
+  static std::string Frame(const std::string& header, const std::string& payload) {
+    std::string out(kFramePrefixBytes, '\0');
+    EncodeFramePrefix(header.size(), payload.size(), &out[0]);
+    return out + header + payload;
+  }
+  static std::string Request(proto::RequestType type, uint32_t num_keys, uint64_t num_values,
+                             const std::string& payload) {
+    proto::RequestHeader h;
+    h.set_request_id(7);
+    h.set_type(type);
+    h.set_num_keys(num_keys);
+    h.set_num_values(num_values);
+    return Frame(h.SerializeAsString(), payload);
+  }
+
+  // Reads one reply frame; false if the connection closed or timed out first.
+  bool ReadReply(proto::ResponseHeader* reply, std::string* payload = nullptr) {
+    std::string prefix;
+    if (!ReadExactly(kFramePrefixBytes, &prefix)) return false;
+    FramePrefix p;
+    if (!DecodeFramePrefix(prefix.data(), kDefaultMaxFrameBytes, &p).ok()) return false;
+    std::string header, body;
+    if (!ReadExactly(p.header_len, &header) || !ReadExactly(p.payload_len, &body)) return false;
+    if (payload) *payload = body;
+    return reply->ParseFromString(header);
+  }
+
+  // True when the server closed its end (read returns 0 or reset).
+  bool ClosedByPeer() {
+    char c;
+    ssize_t r = read(fd_, &c, 1);
+    return r == 0 || (r < 0 && errno == ECONNRESET);
+  }
+
+  // Reads exactly `n` bytes; false if the connection closed or timed out first.
+  bool ReadExactly(size_t n, std::string* out) {
+    out->resize(n);
+    size_t got = 0;
+    while (got < n) {
+      ssize_t r = read(fd_, &(*out)[got], n - got);
+      if (r <= 0) return false;
+      got += r;
+    }
+    return true;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  bool handshake_ok_ = false;
+  uint16_t local_port_ = 0;
+};
+
+}  // namespace testing
+}  // namespace pepnet
+
+#endif  // PEPNET_TESTS_RAW_CONNECTION_H_
