@@ -1,6 +1,7 @@
 #include "coord/coordinator.h"
 
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -47,6 +48,14 @@ proto::CoordMessage Fail(const std::string& error, bool retry) {
   m.set_error(error);
   m.set_retry(retry);
   return m;
+}
+
+// The index of the first NaN or infinity in `v`, or n.
+size_t FirstNonFinite(const float* v, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(v[i])) return i;
+  }
+  return n;
 }
 
 // What the last commit did, for the pass line.
@@ -476,6 +485,15 @@ class Coordinator {
                                      " dense parameters; the model has " +
                                      std::to_string(num_dense_));
     }
+    for (const std::vector<float>* part : {&dense.params, &dense.m, &dense.v}) {
+      const size_t bad = FirstNonFinite(part->data(), part->size());
+      if (bad < part->size()) {
+        return Status::InvalidArgument(
+            Name(0) + "'s dense state after pass " + std::to_string(pass) + " is not finite (" +
+            (part == &dense.params ? "parameter " : "Adam moment ") + std::to_string(bad) +
+            " is " + std::to_string((*part)[bad]) + "); the pass is not committed or published");
+      }
+    }
     // End-of-pass hooks on every shard, then the commit and the publish see their deletions.
     std::vector<proto::PassEndReply> ends;
     PEPNET_RETURN_IF_ERROR(client_->EndPass(pass, &ends));
@@ -524,7 +542,22 @@ class Coordinator {
                                          std::to_string(m.payload.size()) + " bytes; expected " +
                                          std::to_string(4 * sum.size()));
         }
+        if (n != num_dense_) {
+          return Status::InvalidArgument(Name(i) + " sent a dense gradient of " +
+                                         std::to_string(n) + " values; the model has " +
+                                         std::to_string(num_dense_));
+        }
         const float* g = reinterpret_cast<const float*>(m.payload.data());
+        const size_t bad = FirstNonFinite(g, n);
+        if (bad < n) {
+          // Summed into every replica it would poison the model; replaying the pass would
+          // only repeat it, so the run stops here, before anything of the pass is committed.
+          return Status::InvalidArgument(Name(i) + " sent a non-finite dense gradient in pass " +
+                                         std::to_string(pass) + " step " + std::to_string(step) +
+                                         " (value " + std::to_string(bad) + " is " +
+                                         std::to_string(g[bad]) + "); nothing of the pass is "
+                                         "committed or published");
+        }
         if (!any) {
           sum.assign(g, g + n);
         } else {

@@ -17,10 +17,13 @@ constexpr size_t kKeepBufferBytes = 64 << 20;
 constexpr uint64_t kMaxDrainBytes = 512ull << 20;
 }  // namespace
 
-bool BufferBudget::TryCharge(uint64_t bytes) {
+bool BufferBudget::TryCharge(uint64_t bytes, uint64_t frame_bytes) {
+  // Big frames may fill three quarters: the rest stays for the small requests of honest
+  // clients while stalled big ones wait for their deadline.
+  const uint64_t limit = frame_bytes > kSmallFrameBytes ? limit_ / 4 * 3 : limit_;
   int64_t used = used_.load(std::memory_order_relaxed);
   do {
-    if (static_cast<uint64_t>(used) + bytes > limit_) return false;
+    if (static_cast<uint64_t>(used) + bytes > limit) return false;
   } while (!used_.compare_exchange_weak(used, used + static_cast<int64_t>(bytes),
                                         std::memory_order_relaxed));
   return true;
@@ -184,7 +187,7 @@ void Connection::ReadPrefix() {
 void Connection::ReadBody() {
   const uint64_t need = frame_.payload_len;
   const uint64_t have = payload_.capacity_bytes();
-  if (need > have && !context_->budget->TryCharge(need - have)) {
+  if (need > have && !context_->budget->TryCharge(need - have, need)) {
     RejectAndClose(Status::ResourceExhausted(
         "the server's request buffers are full (" + std::to_string(context_->budget->used()) +
         " of " + std::to_string(context_->budget->limit()) + " bytes): a frame of " +

@@ -32,9 +32,13 @@ class ConnectionSet;
 // Thread-safe.
 class BufferBudget {
  public:
+  // Frames up to this size may use the last quarter of the budget.
+  static constexpr uint64_t kSmallFrameBytes = 1 << 20;
+
   explicit BufferBudget(uint64_t limit) : limit_(limit) {}
-  // Takes `bytes` more if they fit under the limit.
-  bool TryCharge(uint64_t bytes);
+  // Takes `bytes` more, for a frame of `frame_bytes`, if they fit under the limit (three
+  // quarters of it for a frame over kSmallFrameBytes).
+  bool TryCharge(uint64_t bytes, uint64_t frame_bytes);
   // Adds (or, negative, returns) bytes whatever the limit: buffers that exist already.
   void Adjust(int64_t bytes) { used_.fetch_add(bytes, std::memory_order_relaxed); }
   uint64_t used() const { return used_.load(std::memory_order_relaxed); }

@@ -131,6 +131,39 @@ TEST_F(DataReaderTest, MalformedLinesAreSkippedCountedAndNamed) {
   EXPECT_EQ(b.slot_keys[3].size(), 2u);
 }
 
+// A line or a multi-valued cell over its cap is malformed (it would otherwise take memory
+// or create rows on the shards without bound); the lines around it still read.
+TEST_F(DataReaderTest, OverlongLinesAndCellsAreMalformed) {
+  config_.mutable_data()->set_max_error_rate(1.0);
+  config_.mutable_data()->set_max_line_bytes(4096);
+  config_.mutable_data()->set_max_values_per_cell(100);
+  std::string many, too_many;
+  for (int i = 0; i < 100; ++i) many += (i ? "|i" : "i") + std::to_string(i);
+  too_many = many + "|extra";
+  const std::string f = dir_.File("long.csv");
+  testing::WriteFile(f, "user,domain,hist,click,liked,age,views\n"
+                        "u1,0," + many + ",1,0,25,1\n" +
+                        "u2,0," + too_many + ",1,0,25,1\n" +         // line 3: 101 values
+                        "u3,0,i1,1,0,25," + std::string(5000, '7') + "\n" +  // line 4: long
+                        "u4,0,i1,1,0,25,1\n");
+  Batch b;
+  ReaderStats stats;
+  ASSERT_TRUE(ReadAll({f}, &b, &stats).ok());
+  EXPECT_EQ(b.size, 2u);
+  EXPECT_EQ(stats.malformed, 2u);
+  EXPECT_EQ(b.slot_keys[2].size(), 101u);  // u1's 100 values and u4's one
+  EXPECT_EQ(b.user[1], HashBytes("u4", 2));
+  EXPECT_EQ(stats.first_error,
+            f + ":3: slot 'hist' has 101 values, over data.max_values_per_cell=100");
+
+  // A line that is only long (no newline, 1 MiB) is read to its end and named.
+  testing::WriteFile(f, "user,domain,hist,click,liked,age,views\n" + std::string(1 << 20, 'x'));
+  ASSERT_TRUE(ReadAll({f}, &b, &stats).ok());
+  EXPECT_EQ(b.size, 0u);
+  EXPECT_EQ(stats.first_error,
+            f + ":2: the line is longer than data.max_line_bytes=4096 bytes");
+}
+
 TEST_F(DataReaderTest, FileLevelErrorsAreClear) {
   Batch b;
   ReaderStats stats;

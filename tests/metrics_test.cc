@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 namespace pepnet {
@@ -16,6 +17,18 @@ TEST(MetricsTest, AucByHand) {
   // A tie between a positive and a negative counts half.
   EXPECT_DOUBLE_EQ(Auc({{0.5f, 1, 0}, {0.5f, 0, 0}}), 0.5);
   EXPECT_TRUE(std::isnan(Auc({{0.5f, 1, 0}, {0.7f, 1, 0}})));
+}
+
+// A poisoned model scores NaN: the metrics say "undefined" instead of looping forever on
+// a tie group that never advances.
+TEST(MetricsTest, NanScoresGiveAnUndefinedAucAndReturn) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<Prediction> p = {{nan, 1, 0}, {nan, 0, 0}, {0.3f, 1, 1}, {0.2f, 0, 1}};
+  EXPECT_TRUE(std::isnan(Auc(p)));
+  const MetricSummary s = Summarize(p);
+  EXPECT_TRUE(std::isnan(s.auc));
+  EXPECT_TRUE(std::isnan(s.logloss));
+  EXPECT_DOUBLE_EQ(s.gauc, 1.0);  // user 1's scores are finite and ranked
 }
 
 TEST(MetricsTest, AucMatchesPairCountOnRandomData) {

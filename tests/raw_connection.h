@@ -23,9 +23,16 @@ class RawConnection {
  public:
   // Connects and, unless `handshake` is false, runs the handshake as a peer of `role`
   // holding `secret` (handshake_ok() tells whether the server accepted it).
+  // `source`: the local address to connect from (any 127.x.y.z plays another host).
   explicit RawConnection(uint16_t port, bool handshake = true, const Secret& secret = Secret(),
-                         PeerRole role = PeerRole::kTool) {
+                         PeerRole role = PeerRole::kTool, const char* source = nullptr) {
     fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    if (source != nullptr) {
+      sockaddr_in from{};
+      from.sin_family = AF_INET;
+      inet_pton(AF_INET, source, &from.sin_addr);
+      bind(fd_, reinterpret_cast<sockaddr*>(&from), sizeof(from));
+    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
@@ -33,6 +40,7 @@ class RawConnection {
     connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
     timeval tv{5, 0};
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     sockaddr_in local{};
     socklen_t len = sizeof(local);
     getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &len);
@@ -60,8 +68,16 @@ class RawConnection {
   int fd() const { return fd_; }
   uint16_t local_port() const { return local_port_; }
 
-  void Send(const std::string& bytes) {
-    ASSERT_EQ(write(fd_, bytes.data(), bytes.size()), ssize_t(bytes.size()));
+  void Send(const std::string& bytes) { ASSERT_TRUE(TrySend(bytes)); }
+  // False once the peer closed (no SIGPIPE) or a send blocked for 5 s.
+  bool TrySend(const std::string& bytes) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      done += n;
+    }
+    return true;
   }
 
   // One frame made of a serialized header and a payload.
@@ -92,14 +108,18 @@ class RawConnection {
     return reply->ParseFromString(header);
   }
 
-  // True when the server closed its end (read returns 0 or reset).
+  // True when the server closed its end (read returns 0 or reset), after whatever it sent
+  // before; false if it kept the connection open for 5 s.
   bool ClosedByPeer() {
-    char c;
-    ssize_t r = read(fd_, &c, 1);
-    return r == 0 || (r < 0 && errno == ECONNRESET);
+    char buf[4096];
+    for (;;) {
+      const ssize_t r = read(fd_, buf, sizeof(buf));
+      if (r > 0) continue;
+      return r == 0 || (r < 0 && errno == ECONNRESET);
+    }
   }
 
-  // Reads exactly `n` bytes; false if the connection closed or timed out first.
+ // Reads exactly `n` bytes; false if the connection closed or timed out first.
   bool ReadExactly(size_t n, std::string* out) {
     out->resize(n);
     size_t got = 0;

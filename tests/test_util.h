@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -105,6 +106,15 @@ inline void GenerateData(const TempDir& dir, const std::string& out, int first, 
                  dir, &output),
       0)
       << output;
+}
+
+// A cluster secret in dir/`name`, readable by its owner only (as Secret::Load demands).
+inline std::string WriteSecretFile(const TempDir& dir, const std::string& name = "secret",
+                                   const std::string& bytes = "0123456789abcdef0123456789abcdef") {
+  const std::string path = dir.File(name);
+  WriteFile(path, bytes + "\n");
+  chmod(path.c_str(), 0600);
+  return path;
 }
 
 // A pepnet_ps process on a free loopback port (the server picks it: --port=0).

@@ -60,13 +60,24 @@ class DataReader::File {
     gzbuffer(gz_, 1 << 17);
     return Status::OK();
   }
-  // False at end of file; *error is set if reading failed.
-  bool ReadLine(std::string* line, Status* error) {
+  // False at end of file; *error is set if reading failed. A line longer than
+  // `max_bytes` is read to its end but not kept: *too_long says so and `line` holds its
+  // first bytes only, so a line without an end cannot take the memory.
+  bool ReadLine(size_t max_bytes, std::string* line, bool* too_long, Status* error) {
     line->clear();
+    *too_long = false;
     char buf[1 << 14];
+    bool any = false;
     while (gzgets(gz_, buf, sizeof(buf)) != nullptr) {
+      any = true;
       const size_t n = std::strlen(buf);
-      line->append(buf, n);
+      if (!*too_long) {
+        line->append(buf, n);
+        if (line->size() > max_bytes + 2) {  // + room for the line's own "\r\n"
+          *too_long = true;
+          line->resize(64);
+        }
+      }
       if (n > 0 && buf[n - 1] == '\n') break;
     }
     int err = 0;
@@ -75,8 +86,11 @@ class DataReader::File {
       *error = Status::Corruption(path_ + ": read error: " + msg);
       return false;
     }
-    if (line->empty()) return false;
-    while (!line->empty() && (line->back() == '\n' || line->back() == '\r')) line->pop_back();
+    if (!any) return false;
+    while (!*too_long && !line->empty() && (line->back() == '\n' || line->back() == '\r')) {
+      line->pop_back();
+    }
+    if (!*too_long && line->size() > max_bytes) *too_long = true;
     ++line_number_;
     return true;
   }
@@ -111,9 +125,15 @@ Status DataReader::OpenNextFile() {
   if (d.has_header()) {
     std::string header;
     Status error;
-    if (!file_->ReadLine(&header, &error)) {
+    bool too_long = false;
+    if (!file_->ReadLine(d.max_line_bytes(), &header, &too_long, &error)) {
       return error.ok() ? Status::InvalidArgument(file_->path() + ": empty file, expected a header")
                         : error;
+    }
+    if (too_long) {
+      return Status::InvalidArgument(file_->path() + ": the header is longer than " +
+                                     "data.max_line_bytes=" +
+                                     std::to_string(d.max_line_bytes()) + " bytes");
     }
     names.clear();
     size_t start = 0;
@@ -222,8 +242,25 @@ Status DataReader::ParseLine(const std::string& line, Batch* batch) {
   const char sep = d.multi_value_separator()[0];
   for (int s = 0; s < config_->slot_size(); ++s) {
     const proto::SlotSpec& spec = config_->slot(s);
-    if (!spec.has_bucketing()) continue;
     const int f = c.slot[s];
+    if (spec.multi_valued() && !spec.has_bucketing()) {
+      // Each value may become a row on the shards: a cell is capped like a line is.
+      uint64_t values = 0;
+      for (size_t p = 0; p <= field_sizes_[f];) {
+        const char* hit =
+            static_cast<const char*>(std::memchr(fields_[f] + p, sep, field_sizes_[f] - p));
+        const size_t q = hit ? static_cast<size_t>(hit - fields_[f]) : field_sizes_[f];
+        values += q > p;
+        p = q + 1;
+      }
+      if (values > d.max_values_per_cell()) {
+        return Status::InvalidArgument("slot '" + spec.name() + "' has " +
+                                       std::to_string(values) +
+                                       " values, over data.max_values_per_cell=" +
+                                       std::to_string(d.max_values_per_cell()));
+      }
+    }
+    if (!spec.has_bucketing()) continue;
     double v;
     if (field_sizes_[f] != 0 && !ParseDouble(fields_[f], field_sizes_[f], &v)) {
       return Status::InvalidArgument("slot '" + spec.name() + "' value '" +
@@ -300,7 +337,8 @@ Status DataReader::Next(size_t max_samples, Batch* batch, bool* done) {
       PEPNET_RETURN_IF_ERROR(OpenNextFile());
     }
     Status read_error;
-    if (!file_->ReadLine(&line, &read_error)) {
+    bool too_long = false;
+    if (!file_->ReadLine(config_->data().max_line_bytes(), &line, &too_long, &read_error)) {
       PEPNET_RETURN_IF_ERROR(read_error);
       PEPNET_RETURN_IF_ERROR(CheckErrorRate(/*at_end=*/true));
       file_.reset();
@@ -309,7 +347,10 @@ Status DataReader::Next(size_t max_samples, Batch* batch, bool* done) {
     if (line.empty()) continue;  // blank lines are not samples
     ++file_lines_;
     ++stats_.lines;
-    Status st = ParseLine(line, batch);
+    Status st = too_long ? Status::InvalidArgument(
+                               "the line is longer than data.max_line_bytes=" +
+                               std::to_string(config_->data().max_line_bytes()) + " bytes")
+                         : ParseLine(line, batch);
     if (st.ok()) {
       ++stats_.samples;
       continue;

@@ -11,11 +11,15 @@
 namespace pepnet {
 
 double Auc(std::vector<Prediction> p) {
+  // A NaN score has no rank (and would break the sort's ordering): the AUC is undefined.
+  for (const Prediction& x : p) {
+    if (std::isnan(x.score)) return std::numeric_limits<double>::quiet_NaN();
+  }
   std::sort(p.begin(), p.end(),
             [](const Prediction& a, const Prediction& b) { return a.score < b.score; });
   double positives = 0, negatives = 0, rank_sum = 0;
   for (size_t i = 0; i < p.size();) {
-    size_t j = i;
+    size_t j = i + 1;  // a group holds at least its first score, so the loop advances
     while (j < p.size() && p[j].score == p[i].score) ++j;
     const double mid_rank = (i + 1 + j) / 2.0;  // average 1-based rank of the tie group
     for (size_t k = i; k < j; ++k) {
