@@ -490,8 +490,8 @@ class Coordinator {
       if (bad < part->size()) {
         return Status::InvalidArgument(
             Name(0) + "'s dense state after pass " + std::to_string(pass) + " is not finite (" +
-            (part == &dense.params ? "parameter " : "Adam moment ") + std::to_string(bad) +
-            " is " + std::to_string((*part)[bad]) + "); the pass is not committed or published");
+            (part == &dense.params ? "parameter " : "Adam moment ") + std::to_string(bad) + " is " +
+            std::to_string((*part)[bad]) + "); the pass is not committed or published");
       }
     }
     // End-of-pass hooks on every shard, then the commit and the publish see their deletions.
@@ -555,7 +555,8 @@ class Coordinator {
           return Status::InvalidArgument(Name(i) + " sent a non-finite dense gradient in pass " +
                                          std::to_string(pass) + " step " + std::to_string(step) +
                                          " (value " + std::to_string(bad) + " is " +
-                                         std::to_string(g[bad]) + "); nothing of the pass is "
+                                         std::to_string(g[bad]) +
+                                         "); nothing of the pass is "
                                          "committed or published");
         }
         if (!any) {

@@ -60,7 +60,7 @@ class Cluster {
         {testing::BinDir() + "/pepnet_coord", "--num_workers=" + std::to_string(num_workers_),
          "--servers=" + servers(), "--config=" + config_path_, "--publish_dir=" + publish_dir(),
          "--base_every=5", "--port=0", "--port_file=" + port_file,
-         "--metrics_out=" + metrics_path(), "--step_timeout_s=60"},
+         "--metrics_out=" + metrics_path(), "--step_timeout_s=60", secret_flag_},
         dir_.File("coord.log"));
     ASSERT_TRUE(st.ok()) << st.ToString();
     uint16_t port = 0;
@@ -74,7 +74,8 @@ class Cluster {
                                        "--coordinator=127.0.0.1:" + std::to_string(port),
                                        "--worker_index=" + std::to_string(i),
                                        "--num_workers=" + std::to_string(num_workers_),
-                                       "--threads=1"};
+                                       "--threads=1",
+                                       secret_flag_};
       argv.insert(argv.end(), source.begin(), source.end());
       workers_[i].reset(new Subprocess);
       st = workers_[i]->Start(argv, worker_log(i));
@@ -110,11 +111,13 @@ class Cluster {
   std::string worker_log(int i) const { return dir_.File("worker" + std::to_string(i) + ".log"); }
   Subprocess& worker(int i) { return *workers_[i]; }
   const proto::ModelConfig& config() const { return config_; }
+  std::string secret_path() const { return secret_flag_.substr(secret_flag_.find('=') + 1); }
 
  private:
   const testing::TempDir& dir_;
   const int num_workers_;
   const std::string config_path_;
+  const std::string secret_flag_;
   proto::ModelConfig config_;
   testing::ServerProcess servers_[2];
   Subprocess coord_;
@@ -178,6 +181,7 @@ void ExpectPredictParity(Cluster& cluster, const testing::TempDir& dir, const st
   ClientOptions options;
   options.servers = {};
   ASSERT_TRUE(ParseServerList(cluster.servers(), &options.servers).ok());
+  ASSERT_TRUE(Secret::Load(cluster.secret_path(), &options.secret).ok());
   std::unique_ptr<PsClient> client;
   ASSERT_TRUE(PsClient::Connect(options, &client).ok());
   std::unique_ptr<EmbeddingStore> store = MakeRemoteStore(client.get());

@@ -141,11 +141,13 @@ TEST_F(DataReaderTest, OverlongLinesAndCellsAreMalformed) {
   for (int i = 0; i < 100; ++i) many += (i ? "|i" : "i") + std::to_string(i);
   too_many = many + "|extra";
   const std::string f = dir_.File("long.csv");
-  testing::WriteFile(f, "user,domain,hist,click,liked,age,views\n"
-                        "u1,0," + many + ",1,0,25,1\n" +
-                        "u2,0," + too_many + ",1,0,25,1\n" +         // line 3: 101 values
-                        "u3,0,i1,1,0,25," + std::string(5000, '7') + "\n" +  // line 4: long
-                        "u4,0,i1,1,0,25,1\n");
+  testing::WriteFile(f,
+                     "user,domain,hist,click,liked,age,views\n"
+                     "u1,0," +
+                         many + ",1,0,25,1\n" + "u2,0," + too_many +
+                         ",1,0,25,1\n" +                                      // line 3: 101 values
+                         "u3,0,i1,1,0,25," + std::string(5000, '7') + "\n" +  // line 4: long
+                         "u4,0,i1,1,0,25,1\n");
   Batch b;
   ReaderStats stats;
   ASSERT_TRUE(ReadAll({f}, &b, &stats).ok());
@@ -160,8 +162,7 @@ TEST_F(DataReaderTest, OverlongLinesAndCellsAreMalformed) {
   testing::WriteFile(f, "user,domain,hist,click,liked,age,views\n" + std::string(1 << 20, 'x'));
   ASSERT_TRUE(ReadAll({f}, &b, &stats).ok());
   EXPECT_EQ(b.size, 0u);
-  EXPECT_EQ(stats.first_error,
-            f + ":2: the line is longer than data.max_line_bytes=4096 bytes");
+  EXPECT_EQ(stats.first_error, f + ":2: the line is longer than data.max_line_bytes=4096 bytes");
 }
 
 TEST_F(DataReaderTest, FileLevelErrorsAreClear) {

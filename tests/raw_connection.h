@@ -119,7 +119,7 @@ class RawConnection {
     }
   }
 
- // Reads exactly `n` bytes; false if the connection closed or timed out first.
+  // Reads exactly `n` bytes; false if the connection closed or timed out first.
   bool ReadExactly(size_t n, std::string* out) {
     out->resize(n);
     size_t got = 0;

@@ -36,16 +36,6 @@ std::string Floats(const std::vector<float>& v) {
 
 bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
 
-// Polls the log for a line: the server writes it asynchronously to the refusal.
-bool LogEventually(const std::string& path, const std::string& fragment, int timeout_ms = 10000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (testing::ReadFile(path).find(fragment) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
-
 class ShardSecurityTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -95,9 +85,7 @@ class ShardSecurityTest : public ::testing::Test {
     return out;
   }
 
-  std::string Peer(const RawConnection& c) {
-    return "127.0.0.1:" + std::to_string(c.local_port());
-  }
+  std::string Peer(const RawConnection& c) { return "127.0.0.1:" + std::to_string(c.local_port()); }
 
   // Sends a request over an authenticated raw connection and reads the reply's error.
   std::string RequestError(RawConnection* c, const proto::RequestHeader& header,
@@ -122,7 +110,8 @@ TEST_F(ShardSecurityTest, PeersWithoutTheSecretAreDroppedLoggedAndCounted) {
                               PeerRole::kCoordinator);
   EXPECT_EQ(st.code(), Status::kInvalidArgument) << st.ToString();
   EXPECT_TRUE(wrong.ClosedByPeer());
-  EXPECT_TRUE(LogEventually(server_.log_path(), "refusing " + Peer(wrong) + " at the handshake"));
+  EXPECT_TRUE(
+      testing::LogEventually(server_.log_path(), "refusing " + Peer(wrong) + " at the handshake"));
 
   // A peer without one is told the server needs it, before any request.
   RawConnection none(server_.port(), false);
@@ -179,8 +168,8 @@ TEST_F(ShardSecurityTest, TheSecretFileAndTheHostAreCheckedAtStart) {
                   .ok());
   uint16_t port = 0;
   ASSERT_TRUE(WaitForPortFile(port_file, 20000, &p, &port).ok());
-  EXPECT_TRUE(LogEventually(log, "serving on 127.0.0.1:" + std::to_string(port)));
-  EXPECT_TRUE(LogEventually(log, "no --secret_file: serving loopback only"));
+  EXPECT_TRUE(testing::LogEventually(log, "serving on 127.0.0.1:" + std::to_string(port)));
+  EXPECT_TRUE(testing::LogEventually(log, "no --secret_file: serving loopback only"));
   p.Signal(SIGTERM);
   int code = -1;
   ASSERT_TRUE(p.Wait(20000, &code).ok());
@@ -199,7 +188,8 @@ TEST_F(ShardSecurityTest, PassRequestsComeOnlyFromTheCoordinatorInProtocolOrder)
   std::vector<proto::PassEndReply> ends;
   EXPECT_FALSE(worker->EndPass(1, &ends).ok());
   EXPECT_EQ(Stats().rejected_privileged(), 3u);
-  EXPECT_TRUE(LogEventually(server_.log_path(), "BEGIN_PASS pass 4294967295 from 127.0.0.1:"));
+  EXPECT_TRUE(
+      testing::LogEventually(server_.log_path(), "BEGIN_PASS pass 4294967295 from 127.0.0.1:"));
 
   // The coordinator itself cannot jump ahead or begin twice.
   auto coordinator = Client(PeerRole::kCoordinator);
@@ -210,7 +200,7 @@ TEST_F(ShardSecurityTest, PassRequestsComeOnlyFromTheCoordinatorInProtocolOrder)
   EXPECT_FALSE(coordinator->BeginPass(2).ok()) << "pass 1 has not ended";
   ASSERT_TRUE(coordinator->EndPass(1, &ends).ok());
   EXPECT_TRUE(coordinator->BeginPass(2).ok());
-  EXPECT_TRUE(LogEventually(server_.log_path(), "(coordinator)"));
+  EXPECT_TRUE(testing::LogEventually(server_.log_path(), "(coordinator)"));
 }
 
 TEST_F(ShardSecurityTest, ExportsAreWrittenOnlyInsideTheExportDir) {
@@ -237,7 +227,7 @@ TEST_F(ShardSecurityTest, ExportsAreWrittenOnlyInsideTheExportDir) {
   EXPECT_EQ(paths[0], dir_.File("export") + "/v-00000007.tmp/rows-0.bin");
   EXPECT_TRUE(Exists(paths[0]));
   EXPECT_EQ(replies[0].rows(), 1u);
-  EXPECT_TRUE(LogEventually(server_.log_path(), "EXPORT_ROWS pass 0 version 7 (base)"));
+  EXPECT_TRUE(testing::LogEventually(server_.log_path(), "EXPORT_ROWS pass 0 version 7 (base)"));
 
   // A tool may not export, and a shard without --export_dir exports nothing.
   auto tool = Client(PeerRole::kTool);
@@ -292,8 +282,8 @@ TEST_F(ShardSecurityTest, SilentAndSlowPeersAreDroppedAtTheirDeadline) {
   ASSERT_TRUE(mute.ReadExactly(kServerHelloBytes, &hello));
   EXPECT_TRUE(mute.ClosedByPeer());
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
-  EXPECT_TRUE(LogEventually(server_.log_path(),
-                            "closing " + Peer(mute) + ": the handshake took over 1000 ms"));
+  EXPECT_TRUE(testing::LogEventually(
+      server_.log_path(), "closing " + Peer(mute) + ": the handshake took over 1000 ms"));
 
   // Announces an 8 MiB frame and stalls after a few bytes (slow-loris).
   RawConnection loris(server_.port(), true, secret_, PeerRole::kWorker);
@@ -303,8 +293,8 @@ TEST_F(ShardSecurityTest, SilentAndSlowPeersAreDroppedAtTheirDeadline) {
   loris.Send(frame.substr(0, 4096));
   proto::ResponseHeader reply;
   EXPECT_FALSE(loris.ReadReply(&reply));
-  EXPECT_TRUE(LogEventually(server_.log_path(),
-                            "closing " + Peer(loris) + ": reading a frame took over 1000 ms"));
+  EXPECT_TRUE(testing::LogEventually(
+      server_.log_path(), "closing " + Peer(loris) + ": reading a frame took over 1000 ms"));
 
   // Authenticated, then silent: closed at the idle timeout, without a warning.
   RawConnection idle(server_.port(), true, secret_, PeerRole::kTool);
@@ -319,8 +309,8 @@ TEST_F(ShardSecurityTest, SilentAndSlowPeersAreDroppedAtTheirDeadline) {
   const std::string pull = RawConnection::Request(proto::PULL, keys.size(), 0, Keys(keys));
   for (int i = 0; i < 200 && greedy.TrySend(pull); ++i) {
   }
-  EXPECT_TRUE(LogEventually(server_.log_path(),
-                            "closing " + Peer(greedy) + ": writing a reply took over 1000 ms"));
+  EXPECT_TRUE(testing::LogEventually(
+      server_.log_path(), "closing " + Peer(greedy) + ": writing a reply took over 1000 ms"));
   EXPECT_GE(Stats().timeouts(), 3u);
 }
 
@@ -336,20 +326,20 @@ TEST_F(ShardSecurityTest, StalledBigFramesShareOneBufferBudget) {
     ASSERT_TRUE(stalled.back()->handshake_ok());
     stalled.back()->Send(frame.substr(0, 64 << 10));
   }
-  EXPECT_TRUE(LogEventually(server_.log_path(), "the server's request buffers are full"));
+  EXPECT_TRUE(testing::LogEventually(server_.log_path(), "the server's request buffers are full"));
   // Small requests still fit; the stalled ones are closed at their frame deadline.
   EXPECT_EQ(PullOne(testing::TestKey(1, 3)).size(), 4u);
   for (auto& c : stalled) EXPECT_TRUE(c->ClosedByPeer());
 }
 
 TEST_F(ShardSecurityTest, ConnectionLimitsKeepRoomForOperators) {
-  StartServer({"--max_connections=8", "--reserved_tool_connections=2",
-               "--max_connections_per_peer=4"});
+  StartServer(
+      {"--max_connections=8", "--reserved_tool_connections=2", "--max_connections_per_peer=4"});
   // Another host (127.0.0.2) may hold 4 connections, no more.
   std::vector<std::unique_ptr<RawConnection>> held;
   for (int i = 0; i < 4; ++i) {
-    held.push_back(std::make_unique<RawConnection>(server_.port(), true, secret_,
-                                                   PeerRole::kWorker, "127.0.0.2"));
+    held.push_back(std::make_unique<RawConnection>(server_.port(), true, secret_, PeerRole::kWorker,
+                                                   "127.0.0.2"));
     ASSERT_TRUE(held.back()->handshake_ok()) << i;
   }
   RawConnection fifth(server_.port(), false, secret_, PeerRole::kWorker, "127.0.0.2");
@@ -369,7 +359,8 @@ TEST_F(ShardSecurityTest, ConnectionLimitsKeepRoomForOperators) {
   proto::RequestHeader h;
   h.set_type(proto::STATS);
   EXPECT_EQ(RequestError(&ctl, h), "");
-  EXPECT_TRUE(LogEventually(server_.log_path(), "(--max_connections, --max_connections_per_peer)"));
+  EXPECT_TRUE(testing::LogEventually(server_.log_path(),
+                                     "(--max_connections, --max_connections_per_peer)"));
 }
 
 TEST_F(ShardSecurityTest, RowsCreatedByPullsStayWithinTheMemoryLimit) {

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -106,6 +107,18 @@ inline void GenerateData(const TempDir& dir, const std::string& out, int first, 
                  dir, &output),
       0)
       << output;
+}
+
+// Polls a log until it holds `fragment` (processes write their lines asynchronously to
+// what the test sees); false after `timeout_ms`.
+inline bool LogEventually(const std::string& path, const std::string& fragment,
+                          int timeout_ms = 10000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ReadFile(path).find(fragment) != std::string::npos) return true;
+    usleep(20000);
+  }
+  return false;
 }
 
 // A cluster secret in dir/`name`, readable by its owner only (as Secret::Load demands).

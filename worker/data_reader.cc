@@ -132,8 +132,8 @@ Status DataReader::OpenNextFile() {
     }
     if (too_long) {
       return Status::InvalidArgument(file_->path() + ": the header is longer than " +
-                                     "data.max_line_bytes=" +
-                                     std::to_string(d.max_line_bytes()) + " bytes");
+                                     "data.max_line_bytes=" + std::to_string(d.max_line_bytes()) +
+                                     " bytes");
     }
     names.clear();
     size_t start = 0;
@@ -254,10 +254,9 @@ Status DataReader::ParseLine(const std::string& line, Batch* batch) {
         p = q + 1;
       }
       if (values > d.max_values_per_cell()) {
-        return Status::InvalidArgument("slot '" + spec.name() + "' has " +
-                                       std::to_string(values) +
-                                       " values, over data.max_values_per_cell=" +
-                                       std::to_string(d.max_values_per_cell()));
+        return Status::InvalidArgument(
+            "slot '" + spec.name() + "' has " + std::to_string(values) +
+            " values, over data.max_values_per_cell=" + std::to_string(d.max_values_per_cell()));
       }
     }
     if (!spec.has_bucketing()) continue;
@@ -347,10 +346,11 @@ Status DataReader::Next(size_t max_samples, Batch* batch, bool* done) {
     if (line.empty()) continue;  // blank lines are not samples
     ++file_lines_;
     ++stats_.lines;
-    Status st = too_long ? Status::InvalidArgument(
-                               "the line is longer than data.max_line_bytes=" +
-                               std::to_string(config_->data().max_line_bytes()) + " bytes")
-                         : ParseLine(line, batch);
+    Status st =
+        too_long
+            ? Status::InvalidArgument("the line is longer than data.max_line_bytes=" +
+                                      std::to_string(config_->data().max_line_bytes()) + " bytes")
+            : ParseLine(line, batch);
     if (st.ok()) {
       ++stats_.samples;
       continue;

@@ -1,0 +1,164 @@
+// Attacks on a live pepnet_coord started with a secret: stray connections before the
+// workers join are dropped and logged while the run goes on, and a worker that sends a
+// non-finite dense gradient fails the run by name before anything of the pass is
+// committed or published.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "common/auth.h"
+#include "common/frame_channel.h"
+#include "proto/cluster.pb.h"
+#include "proto/model_config.pb.h"
+#include "ps/table_config.h"
+#include "publish/manifest.h"
+#include "tests/raw_connection.h"
+#include "tests/test_util.h"
+#include "worker/model_config.h"
+
+namespace pepnet {
+namespace {
+
+using testing::RawConnection;
+
+class CoordSecurityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_path_ = testing::SourceDir() + "/configs/demo.pbtxt";
+    ASSERT_TRUE(LoadModelConfigFile(config_path_, &config_).ok());
+    secret_path_ = testing::WriteSecretFile(dir_);
+    ASSERT_TRUE(Secret::Load(secret_path_, &secret_).ok());
+    Status st = testing::StartShards(
+        dir_, FormatTableConfig(TableOptionsFor(config_, 1)), 2, servers_,
+        {"--export_dir=" + dir_.File("model"), "--secret_file=" + secret_path_});
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    const std::string port_file = dir_.File("coord.port");
+    st =
+        coord_.Start({testing::BinDir() + "/pepnet_coord", "--num_workers=1",
+                      "--servers=" + testing::ServerList(servers_, 2), "--config=" + config_path_,
+                      "--publish_dir=" + dir_.File("model"), "--port=0", "--port_file=" + port_file,
+                      "--step_timeout_s=60", "--secret_file=" + secret_path_},
+                     coord_log());
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    st = WaitForPortFile(port_file, 20000, &coord_, &port_);
+    ASSERT_TRUE(st.ok()) << st.ToString() << testing::ReadFile(coord_log());
+  }
+
+  std::string coord_log() const { return dir_.File("coord.log"); }
+
+  int WaitCoordinator() {
+    int code = -1;
+    Status st = coord_.Wait(120000, &code);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return code;
+  }
+
+  testing::TempDir dir_;
+  std::string config_path_, secret_path_;
+  proto::ModelConfig config_;
+  Secret secret_;
+  testing::ServerProcess servers_[2];
+  Subprocess coord_;
+  uint16_t port_ = 0;
+};
+
+TEST_F(CoordSecurityTest, StrayConnectionsBeforeTheWorkersAreDroppedAndTheRunGoesOn) {
+  // An HTTP request, a peer with another secret, a tool, and a worker whose first message
+  // is garbage: each is dropped with a line naming it.
+  RawConnection http(port_, false);
+  http.TrySend("GET / HTTP/1.1\r\nHost: coordinator\r\n\r\n" + std::string(64, ' '));
+  EXPECT_TRUE(http.ClosedByPeer());
+  RawConnection wrong(port_, false);
+  EXPECT_FALSE(
+      wrong.Handshake(Secret::FromBytes("another cluster's secret bytes"), PeerRole::kWorker).ok());
+  RawConnection tool(port_, true, secret_, PeerRole::kTool);
+  EXPECT_TRUE(tool.ClosedByPeer());
+  RawConnection garbage(port_, true, secret_, PeerRole::kWorker);
+  ASSERT_TRUE(garbage.handshake_ok());
+  garbage.Send(RawConnection::Frame("not a hello", ""));
+  EXPECT_TRUE(garbage.ClosedByPeer());
+  for (const RawConnection* c : {&http, &wrong, &tool, &garbage}) {
+    EXPECT_TRUE(testing::LogEventually(
+        coord_log(), "dropping a connection from 127.0.0.1:" + std::to_string(c->local_port())))
+        << testing::ReadFile(coord_log());
+  }
+  EXPECT_TRUE(testing::LogEventually(coord_log(), "declared the role tool, not worker"));
+
+  // The real worker joins and the run completes.
+  const std::string data = dir_.File("data");
+  testing::GenerateData(dir_, data, 1, 1, 2000);
+  Subprocess worker;
+  ASSERT_TRUE(worker
+                  .Start({testing::BinDir() + "/pepnet_worker", "--config=" + config_path_,
+                          "--servers=" + testing::ServerList(servers_, 2),
+                          "--coordinator=127.0.0.1:" + std::to_string(port_), "--worker_index=0",
+                          "--num_workers=1", "--threads=1", "--passes=" + data + "/pass-00001",
+                          "--secret_file=" + secret_path_},
+                         dir_.File("worker.log"))
+                  .ok());
+  EXPECT_EQ(WaitCoordinator(), 0) << testing::ReadFile(coord_log());
+  int code = -1;
+  ASSERT_TRUE(worker.Wait(60000, &code).ok());
+  EXPECT_EQ(code, 0) << testing::ReadFile(dir_.File("worker.log"));
+  std::vector<std::string> versions;
+  ASSERT_TRUE(ListVersions(dir_.File("model"), &versions).ok());
+  EXPECT_EQ(versions.size(), 1u);
+}
+
+// A worker (it holds the secret: trusted, but possibly broken) sends a NaN in its dense
+// gradient: summed, it would poison every replica and the published model.
+TEST_F(CoordSecurityTest, ANonFiniteDenseGradientFailsTheRunNamingTheWorker) {
+  std::unique_ptr<FrameChannel> channel;
+  Status st =
+      FrameChannel::Connect("127.0.0.1", port_, 20000, secret_, PeerRole::kWorker, &channel);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  auto send = [&](const proto::CoordMessage& m, const std::string& payload = "") {
+    ASSERT_TRUE(channel->Send(m.SerializeAsString(), payload.data(), payload.size()).ok());
+  };
+  auto receive = [&](proto::CoordMessage* m) {
+    std::string header;
+    PayloadBuffer payload;
+    Status st = channel->Receive(&header, &payload, 60000, 1 << 30);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ASSERT_TRUE(m->ParseFromString(header));
+  };
+  proto::CoordMessage hello;
+  hello.set_type(proto::COORD_HELLO);
+  hello.set_worker_index(0);
+  hello.set_num_workers(1);
+  hello.set_model_fingerprint(ModelConfigFingerprint(config_));
+  send(hello);
+  proto::CoordMessage welcome;
+  receive(&welcome);
+  ASSERT_EQ(welcome.type(), proto::COORD_HELLO);
+  proto::CoordMessage begin;
+  begin.set_type(proto::COORD_BEGIN_PASS);
+  begin.set_pass_name("pass-00001");
+  send(begin);
+  proto::CoordMessage reply;
+  receive(&reply);
+  ASSERT_EQ(reply.pass(), 1u);
+  std::vector<float> gradient(welcome.num_dense(), 0.0f);
+  gradient[gradient.size() / 2] = std::numeric_limits<float>::quiet_NaN();
+  proto::CoordMessage step;
+  step.set_type(proto::COORD_STEP);
+  step.set_has_data(true);
+  step.set_num_dense(gradient.size());
+  send(step, std::string(reinterpret_cast<const char*>(gradient.data()), 4 * gradient.size()));
+
+  EXPECT_EQ(WaitCoordinator(), 1);
+  const std::string log = testing::ReadFile(coord_log());
+  EXPECT_NE(log.find("worker 0 (127.0.0.1:"), std::string::npos) << log;
+  EXPECT_NE(log.find("sent a non-finite dense gradient in pass 1 step 0 (value " +
+                     std::to_string(gradient.size() / 2) + " is nan)"),
+            std::string::npos)
+      << log;
+  std::vector<std::string> versions;
+  ListVersions(dir_.File("model"), &versions);  // the folder may not even exist
+  EXPECT_TRUE(versions.empty()) << "a poisoned pass was published";
+}
+
+}  // namespace
+}  // namespace pepnet
