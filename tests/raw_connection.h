@@ -86,6 +86,12 @@ class RawConnection {
     EncodeFramePrefix(header.size(), payload.size(), &out[0]);
     return out + header + payload;
   }
+  // The start of a frame that announces `payload_len` bytes but carries only `sent`.
+  static std::string PartialFrame(const std::string& header, uint32_t payload_len, size_t sent) {
+    std::string out(kFramePrefixBytes, '\0');
+    EncodeFramePrefix(header.size(), payload_len, &out[0]);
+    return out + header + std::string(sent, '\0');
+  }
   static std::string Request(proto::RequestType type, uint32_t num_keys, uint64_t num_values,
                              const std::string& payload) {
     proto::RequestHeader h;
