@@ -1,5 +1,10 @@
 #include "ps/table_config.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <set>
 
 #include <google/protobuf/text_format.h>
@@ -15,6 +20,10 @@ namespace {
 std::string SlotName(const SlotOptions& s) {
   return "slot " + std::to_string(s.id) + (s.name.empty() ? "" : " (" + s.name + ")");
 }
+
+// Every float of the options must be finite: an infinite learning rate or weight bound
+// turns the first update of a row into a NaN weight.
+bool Finite(double x) { return std::isfinite(x); }
 
 }  // namespace
 
@@ -78,6 +87,12 @@ Status ValidateTableOptions(const TableOptions& o) {
                                      std::to_string(s.dim));
     }
     const AdagradParams& a = s.adagrad;
+    if (!Finite(a.learning_rate) || !Finite(a.initial_accumulator) || !Finite(a.epsilon) ||
+        !Finite(a.weight_bound) || !Finite(a.init_range)) {
+      return Status::InvalidArgument(SlotName(s) +
+                                     ": learning_rate, initial_accumulator, epsilon, "
+                                     "weight_bound and init_range must be finite");
+    }
     if (!(a.learning_rate > 0)) {
       return Status::InvalidArgument(SlotName(s) + ": learning_rate must be > 0");
     }
@@ -108,9 +123,10 @@ Status ValidateTableOptions(const TableOptions& o) {
                                      "most " +
                                      std::to_string(kMaxPassAge));
     }
-    if (!(e.delete_score_threshold >= 0)) {
+    if (!(e.delete_score_threshold >= 0) || !Finite(e.delete_score_threshold)) {
       return Status::InvalidArgument(SlotName(s) +
-                                     ": eviction.delete_score_threshold must be >= 0");
+                                     ": eviction.delete_score_threshold must be >= 0 and "
+                                     "finite");
     }
     if (e.admission_threshold > kMaxAdmissionThreshold) {
       return Status::InvalidArgument(SlotName(s) +
@@ -119,8 +135,9 @@ Status ValidateTableOptions(const TableOptions& o) {
     }
   }
   const FeatureScoreOptions& sc = o.score;
-  if (!(sc.coefficients.nonclick >= 0) || !(sc.coefficients.click >= 0)) {
-    return Status::InvalidArgument("score: nonclick_coeff and click_coeff must be >= 0");
+  if (!(sc.coefficients.nonclick >= 0) || !(sc.coefficients.click >= 0) ||
+      !Finite(sc.coefficients.nonclick) || !Finite(sc.coefficients.click)) {
+    return Status::InvalidArgument("score: nonclick_coeff and click_coeff must be >= 0 and finite");
   }
   if (!(sc.decay > 0) || sc.decay > 1) {
     return Status::InvalidArgument("score: decay must be in (0, 1]");
@@ -194,7 +211,24 @@ std::string FormatTableConfig(const TableOptions& o) {
   return text;
 }
 
+Status CheckConfigFile(const std::string& path, const std::string& what) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return Status::NotFound("cannot open " + what + " " + path + ": " + strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return Status::InvalidArgument(what + " " + path + " is not a regular file");
+  }
+  if (static_cast<uint64_t>(st.st_size) > kMaxConfigFileBytes) {
+    return Status::InvalidArgument(what + " " + path + " has " + std::to_string(st.st_size) +
+                                   " bytes, over the limit of " +
+                                   std::to_string(kMaxConfigFileBytes));
+  }
+  return Status::OK();
+}
+
 Status LoadTableConfigFile(const std::string& path, TableOptions* out) {
+  PEPNET_RETURN_IF_ERROR(CheckConfigFile(path, "table config"));
   std::string text;
   PEPNET_RETURN_IF_ERROR(ReadFileToString(path, "table config", &text));
   return ParseTableConfig(text, path, out);

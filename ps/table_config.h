@@ -81,9 +81,17 @@ void SlotEvictionToProto(const SlotEvictionOptions& e, proto::SlotEviction* p);
 FeatureScoreOptions FeatureScoreFromProto(const proto::FeatureScoreConfig& p);
 void FeatureScoreToProto(const FeatureScoreOptions& o, proto::FeatureScoreConfig* p);
 
+// Config files (table, model) are a few kilobytes; a bigger file is not a config.
+constexpr uint64_t kMaxConfigFileBytes = 16 << 20;
+// NotFound if `path` (a `what`, for the message) cannot be examined, InvalidArgument if
+// it is not a regular file or is over kMaxConfigFileBytes: checked before a config or a
+// manifest is read whole into memory.
+Status CheckConfigFile(const std::string& path, const std::string& what);
+
 // Parses and validates a TableConfig text. Errors name `source` (a file name) and the
 // line, field or slot at fault.
 Status ParseTableConfig(const std::string& text, const std::string& source, TableOptions* out);
+// LoadTableConfigFile refuses what CheckConfigFile refuses first.
 Status LoadTableConfigFile(const std::string& path, TableOptions* out);
 
 // The text form of `options`, which ParseTableConfig reads back to the same options.

@@ -1,27 +1,79 @@
 #include "publish/published_model.h"
 
-#include <algorithm>
-#include <cstdio>
-#include <fstream>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 
 #include "common/checksum.h"
 #include "proto/publish.pb.h"
 #include "ps/embedding_table.h"
 #include "publish/manifest.h"
 #include "publish/row_file.h"
+// For kMaxDenseFloats only: the publish library does not link the worker's.
+#include "worker/model_config.h"
 
 namespace pepnet {
+namespace {
 
+// Closes a file descriptor on every return path.
+struct Fd {
+  int fd;
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+// The size of a regular file (a FIFO or a device has none to check against).
+Status RegularFileSize(int fd, const std::string& path, uint64_t* size) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return Status::IoError("cannot stat " + path + ": " + strerror(errno));
+  if (!S_ISREG(st.st_mode)) return Status::Corruption(path + ": not a regular file");
+  *size = static_cast<uint64_t>(st.st_size);
+  return Status::OK();
+}
+
+Status CheckRowFileSize(const std::string& path, const proto::RowFile& f) {
+  Fd file{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (file.fd < 0) return Status::NotFound("cannot read " + path + ": " + strerror(errno));
+  uint64_t size = 0;
+  PEPNET_RETURN_IF_ERROR(RegularFileSize(file.fd, path, &size));
+  if (size != f.bytes()) {
+    return Status::Corruption(path + ": " + std::to_string(size) + " bytes, the manifest says " +
+                              std::to_string(f.bytes()));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+PublishedVersion::PublishedVersion() = default;
+PublishedVersion::~PublishedVersion() = default;
 PublishedModel::~PublishedModel() = default;
 
-Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, PublishedModel* out) {
+std::string PublishedVersion::top_manifest_path() const {
+  return publish_dir + "/" + folders.back() + "/" + kManifestFile;
+}
+
+Status FindPublishedVersion(const std::string& publish_dir, uint64_t version,
+                            PublishedVersion* out) {
   std::vector<std::string> folders;
   PEPNET_RETURN_IF_ERROR(ListVersions(publish_dir, &folders));
   if (folders.empty()) return Status::NotFound("no model version under " + publish_dir);
   std::vector<proto::ModelManifest> manifests(folders.size());
   int target = -1;
   for (size_t i = 0; i < folders.size(); ++i) {
-    PEPNET_RETURN_IF_ERROR(ReadManifest(publish_dir + "/" + folders[i], &manifests[i]));
+    const std::string dir = publish_dir + "/" + folders[i];
+    PEPNET_RETURN_IF_ERROR(ReadManifest(dir, &manifests[i]));
+    // The chain is found by version number: a manifest must be the folder's version.
+    if (VersionFolder(manifests[i].version()) != folders[i]) {
+      return Status::Corruption(dir + "/" + kManifestFile + ": version " +
+                                std::to_string(manifests[i].version()) + " in folder " +
+                                folders[i]);
+    }
     if (version == 0 || manifests[i].version() == version) target = static_cast<int>(i);
   }
   if (target < 0) {
@@ -36,33 +88,44 @@ Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, Publ
     return Status::NotFound("version " + std::to_string(top.version()) + " needs base version " +
                             std::to_string(top.base_version()) + ", absent from " + publish_dir);
   }
+  for (int i = base + 1; i <= target; ++i) {
+    if (manifests[i].parent_version() != manifests[i - 1].version()) {
+      return Status::Corruption(folders[i] + ": parent version " +
+                                std::to_string(manifests[i].parent_version()) + " is not " +
+                                folders[i - 1]);
+    }
+  }
+  out->publish_dir = publish_dir;
+  out->folders.assign(folders.begin() + base, folders.begin() + target + 1);
+  out->manifests.assign(manifests.begin() + base, manifests.begin() + target + 1);
+  return Status::OK();
+}
+
+Status LoadPublishedVersion(const PublishedVersion& v, PublishedModel* out) {
+  const proto::ModelManifest& top = v.top();
   // Serving holds every shard's rows in one table: the per-shard caps do not apply (a
   // pull of a new key must not evict a loaded row). Admission stays: a key without a
-  // row reads zeros, as on the servers.
+  // row reads zeros, as on the servers. Serving never pushes, so the admission filter
+  // never counts anything: the smallest one does, whatever size the servers had.
   TableOptions table_options = TableOptionsFor(top.model(), top.table_seed());
   for (SlotOptions& slot : table_options.slots) slot.eviction.max_rows = 0;
+  table_options.admission_filter_bytes = uint64_t{1} << table_options.partition_bits;
   PEPNET_RETURN_IF_ERROR(EmbeddingTable::Create(table_options, &out->table));
-  for (int i = base; i <= target; ++i) {
-    const proto::ModelManifest& m = manifests[i];
-    if (i > base && m.parent_version() != manifests[i - 1].version()) {
-      return Status::Corruption(folders[i] + ": parent version " +
-                                std::to_string(m.parent_version()) + " is not " + folders[i - 1]);
-    }
+  for (size_t i = 0; i < v.manifests.size(); ++i) {
+    const proto::ModelManifest& m = v.manifests[i];
     for (const proto::RowFile& f : m.rows()) {
+      const std::string path = v.publish_dir + "/" + v.folders[i] + "/" + f.path();
+      PEPNET_RETURN_IF_ERROR(CheckRowFileSize(path, f));
       RowFileInfo info;
       PEPNET_RETURN_IF_ERROR(ReadRowFile(
-          publish_dir + "/" + folders[i] + "/" + f.path(), f.checksum(),
-          [&](uint64_t key) { return out->table->Erase(key); },
+          path, f.checksum(),
+          [&](uint64_t key) { return out->table->Erase(key).WithContext(path); },
           [&](uint64_t key, const float* w, uint32_t dim) {
-            return out->table->SetWeights(key, w, dim);
+            return out->table->SetWeights(key, w, dim).WithContext(path);
           },
           &info));
-      if (m.is_base() && info.deleted > 0) {
-        return Status::Corruption(folders[i] + "/" + f.path() + ": a base with " +
-                                  std::to_string(info.deleted) + " deleted keys");
-      }
       if (info.rows != f.rows() || info.deleted != f.deleted()) {
-        return Status::Corruption(folders[i] + "/" + f.path() + ": " + std::to_string(info.rows) +
+        return Status::Corruption(v.folders[i] + "/" + f.path() + ": " + std::to_string(info.rows) +
                                   " rows and " + std::to_string(info.deleted) +
                                   " deleted keys, the manifest says " + std::to_string(f.rows()) +
                                   " and " + std::to_string(f.deleted()));
@@ -70,21 +133,53 @@ Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, Publ
     }
     out->versions_applied.push_back(m.version());
   }
-  const std::string dense_path = publish_dir + "/" + folders[target] + "/" + top.dense_path();
-  std::ifstream in(dense_path, std::ios::binary);
-  out->dense.resize(top.dense_floats());
-  in.read(reinterpret_cast<char*>(out->dense.data()),
-          static_cast<std::streamsize>(4 * out->dense.size()));
-  if (!in || in.peek() != EOF) {
-    return Status::Corruption(dense_path + ": not " + std::to_string(top.dense_floats()) +
-                              " floats");
-  }
-  FileChecksum sum;
-  sum.Update(reinterpret_cast<const char*>(out->dense.data()), 4 * out->dense.size());
-  if (sum.Final() != top.dense_checksum()) {
-    return Status::Corruption(dense_path + ": checksum mismatch");
-  }
+  PEPNET_RETURN_IF_ERROR(ReadDenseFile(v.publish_dir + "/" + v.folders.back() + "/" + kDenseFile,
+                                       top.dense_floats(), top.dense_checksum(), &out->dense));
   out->manifest.reset(new proto::ModelManifest(top));
+  return Status::OK();
+}
+
+Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, PublishedModel* out) {
+  PublishedVersion v;
+  PEPNET_RETURN_IF_ERROR(FindPublishedVersion(publish_dir, version, &v));
+  return LoadPublishedVersion(v, out);
+}
+
+Status ReadDenseFile(const std::string& path, uint64_t floats, uint64_t checksum,
+                     std::vector<float>* out) {
+  Fd file{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (file.fd < 0) return Status::NotFound("cannot read " + path + ": " + strerror(errno));
+  uint64_t size = 0;
+  PEPNET_RETURN_IF_ERROR(RegularFileSize(file.fd, path, &size));
+  if (floats > kMaxDenseFloats) {
+    return Status::Corruption(path + ": " + std::to_string(floats) +
+                              " dense floats asked for, over the limit of " +
+                              std::to_string(kMaxDenseFloats));
+  }
+  if (size != 4 * floats) {
+    return Status::Corruption(path + ": " + std::to_string(size) + " bytes, not " +
+                              std::to_string(floats) + " floats");
+  }
+  out->resize(floats);
+  char* p = reinterpret_cast<char*>(out->data());
+  for (uint64_t done = 0; done < size;) {
+    const ssize_t got = read(file.fd, p + done, size - done);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return Status::IoError("cannot read " + path + ": " + strerror(errno));
+    if (got == 0)
+      return Status::Corruption(path + ": shorter than its " + std::to_string(size) +
+                                " bytes (it changed while read)");
+    done += static_cast<uint64_t>(got);
+  }
+  if (ChecksumOf(out->data(), size) != checksum) {
+    return Status::Corruption(path + ": checksum mismatch (the file changed after publish)");
+  }
+  for (uint64_t i = 0; i < floats; ++i) {
+    if (!std::isfinite((*out)[i])) {
+      return Status::Corruption(path + ": dense parameter " + std::to_string(i) + " is " +
+                                std::to_string((*out)[i]) + ", not finite");
+    }
+  }
   return Status::OK();
 }
 

@@ -1,6 +1,7 @@
 #include "publish/row_file.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "common/checksum.h"
+#include "common/hash.h"
 #include "ps/embedding_table.h"
 
 namespace pepnet {
@@ -156,18 +158,25 @@ Status ReadRowFile(const std::string& path, uint64_t expected_checksum,
     if (dim == 0 || dim > kMaxDim) return corrupt("row dim " + std::to_string(dim));
     weights.resize(dim);
     if (!get(weights.data(), 4 * size_t{dim})) return corrupt("truncated row");
+    for (uint32_t i = 0; i < dim; ++i) {
+      if (!std::isfinite(weights[i])) {
+        return corrupt("row of key " + FormatKey(key) + ": weight " + std::to_string(i) + " is " +
+                       std::to_string(weights[i]) + ", not finite,");
+      }
+    }
     PEPNET_RETURN_IF_ERROR(on_row(key, weights.data(), dim));
     ++rows;
   }
-  uint64_t count;
-  if (!get(&count, 8) || count != rows) {
+  uint64_t count = 0;
+  if (!get(&count, 8)) return corrupt("truncated footer");
+  if (count != rows) {
     return corrupt("footer says " + std::to_string(count) + " rows, read " + std::to_string(rows));
   }
   info->rows = rows;
   info->deleted = num_deleted;
   info->bytes = offset;
   info->checksum = sum.Final();
-  if (expected_checksum != 0 && info->checksum != expected_checksum) {
+  if (info->checksum != expected_checksum) {
     return Status::Corruption(path + ": checksum mismatch (the file changed after publish)");
   }
   return Status::OK();

@@ -34,8 +34,13 @@ Status WriteRowFile(Env* env, const EmbeddingTable& table, bool all, uint32_t pa
 
 // Reads a row file, calling on_deleted(key) per deleted key and then on_row(key,
 // weights, dim) per row (stopping at the first error either returns).
-// Corruption naming the file for a bad magic, a truncated file, a row count that does not
-// match, or a checksum other than `expected_checksum` (0 = not checked).
+// Corruption naming the file and the byte offset for a bad magic, a truncated file, a
+// row dim of 0 or over 65536, a weight that is not finite (a NaN or an infinity would
+// poison every score that reads the row), a row count that does not match the footer,
+// or a checksum other than `expected_checksum`. The checksum is always compared, 0
+// included: it is a value like any other, never "unchecked". It covers the whole file, so
+// it is known only at the end: the callbacks have seen the rows by then, and a caller
+// must drop what they built when the read fails.
 Status ReadRowFile(const std::string& path, uint64_t expected_checksum,
                    const std::function<Status(uint64_t)>& on_deleted,
                    const std::function<Status(uint64_t, const float*, uint32_t)>& on_row,

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_util.h"
+
 namespace pepnet {
 namespace {
 
@@ -44,6 +46,37 @@ TEST(TableConfigTest, ErrorsNameTheProblem) {
   ExpectError("slot { id: 2 dim: 4 initial_accumulator: 0 epsilon: 0 }", "initial_accumulator");
   ExpectError("partition_bits: 9 slot { id: 2 dim: 4 }", "partition_bits");
   ExpectError("", "no slot");
+}
+
+// An infinite rate or bound turns a row's first update into NaN weights.
+TEST(TableConfigTest, NumbersMustBeFinite) {
+  ExpectError("slot { id: 2 dim: 4 learning_rate: inf }", "slot 2: learning_rate");
+  ExpectError("slot { id: 2 dim: 4 weight_bound: inf }", "must be finite");
+  ExpectError("slot { id: 2 dim: 4 init_range: nan }", "must be finite");
+  ExpectError("slot { id: 2 dim: 4 epsilon: inf }", "must be finite");
+  ExpectError("slot { id: 2 dim: 4 eviction { delete_score_threshold: inf } }",
+              "slot 2: eviction.delete_score_threshold must be >= 0 and finite");
+  ExpectError("slot { id: 2 dim: 4 } score { nonclick_coeff: inf }",
+              "score: nonclick_coeff and click_coeff must be >= 0 and finite");
+  ExpectError("slot { id: 2 dim: 4 } score { decay: nan }", "score: decay");
+  ExpectError("slot { id: 2 dim: 4 } admission_filter_bytes: 1099511627776",
+              "admission_filter_bytes must be in");
+}
+
+TEST(TableConfigTest, FilesThatAreNoConfigAreRefusedUnread) {
+  testing::TempDir dir;
+  TableOptions o;
+  const std::string big = dir.File("big.pbtxt");
+  testing::WriteFile(big, std::string(kMaxConfigFileBytes + 1, '#'));
+  Status st = LoadTableConfigFile(big, &o);
+  EXPECT_EQ(st.code(), Status::kInvalidArgument);
+  EXPECT_NE(st.message().find("table config " + big + " has 16777217 bytes, over the limit"),
+            std::string::npos)
+      << st.message();
+  st = LoadTableConfigFile(dir.path(), &o);
+  EXPECT_EQ(st.code(), Status::kInvalidArgument);
+  EXPECT_NE(st.message().find(dir.path() + " is not a regular file"), std::string::npos)
+      << st.message();
 }
 
 TEST(TableConfigTest, FormatRoundTrips) {

@@ -4,6 +4,7 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "proto/model_config.pb.h"
@@ -11,6 +12,7 @@
 #include "ps/embedding_table.h"
 #include "publish/published_model.h"
 #include "worker/data_reader.h"
+#include "worker/model_config.h"
 #include "worker/trainer.h"
 
 DEFINE_string(model_dir, "", "The publish folder of a cluster (holding v-* versions).");
@@ -34,8 +36,13 @@ int main(int argc, char** argv) {
   if (FLAGS_model_dir.empty() || FLAGS_data.empty()) {
     return Fail("--model_dir and --data are required");
   }
+  // The model config is checked (bounds, and the dense size it implies against the
+  // manifest's) before any row or parameter is read or sized from it.
+  pepnet::PublishedVersion version;
+  pepnet::Status st = pepnet::FindPublishedVersion(FLAGS_model_dir, FLAGS_model_version, &version);
+  if (st.ok()) st = pepnet::CheckManifestModel(version.top(), version.top_manifest_path());
   pepnet::PublishedModel model;
-  pepnet::Status st = pepnet::LoadPublishedModel(FLAGS_model_dir, FLAGS_model_version, &model);
+  if (st.ok()) st = pepnet::LoadPublishedVersion(version, &model);
   if (!st.ok()) return Fail(st.ToString());
   const pepnet::proto::ModelConfig& config = model.manifest->model();
   std::vector<std::string> files;
@@ -66,7 +73,13 @@ int main(int argc, char** argv) {
     if (!st.ok()) return Fail(st.ToString());
     for (size_t i = 0; i < batch.size; ++i) {
       for (int t = 0; t < config.task_size(); ++t) {
-        fprintf(out, "%s%.9g", t ? "," : "", scores[i * config.task_size() + t]);
+        const float score = scores[i * config.task_size() + t];
+        // Finite weights give finite scores; a NaN here is a bug, never a result.
+        if (!std::isfinite(score)) {
+          return Fail("sample " + std::to_string(samples + i) + ", task " + config.task(t).name() +
+                      ": score " + std::to_string(score));
+        }
+        fprintf(out, "%s%.9g", t ? "," : "", score);
       }
       fprintf(out, "\n");
     }

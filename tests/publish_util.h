@@ -1,0 +1,123 @@
+// Published model versions for tests of their readers: a small model's rows and dense
+// parameters written as the coordinator writes them (VersionWriter, one row file per
+// shard), and the means to break one file of a version at a time.
+#ifndef PEPNET_TESTS_PUBLISH_UTIL_H_
+#define PEPNET_TESTS_PUBLISH_UTIL_H_
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/env.h"
+#include "common/hash.h"
+#include "common/text_proto.h"
+#include "proto/model_config.pb.h"
+#include "proto/publish.pb.h"
+#include "ps/embedding_table.h"
+#include "ps/table_config.h"
+#include "publish/manifest.h"
+#include "publish/row_file.h"
+#include "publish/version_writer.h"
+#include "worker/model_config.h"
+
+namespace pepnet {
+namespace testing {
+
+// Two domains, one task, a domain slot and two others; small enough to score by hand.
+constexpr char kPublishedModelConfig[] = R"(
+num_domains: 2
+task { name: "click" }
+slot { name: "domain" id: 1 role: DOMAIN dim: 4 }
+slot { name: "user" id: 2 role: USER dim: 8 }
+slot { name: "item" id: 3 dim: 8 }
+tower: 8
+batch_size: 16
+data { domain_column: "domain" }
+)";
+
+// Key `id` of `slot` in the model's slot_bits (10).
+inline uint64_t ModelKey(uint32_t slot, uint64_t id) { return MakeFeatureKey(slot, Mix64(id), 10); }
+
+class TestPublisher {
+ public:
+  explicit TestPublisher(std::string publish_dir) : dir_(std::move(publish_dir)) {
+    Status st = ParseModelConfig(kPublishedModelConfig, "model", &model_);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    st = EmbeddingTable::Create(TableOptionsFor(model_, 7), &table_);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  }
+
+  const proto::ModelConfig& model() const { return model_; }
+  EmbeddingTable* table() { return table_.get(); }
+  uint64_t dense_floats() const { return ModelSizeOf(model_).dense_floats; }
+
+  // Starts pass `pass` and gives `rows` rows of each non-domain slot (ids from `first`)
+  // the weights `value`: the rows a delta of the pass holds.
+  void Train(uint32_t pass, uint64_t first, int rows, float value) {
+    ASSERT_TRUE(table_->BeginPass(pass).ok());
+    const std::vector<float> w(8, value);
+    for (uint32_t slot : {2u, 3u}) {
+      for (int i = 0; i < rows; ++i) {
+        ASSERT_TRUE(table_->SetWeights(ModelKey(slot, first + i), w.data(), 8).ok());
+      }
+    }
+  }
+
+  // Publishes the table as version `version` (pass = version), a base or a delta of
+  // base `base`, with dense parameters `dense` (default: dense_floats() of 0.01).
+  Status Publish(uint64_t version, bool is_base, uint64_t base, std::vector<float> dense = {}) {
+    if (dense.empty()) dense.assign(dense_floats(), 0.01f);
+    VersionWriter writer(Env::Default(), dir_, version);
+    PEPNET_RETURN_IF_ERROR(writer.Begin());
+    RowFileInfo info;
+    const uint32_t pass = static_cast<uint32_t>(version);
+    PEPNET_RETURN_IF_ERROR(
+        WriteRowFile(Env::Default(), *table_, is_base, pass, writer.RowFilePath(0), &info));
+    proto::ModelManifest m;
+    m.set_version(version);
+    m.set_pass(pass);
+    m.set_pass_name("pass-" + std::to_string(pass));
+    m.set_parent_version(version - 1);
+    m.set_is_base(is_base);
+    m.set_base_version(base);
+    m.set_table_seed(7);
+    *m.mutable_model() = model_;
+    proto::RowFile* f = m.add_rows();
+    f->set_shard(0);
+    f->set_path(RowFileName(0));
+    f->set_rows(info.rows);
+    f->set_bytes(info.bytes);
+    f->set_checksum(info.checksum);
+    f->set_deleted(info.deleted);
+    m.set_total_rows(info.rows);
+    m.set_total_deleted(info.deleted);
+    return writer.Finish(dense.data(), dense.size(), &m);
+  }
+
+  std::string VersionDir(uint64_t version) const { return dir_ + "/" + VersionFolder(version); }
+
+  // Reads version `version`'s manifest as written (not validated), lets `edit` change
+  // it, and writes it back.
+  template <typename Edit>
+  void EditManifest(uint64_t version, Edit edit) {
+    const std::string path = VersionDir(version) + "/" + kManifestFile;
+    std::string text;
+    ASSERT_TRUE(ReadFileToString(path, "manifest", &text).ok());
+    proto::ModelManifest m;
+    ASSERT_TRUE(ParseTextProto(text, path, &m).ok());
+    edit(&m);
+    ASSERT_TRUE(WriteFileDurably(Env::Default(), path, FormatManifest(m)).ok());
+  }
+
+ private:
+  const std::string dir_;
+  proto::ModelConfig model_;
+  std::unique_ptr<EmbeddingTable> table_;
+};
+
+}  // namespace testing
+}  // namespace pepnet
+
+#endif  // PEPNET_TESTS_PUBLISH_UTIL_H_
