@@ -152,13 +152,23 @@ Status FrameChannel::Send(const std::string& header, const void* payload, size_t
 }
 
 Status FrameChannel::ReadExactly(char* out, size_t n, int timeout_ms) {
+  // The timeout bounds the whole read, not the wait for each byte: a peer that trickles
+  // bytes holds the channel no longer than one that sends nothing.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   size_t done = 0;
   while (done < n) {
+    int wait_ms = -1;
+    if (timeout_ms > 0) {
+      wait_ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     deadline - std::chrono::steady_clock::now())
+                                     .count());
+      wait_ms = std::max(wait_ms, 0);
+    }
     pollfd p{fd_, POLLIN, 0};
-    const int ready = poll(&p, 1, timeout_ms > 0 ? timeout_ms : -1);
+    const int ready = poll(&p, 1, wait_ms);
     if (ready < 0 && errno == EINTR) continue;
     if (ready == 0) {
-      return Status::DeadlineExceeded("no message from " + peer_ + " in " +
+      return Status::DeadlineExceeded("no whole message from " + peer_ + " in " +
                                       std::to_string(timeout_ms) + " ms");
     }
     const ssize_t got = recv(fd_, out + done, n - done, 0);
@@ -172,15 +182,25 @@ Status FrameChannel::ReadExactly(char* out, size_t n, int timeout_ms) {
 
 Status FrameChannel::Receive(std::string* header, PayloadBuffer* payload, int timeout_ms,
                              uint64_t max_frame_bytes) {
+  const auto start = std::chrono::steady_clock::now();
+  // What is left of `timeout_ms` for the next part of the frame (at least 1 ms, so that
+  // the part's read reports the deadline); 0 stays "no timeout".
+  auto left = [&] {
+    if (timeout_ms <= 0) return 0;
+    const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - start)
+                           .count();
+    return static_cast<int>(std::max<int64_t>(1, timeout_ms - spent));
+  };
   char prefix[kFramePrefixBytes];
   PEPNET_RETURN_IF_ERROR(ReadExactly(prefix, sizeof(prefix), timeout_ms));
   FramePrefix fp;
   Status st = DecodeFramePrefix(prefix, max_frame_bytes, &fp);
   if (!st.ok()) return Status(st.code(), "frame from " + peer_ + ": " + st.message());
   header->resize(fp.header_len);
-  PEPNET_RETURN_IF_ERROR(ReadExactly(header->data(), fp.header_len, timeout_ms));
+  PEPNET_RETURN_IF_ERROR(ReadExactly(header->data(), fp.header_len, left()));
   payload->Resize(fp.payload_len);
-  return ReadExactly(payload->data(), fp.payload_len, timeout_ms);
+  return ReadExactly(payload->data(), fp.payload_len, left());
 }
 
 Status FrameListener::Listen(const std::string& host, int port,

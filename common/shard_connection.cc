@@ -18,7 +18,8 @@ ShardConnection::ShardConnection(asio::io_context& io, uint32_t shard, std::stri
       timeout_(timeout_ms),
       connect_timeout_(connect_timeout_ms),
       max_frame_bytes_(max_frame_bytes),
-      handshake_(secret, role),
+      secret_(secret),
+      role_(role),
       socket_(io),
       timer_(io) {}
 
@@ -72,6 +73,7 @@ void ShardConnection::OnReceiveError(const boost::system::error_code& ec) {
 
 void ShardConnection::StartConnect() {
   state_ = State::kConnecting;
+  handshake_.emplace(secret_, role_);
   socket_ = tcp::socket(io_);
   const uint64_t gen = ++generation_;
   auto self = shared_from_this();
@@ -110,7 +112,7 @@ void ShardConnection::ReadServerHello() {
                                             : "handshake failed: " + ec.message()));
           return;
         }
-        Status st = handshake_.Answer(hello_, client_hello_);
+        Status st = handshake_->Answer(hello_, client_hello_);
         if (!st.ok()) {
           Fail(Named(st));
           return;
@@ -140,7 +142,7 @@ void ShardConnection::ReadServerProof() {
                                             : "handshake failed: " + ec.message()));
           return;
         }
-        Status st = handshake_.Verify(proof_);
+        Status st = handshake_->Verify(proof_);
         if (!st.ok()) {
           Fail(Named(st));
           return;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -79,7 +80,10 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
   const std::chrono::milliseconds timeout_;
   const std::chrono::milliseconds connect_timeout_;
   const uint64_t max_frame_bytes_;
-  ClientHandshake handshake_;
+  const Secret* const secret_;
+  const PeerRole role_;
+  // A new one (new nonce) for every connection, so no proof is ever replayed.
+  std::optional<ClientHandshake> handshake_;
   char hello_[kServerHelloBytes];
   char client_hello_[kClientHelloBytes];
   char proof_[kServerProofBytes];

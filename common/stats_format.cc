@@ -122,6 +122,11 @@ void Block(const std::string& title, const proto::ServerStats& s, std::string* o
   Line(out, "pushes", U(s.push_requests()) + " requests, " + U(s.push_rows()) + " rows");
   Line(out, "bad requests", U(s.bad_requests()));
   Line(out, "connections", U(s.connections()) + " accepted");
+  Line(out, "refused",
+       U(s.auth_failures()) + " at the handshake, " + U(s.timeouts()) + " at a deadline, " +
+           U(s.rejected_privileged()) + " privileged; pushes: " + U(s.rejected_nonfinite()) +
+           " non-finite, " + U(s.rejected_out_of_range()) + " out of range, " +
+           U(s.rejected_counts()) + " bad counts");
   char uptime[32];
   snprintf(uptime, sizeof(uptime), "%.1f s", s.uptime_s());
   Line(out, "uptime", uptime);
@@ -219,6 +224,12 @@ void JsonObject(const proto::ServerStats& s, std::string* out) {
   f.Num("push_rows", s.push_rows());
   f.Num("bad_requests", s.bad_requests());
   f.Num("connections_accepted", s.connections());
+  f.Num("auth_failures", s.auth_failures());
+  f.Num("timeouts", s.timeouts());
+  f.Num("rejected_privileged", s.rejected_privileged());
+  f.Num("rejected_nonfinite", s.rejected_nonfinite());
+  f.Num("rejected_out_of_range", s.rejected_out_of_range());
+  f.Num("rejected_counts", s.rejected_counts());
   f.Real("uptime_s", s.uptime_s());
   std::string slots = "[";
   for (int i = 0; i < t.slots_size(); ++i) {
@@ -312,6 +323,12 @@ proto::ServerStats TotalStats(const std::vector<proto::ServerStats>& shards) {
     total.set_push_rows(total.push_rows() + s.push_rows());
     total.set_bad_requests(total.bad_requests() + s.bad_requests());
     total.set_connections(total.connections() + s.connections());
+    total.set_auth_failures(total.auth_failures() + s.auth_failures());
+    total.set_timeouts(total.timeouts() + s.timeouts());
+    total.set_rejected_privileged(total.rejected_privileged() + s.rejected_privileged());
+    total.set_rejected_nonfinite(total.rejected_nonfinite() + s.rejected_nonfinite());
+    total.set_rejected_out_of_range(total.rejected_out_of_range() + s.rejected_out_of_range());
+    total.set_rejected_counts(total.rejected_counts() + s.rejected_counts());
     total.set_uptime_s(std::max(total.uptime_s(), s.uptime_s()));
     if (s.durable()) {
       // The cluster is committed through the pass every shard holds.

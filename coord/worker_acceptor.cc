@@ -46,12 +46,21 @@ void WorkerAcceptor::AcceptLoop() {
       cv_.notify_all();
       return;
     }
-    if (pending_.size() >= options_.max_pending) {
-      fprintf(stderr,
-              "pepnet_coord: dropping a connection from %s: %zu others are still in their "
-              "handshake\n",
-              channel->peer().c_str(), pending_.size());
-      continue;
+    size_t waiting = 0;
+    for (const Pending& p : pending_) waiting += !p.done && !p.evicted;
+    if (waiting >= options_.max_pending) {
+      // A flood of connections that never finish pushes out its own oldest, so a worker
+      // that connects now still gets its turn. The evicted one's thread logs and ends.
+      for (Pending& p : pending_) {
+        if (!p.done && !p.evicted) {
+          fprintf(stderr,
+                  "pepnet_coord: closing %s: still in its handshake while %zu others wait\n",
+                  p.channel->peer().c_str(), waiting - 1);
+          p.evicted = true;
+          p.channel->Close();
+          break;
+        }
+      }
     }
     pending_.emplace_back();
     Pending* p = &pending_.back();

@@ -52,6 +52,7 @@ class WorkerAcceptor {
     std::unique_ptr<FrameChannel> channel;
     std::thread thread;
     bool done = false;
+    bool evicted = false;  // closed to make room; its thread is ending
   };
   struct Joined {
     std::unique_ptr<WorkerLink> link;

@@ -87,7 +87,10 @@ void Connection::OnClientHello() {
   }
   if (!st.ok()) {
     LOG(WARNING) << "refusing " << peer_ << " at the handshake: " << st.message();
-    context_->handler->counters().auth_failures.fetch_add(1, std::memory_order_relaxed);
+    // A peer that proved the secret but found no room is not an authentication failure.
+    if (st.code() != Status::kResourceExhausted) {
+      context_->handler->counters().auth_failures.fetch_add(1, std::memory_order_relaxed);
+    }
   } else {
     authenticated_ = true;
     session_.role = role;

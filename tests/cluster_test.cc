@@ -151,11 +151,11 @@ bool ReadManifest(const std::string& version_folder, proto::ModelManifest* manif
   return st.ok();
 }
 
-std::set<uint64_t> KeysOfRowFile(const std::string& path) {
+std::set<uint64_t> KeysOfRowFile(const std::string& path, uint64_t checksum) {
   std::set<uint64_t> keys;
   RowFileInfo info;
   Status st = ReadRowFile(
-      path, 0, [](uint64_t) { return Status::OK(); },
+      path, checksum, [](uint64_t) { return Status::OK(); },
       [&](uint64_t key, const float*, uint32_t) {
         keys.insert(key);
         return Status::OK();
@@ -257,7 +257,7 @@ TEST(ClusterTest, TwoServersTwoWorkersTrainPublishAndServe) {
     std::set<uint64_t> published;
     uint64_t rows = 0;
     for (const auto& f : manifest.rows()) {
-      const std::set<uint64_t> keys = KeysOfRowFile(folder + "/" + f.path());
+      const std::set<uint64_t> keys = KeysOfRowFile(folder + "/" + f.path(), f.checksum());
       EXPECT_EQ(keys.size(), f.rows());
       rows += f.rows();
       published.insert(keys.begin(), keys.end());

@@ -7,7 +7,8 @@
 #   deploy/local/run_cluster.sh --config=configs/demo.pbtxt --pass_root=DIR \
 #       [--servers=2] [--workers=2] [--run_dir=run] [--publish_dir=RUN/model] \
 #       [--max_passes=0] [--idle_timeout=10] [--threads=1] [--base_every=5]
-#       [--memory_limit_bytes=N]   (per shard server; default half the host's memory, 0 = none)
+#       [--memory_limit_bytes=N]   (per shard server; default: half the host's memory shared
+#                                   by the servers, 0 = none)
 #       [--secret_file=FILE]       (the cluster's secret; default: RUN/secret, made if absent)
 #       [--partition_bits=5]       (of the servers' table; a small limit needs few)
 #       [--data_dir=ROOT]          (durable: see below)
@@ -102,6 +103,13 @@ wait_port() {  # file, seconds
 
 "$BIN/pepnet_ctl" table_config --model_config="$CONFIG" --partition_bits="$PARTITION_BITS" \
   > "$RUN_DIR/table.pbtxt" || exit 1
+
+if [ -z "$MEMORY_LIMIT" ]; then
+  # The shards of one host share it: each gets its part of half the memory (a shard left
+  # to itself would take half of it alone).
+  total_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+  MEMORY_LIMIT=$((total_kb * 1024 / 2 / SERVERS))
+fi
 
 start_server() {  # shard index
   local i=$1 store=() limit=()
