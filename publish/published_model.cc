@@ -54,6 +54,8 @@ PublishedVersion::PublishedVersion() = default;
 PublishedVersion::~PublishedVersion() = default;
 PublishedModel::~PublishedModel() = default;
 
+const proto::ModelManifest& PublishedVersion::top() const { return manifests.back(); }
+
 std::string PublishedVersion::top_manifest_path() const {
   return publish_dir + "/" + folders.back() + "/" + kManifestFile;
 }

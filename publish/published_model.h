@@ -28,7 +28,7 @@ struct PublishedVersion {
   std::string publish_dir;
   std::vector<std::string> folders;             // "v-00000004", ...
   std::vector<proto::ModelManifest> manifests;  // of the folders, in the same order
-  const proto::ModelManifest& top() const { return manifests.back(); }
+  const proto::ModelManifest& top() const;      // the version's own manifest
   std::string top_manifest_path() const;
   PublishedVersion();
   ~PublishedVersion();

@@ -17,7 +17,7 @@ namespace {
 class ManifestTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    publisher_.Train(1, 0, 5, 0.5f);
+    ASSERT_TRUE(publisher_.Train(1, 0, 5, 0.5f).ok());
     ASSERT_TRUE(publisher_.Publish(1, true, 1).ok());
     ASSERT_TRUE(ReadManifest(publisher_.VersionDir(1), &good_).ok());
   }
@@ -42,7 +42,7 @@ TEST_F(ManifestTest, WhatTheWriterWritesIsValid) {
   EXPECT_EQ(good_.version(), 1u);
   EXPECT_EQ(good_.rows(0).rows(), 10u);
   EXPECT_TRUE(ValidateManifest(good_, "m").ok());
-  publisher_.Train(2, 100, 3, 0.25f);
+  ASSERT_TRUE(publisher_.Train(2, 100, 3, 0.25f).ok());
   ASSERT_TRUE(publisher_.Publish(2, false, 1).ok());
   proto::ModelManifest delta;
   Status st = ReadManifest(publisher_.VersionDir(2), &delta);
@@ -110,7 +110,8 @@ TEST_F(ManifestTest, DenseFieldsAreBounded) {
 }
 
 TEST_F(ManifestTest, ReadManifestChecksAndNamesTheFile) {
-  publisher_.EditManifest(1, [](proto::ModelManifest* m) { m->set_dense_floats(0); });
+  ASSERT_TRUE(
+      publisher_.EditManifest(1, [](proto::ModelManifest* m) { m->set_dense_floats(0); }).ok());
   proto::ModelManifest m;
   Status st = ReadManifest(publisher_.VersionDir(1), &m);
   EXPECT_EQ(st.code(), Status::kCorruption);

@@ -18,7 +18,7 @@ namespace {
 class PredictTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    publisher_.Train(1, 0, 5, 0.5f);
+    ASSERT_TRUE(publisher_.Train(1, 0, 5, 0.5f).ok());
     ASSERT_TRUE(publisher_.Publish(1, true, 1).ok());
     std::string data = "domain,user,item,click\n";
     for (int i = 0; i < 40; ++i) {
@@ -82,19 +82,26 @@ TEST_F(PredictTest, RefusesNonFiniteRows) {
 // batch_size 0 made the scoring loop spin forever; a huge tower asked for terabytes.
 TEST_F(PredictTest, RefusesAManifestModelOutOfBounds) {
   const std::string manifest = File(1, "manifest.pbtxt");
-  publisher_.EditManifest(1,
-                          [](proto::ModelManifest* m) { m->mutable_model()->set_batch_size(0); });
+  ASSERT_TRUE(
+      publisher_
+          .EditManifest(1, [](proto::ModelManifest* m) { m->mutable_model()->set_batch_size(0); })
+          .ok());
   ExpectRefused(manifest + ": model: batch_size must be in [1, 1048576], got 0");
-  publisher_.EditManifest(1, [](proto::ModelManifest* m) {
-    m->mutable_model()->set_batch_size(16);
-    m->mutable_model()->set_tower(0, 1000000000);
-  });
+  ASSERT_TRUE(publisher_
+                  .EditManifest(1,
+                                [](proto::ModelManifest* m) {
+                                  m->mutable_model()->set_batch_size(16);
+                                  m->mutable_model()->set_tower(0, 1000000000);
+                                })
+                  .ok());
   ExpectRefused(manifest + ": model: tower[0] must be in [1, 16384], got 1000000000");
 }
 
 TEST_F(PredictTest, RefusesDenseFloatsTheModelDoesNotImply) {
   const uint64_t implied = publisher_.dense_floats();
-  publisher_.EditManifest(1, [](proto::ModelManifest* m) { m->set_dense_floats(200000000); });
+  ASSERT_TRUE(
+      publisher_.EditManifest(1, [](proto::ModelManifest* m) { m->set_dense_floats(200000000); })
+          .ok());
   ExpectRefused(File(1, "manifest.pbtxt") +
                 ": dense_floats 200000000 is not what the model config implies (" +
                 std::to_string(implied) + ")");

@@ -1,10 +1,9 @@
-// Published model versions for tests of their readers: a small model's rows and dense
-// parameters written as the coordinator writes them (VersionWriter, one row file per
-// shard), and the means to break one file of a version at a time.
+// Published model versions for tests and fuzz targets of their readers: a small model's
+// rows and dense parameters written as the coordinator writes them (VersionWriter, one
+// row file per shard), and the means to break one file of a version at a time. Every
+// step returns a Status, so that fuzz targets (without gtest) use it too.
 #ifndef PEPNET_TESTS_PUBLISH_UTIL_H_
 #define PEPNET_TESTS_PUBLISH_UTIL_H_
-
-#include <gtest/gtest.h>
 
 #include <memory>
 #include <string>
@@ -43,11 +42,11 @@ inline uint64_t ModelKey(uint32_t slot, uint64_t id) { return MakeFeatureKey(slo
 class TestPublisher {
  public:
   explicit TestPublisher(std::string publish_dir) : dir_(std::move(publish_dir)) {
-    Status st = ParseModelConfig(kPublishedModelConfig, "model", &model_);
-    EXPECT_TRUE(st.ok()) << st.ToString();
-    st = EmbeddingTable::Create(TableOptionsFor(model_, 7), &table_);
-    EXPECT_TRUE(st.ok()) << st.ToString();
+    init_ = ParseModelConfig(kPublishedModelConfig, "model", &model_);
+    if (init_.ok()) init_ = EmbeddingTable::Create(TableOptionsFor(model_, 7), &table_);
   }
+  // Whether the model and its table were made (false only for a broken build).
+  const Status& init_status() const { return init_; }
 
   const proto::ModelConfig& model() const { return model_; }
   EmbeddingTable* table() { return table_.get(); }
@@ -55,19 +54,22 @@ class TestPublisher {
 
   // Starts pass `pass` and gives `rows` rows of each non-domain slot (ids from `first`)
   // the weights `value`: the rows a delta of the pass holds.
-  void Train(uint32_t pass, uint64_t first, int rows, float value) {
-    ASSERT_TRUE(table_->BeginPass(pass).ok());
+  Status Train(uint32_t pass, uint64_t first, int rows, float value) {
+    PEPNET_RETURN_IF_ERROR(init_);
+    PEPNET_RETURN_IF_ERROR(table_->BeginPass(pass));
     const std::vector<float> w(8, value);
     for (uint32_t slot : {2u, 3u}) {
       for (int i = 0; i < rows; ++i) {
-        ASSERT_TRUE(table_->SetWeights(ModelKey(slot, first + i), w.data(), 8).ok());
+        PEPNET_RETURN_IF_ERROR(table_->SetWeights(ModelKey(slot, first + i), w.data(), 8));
       }
     }
+    return Status::OK();
   }
 
   // Publishes the table as version `version` (pass = version), a base or a delta of
   // base `base`, with dense parameters `dense` (default: dense_floats() of 0.01).
   Status Publish(uint64_t version, bool is_base, uint64_t base, std::vector<float> dense = {}) {
+    PEPNET_RETURN_IF_ERROR(init_);
     if (dense.empty()) dense.assign(dense_floats(), 0.01f);
     VersionWriter writer(Env::Default(), dir_, version);
     PEPNET_RETURN_IF_ERROR(writer.Begin());
@@ -101,20 +103,21 @@ class TestPublisher {
   // Reads version `version`'s manifest as written (not validated), lets `edit` change
   // it, and writes it back.
   template <typename Edit>
-  void EditManifest(uint64_t version, Edit edit) {
+  Status EditManifest(uint64_t version, Edit edit) {
     const std::string path = VersionDir(version) + "/" + kManifestFile;
     std::string text;
-    ASSERT_TRUE(ReadFileToString(path, "manifest", &text).ok());
+    PEPNET_RETURN_IF_ERROR(ReadFileToString(path, "manifest", &text));
     proto::ModelManifest m;
-    ASSERT_TRUE(ParseTextProto(text, path, &m).ok());
+    PEPNET_RETURN_IF_ERROR(ParseTextProto(text, path, &m));
     edit(&m);
-    ASSERT_TRUE(WriteFileDurably(Env::Default(), path, FormatManifest(m)).ok());
+    return WriteFileDurably(Env::Default(), path, FormatManifest(m));
   }
 
  private:
   const std::string dir_;
   proto::ModelConfig model_;
   std::unique_ptr<EmbeddingTable> table_;
+  Status init_;
 };
 
 }  // namespace testing

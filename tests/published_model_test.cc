@@ -24,9 +24,9 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 class PublishedModelTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    publisher_.Train(1, 0, 5, 0.5f);
+    ASSERT_TRUE(publisher_.Train(1, 0, 5, 0.5f).ok());
     ASSERT_TRUE(publisher_.Publish(1, true, 1).ok());
-    publisher_.Train(2, 100, 3, 0.25f);
+    ASSERT_TRUE(publisher_.Train(2, 100, 3, 0.25f).ok());
     ASSERT_TRUE(publisher_.Publish(2, false, 1).ok());
   }
 
@@ -96,40 +96,52 @@ TEST_F(PublishedModelTest, NonFiniteRowsAreRefused) {
 
 TEST_F(PublishedModelTest, TheDenseFileMustHoldWhatTheManifestSays) {
   // A claim bigger than the file is refused from the file's size, before any allocation.
-  publisher_.EditManifest(2, [](proto::ModelManifest* m) { m->set_dense_floats(100000000); });
+  ASSERT_TRUE(
+      publisher_.EditManifest(2, [](proto::ModelManifest* m) { m->set_dense_floats(100000000); })
+          .ok());
   ExpectRefused(Status::kCorruption, File(2, "dense.bin") + ": ");
   ExpectRefused(Status::kCorruption, " bytes, not 100000000 floats");
-  publisher_.EditManifest(2, [&](proto::ModelManifest* m) {
-    m->set_dense_floats(publisher_.dense_floats());
-    m->set_dense_checksum(m->dense_checksum() + 1);
-  });
+  ASSERT_TRUE(publisher_
+                  .EditManifest(2,
+                                [&](proto::ModelManifest* m) {
+                                  m->set_dense_floats(publisher_.dense_floats());
+                                  m->set_dense_checksum(m->dense_checksum() + 1);
+                                })
+                  .ok());
   ExpectRefused(Status::kCorruption, File(2, "dense.bin") + ": checksum mismatch");
 }
 
 TEST_F(PublishedModelTest, RowFilesMustMatchTheirManifest) {
   uint64_t checksum = 0;
-  publisher_.EditManifest(1, [&](proto::ModelManifest* m) {
-    checksum = m->rows(0).checksum();
-    m->mutable_rows(0)->set_checksum(0);  // once "not checked"
-  });
+  ASSERT_TRUE(publisher_
+                  .EditManifest(1,
+                                [&](proto::ModelManifest* m) {
+                                  checksum = m->rows(0).checksum();
+                                  m->mutable_rows(0)->set_checksum(0);  // once "not checked"
+                                })
+                  .ok());
   ExpectRefused(Status::kCorruption, File(1, "rows-0.bin") + ": checksum mismatch");
-  publisher_.EditManifest(1, [&](proto::ModelManifest* m) {
-    m->mutable_rows(0)->set_checksum(checksum);
-    m->mutable_rows(0)->set_bytes(m->rows(0).bytes() + 4);
-  });
+  ASSERT_TRUE(publisher_
+                  .EditManifest(1,
+                                [&](proto::ModelManifest* m) {
+                                  m->mutable_rows(0)->set_checksum(checksum);
+                                  m->mutable_rows(0)->set_bytes(m->rows(0).bytes() + 4);
+                                })
+                  .ok());
   ExpectRefused(Status::kCorruption, File(1, "rows-0.bin") + ": ");
   ExpectRefused(Status::kCorruption, "bytes, the manifest says");
 }
 
 TEST_F(PublishedModelTest, AManifestMustBeItsFoldersVersion) {
-  publisher_.EditManifest(2, [](proto::ModelManifest* m) { m->set_version(7); });
+  ASSERT_TRUE(publisher_.EditManifest(2, [](proto::ModelManifest* m) { m->set_version(7); }).ok());
   ExpectRefused(Status::kCorruption, "manifest.pbtxt: version 7 in folder v-00000002");
 }
 
 TEST_F(PublishedModelTest, ADeltaMustFollowItsParent) {
-  publisher_.Train(3, 200, 1, 0.125f);
+  ASSERT_TRUE(publisher_.Train(3, 200, 1, 0.125f).ok());
   ASSERT_TRUE(publisher_.Publish(3, false, 1).ok());
-  publisher_.EditManifest(3, [](proto::ModelManifest* m) { m->set_parent_version(1); });
+  ASSERT_TRUE(
+      publisher_.EditManifest(3, [](proto::ModelManifest* m) { m->set_parent_version(1); }).ok());
   ExpectRefused(Status::kCorruption, "v-00000003: parent version 1 is not v-00000002");
 }
 
