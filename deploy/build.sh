@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Configures and builds one flavour of pepnet-ps.
-#   deploy/build.sh [release|asan|tsan]   -> build/, build-asan/, build-tsan/
+#   deploy/build.sh [release|asan|tsan|fuzz]   -> build/, build-asan/, build-tsan/,
+#                                                  build-fuzz/
+# fuzz: the libFuzzer targets of tests/fuzz only, with clang-14 (the others use GCC).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flavour=${1:-release}
@@ -8,7 +10,11 @@ case "$flavour" in
   release) dir=build; extra=() ;;
   asan) dir=build-asan; extra=(-DPEPNET_SANITIZE=address -DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
   tsan) dir=build-tsan; extra=(-DPEPNET_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
-  *) echo "build.sh: unknown flavour '$flavour' (release, asan or tsan)" >&2; exit 2 ;;
+  fuzz)
+    export CC=clang-14 CXX=clang++-14
+    dir=build-fuzz
+    extra=(-DPEPNET_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
+  *) echo "build.sh: unknown flavour '$flavour' (release, asan, tsan or fuzz)" >&2; exit 2 ;;
 esac
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release ${PEPNET_CMAKE_FLAGS:-} "${extra[@]}" >/dev/null
 cmake --build "$dir" -j "${JOBS:-2}"

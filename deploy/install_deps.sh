@@ -3,7 +3,8 @@
 set -euo pipefail
 PACKAGES=(cmake make g++ libboost-dev libprotobuf-dev protobuf-compiler librocksdb-dev
           libeigen3-dev libgflags-dev libgoogle-glog-dev libgtest-dev libbenchmark-dev
-          zlib1g-dev libssl-dev)
+          zlib1g-dev libssl-dev
+          clang-14 libclang-rt-14-dev)  # the fuzz flavour: clang++-14 and libFuzzer
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
