@@ -116,6 +116,7 @@ Status PassMetrics::MergeSerialized(const char* data, size_t size) {
       std::memcpy(&n, data + at, 8);
       at += 8;
       if ((size - at) / sizeof(Prediction) < n) return Status::Corruption("predictions: truncated");
+      if (n == 0) continue;  // an empty group: memcpy may not take a null vector's data()
       const size_t old = preds.size();
       preds.resize(old + n);
       std::memcpy(static_cast<void*>(preds.data() + old), data + at, n * sizeof(Prediction));
