@@ -146,12 +146,14 @@ void Connection::Close() {
 }
 
 void Connection::SyncCharge() {
-  const uint64_t held = payload_.capacity_bytes() + reply_payload_.capacity_bytes();
+  const uint64_t held =
+      header_bytes_.capacity() + payload_.capacity_bytes() + reply_payload_.capacity_bytes();
   context_->budget->Adjust(static_cast<int64_t>(held) - static_cast<int64_t>(charged_));
   charged_ = held;
 }
 
 void Connection::ReleaseBuffers() {
+  std::string().swap(header_bytes_);
   payload_.Release();
   reply_payload_.Release();
   SyncCharge();
@@ -188,8 +190,9 @@ void Connection::ReadPrefix() {
 }
 
 void Connection::ReadBody() {
-  const uint64_t need = frame_.payload_len;
-  const uint64_t have = payload_.capacity_bytes();
+  // Headers count too: up to kMaxHeaderBytes each, on every connection.
+  const uint64_t need = uint64_t{frame_.header_len} + frame_.payload_len;
+  const uint64_t have = header_bytes_.capacity() + payload_.capacity_bytes();
   if (need > have && !context_->budget->TryCharge(need - have, need)) {
     RejectAndClose(Status::ResourceExhausted(
         "the server's request buffers are full (" + std::to_string(context_->budget->used()) +

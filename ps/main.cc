@@ -39,7 +39,9 @@ DEFINE_int32(max_connections, 1024,
              "Authenticated connections beyond this are refused; the last "
              "--reserved_tool_connections of them only take tools (pepnet_ctl).");
 DEFINE_int32(reserved_tool_connections, 8, "Connections kept for operators' tools.");
-DEFINE_int32(max_connections_per_peer, 256, "Authenticated connections from one IP address.");
+DEFINE_int32(max_connections_per_peer, 256,
+             "Authenticated worker and coordinator connections from one IP address (tools are "
+             "held to --max_connections only).");
 DEFINE_int32(max_pending_handshakes, 64,
              "Connections still in their handshake; a new one beyond this closes the oldest.");
 DEFINE_uint64(buffer_budget_bytes, 1ull << 30,

@@ -212,7 +212,11 @@ class Server::Impl {
                              : options_.max_connections -
                                    std::min(options_.max_connections, options_.reserved_for_tools);
     size_t& from_peer = per_peer_[c->peer_address()];
-    if (authenticated_ >= limit || from_peer >= options_.max_connections_per_peer) {
+    // An operator's tool is held to the total only: its room must not depend on how many
+    // connections its host's workers hold.
+    const bool peer_full =
+        role != PeerRole::kTool && from_peer >= options_.max_connections_per_peer;
+    if (authenticated_ >= limit || peer_full) {
       LOG(WARNING) << "refusing connection from " << c->peer() << " (" << RoleName(role)
                    << "): " << authenticated_ << " connections open, " << from_peer
                    << " from its address (--max_connections, --max_connections_per_peer)";
