@@ -566,6 +566,13 @@ class Coordinator {
         }
         any = true;
       }
+      // Finite parts can still overflow to infinity in the sum.
+      if (any && FirstNonFinite(sum.data(), sum.size()) < sum.size()) {
+        return Status::InvalidArgument("the workers' dense gradients of pass " +
+                                       std::to_string(pass) + " step " + std::to_string(step) +
+                                       " sum to a non-finite value; nothing of the pass is "
+                                       "committed or published");
+      }
       proto::CoordMessage reply;
       reply.set_type(proto::COORD_STEP);
       reply.set_step(step);

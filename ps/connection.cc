@@ -194,7 +194,8 @@ void Connection::ReadBody() {
   const uint64_t need = uint64_t{frame_.header_len} + frame_.payload_len;
   const uint64_t have = header_bytes_.capacity() + payload_.capacity_bytes();
   if (need > have && !context_->budget->TryCharge(need - have, need)) {
-    RejectAndClose(Status::ResourceExhausted(
+    // Unavailable: a transient refusal the client may retry, like a busy handshake.
+    RejectAndClose(Status::Unavailable(
         "the server's request buffers are full (" + std::to_string(context_->budget->used()) +
         " of " + std::to_string(context_->budget->limit()) + " bytes): a frame of " +
         std::to_string(need) + " bytes must wait; retry"));

@@ -181,7 +181,9 @@ Status RequestHandler::BeginPass(uint32_t pass) {
   // Passes go one at a time: the one after the running pass, once that one has ended.
   const uint32_t running = table_->pass();
   const bool ended = running == 0 || table_->last_ended_pass() == static_cast<int64_t>(running);
-  if (store_ == nullptr && (pass != running + 1 || !ended)) {
+  // A begin of the running pass before its end is a retry: the table takes it as a no-op.
+  const bool retry = pass == running && !ended;
+  if (store_ == nullptr && !retry && (pass != running + 1 || !ended)) {
     return Status::InvalidArgument(
         "BEGIN_PASS " + std::to_string(pass) + ": " + Shard() + " is at pass " +
         std::to_string(running) + (ended ? " (ended)" : " (not ended)") + "; the next pass is " +

@@ -41,10 +41,14 @@ std::string PassDir(const std::string& root, int pass) {
 class Cluster {
  public:
   Cluster(const testing::TempDir& dir, int workers, const std::string& config = DemoConfig())
-      : dir_(dir), num_workers_(workers), config_path_(config) {
+      : dir_(dir),
+        num_workers_(workers),
+        config_path_(config),
+        secret_flag_("--secret_file=" + testing::WriteSecretFile(dir)) {
     EXPECT_TRUE(LoadModelConfigFile(config_path_, &config_).ok());
+    // As deploy/local/run_cluster.sh runs it: every process proves the secret.
     Status st = testing::StartShards(dir, FormatTableConfig(TableOptionsFor(config_, 1)), 2,
-                                     servers_, {"--export_dir=" + dir.File("model")});
+                                     servers_, {"--export_dir=" + dir.File("model"), secret_flag_});
     EXPECT_TRUE(st.ok()) << st.ToString();
   }
 

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <limits>
 #include <memory>
@@ -78,7 +79,11 @@ class HostileLoadTest : public ::testing::Test {
       RecordError("client " + std::to_string(index) + " connect: " + st.ToString());
       return;
     }
-    ready_.fetch_add(1);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++ready_;
+    }
+    ready_cv_.notify_all();
     std::mt19937_64 rng(index);
     std::vector<uint64_t> keys(kKeysPerRequest);
     std::vector<float> values, grads(kKeysPerRequest * kDim), shows(kKeysPerRequest, 1),
@@ -197,8 +202,11 @@ class HostileLoadTest : public ::testing::Test {
   }
 
   void RecordError(const std::string& error) {
-    std::lock_guard<std::mutex> lock(mu_);
-    errors_.push_back(error);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      errors_.push_back(error);
+    }
+    ready_cv_.notify_all();
   }
 
   testing::TempDir dir_;
@@ -206,10 +214,11 @@ class HostileLoadTest : public ::testing::Test {
   Secret secret_;
   testing::ServerProcess servers_[2];
   std::atomic<bool> stop_{false};
-  std::atomic<int> ready_{0};
+  int ready_ = 0;  // honest clients connected; under mu_
   std::atomic<uint64_t> requests_{0}, hostile_rounds_{0}, hostile_accepted_{0};
   std::mutex mu_;
-  std::vector<std::string> errors_;
+  std::condition_variable ready_cv_;
+  std::vector<std::string> errors_;  // under mu_ while the clients run
 };
 
 TEST_F(HostileLoadTest, HonestClientsSeeNoErrorsAndMemoryStaysWithinTheLimit) {
@@ -218,8 +227,9 @@ TEST_F(HostileLoadTest, HonestClientsSeeNoErrorsAndMemoryStaysWithinTheLimit) {
   for (int i = 0; i < kHonestClients; ++i) {
     honest.emplace_back([this, i, &latencies] { Honest(i, &latencies[i]); });
   }
-  while (ready_.load() < kHonestClients && errors_.empty()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    ready_cv_.wait(lock, [this] { return ready_ == kHonestClients || !errors_.empty(); });
   }
   std::thread hostile([this] { Hostile(); });
   // Sample the tables' memory while the run goes on.

@@ -229,9 +229,13 @@ TEST_F(ShardSecurityTest, ExportsAreWrittenOnlyInsideTheExportDir) {
   EXPECT_EQ(replies[0].rows(), 1u);
   EXPECT_TRUE(testing::LogEventually(server_.log_path(), "EXPORT_ROWS pass 0 version 7 (base)"));
 
-  // A tool may not export, and a shard without --export_dir exports nothing.
+  // A tool may not export.
   auto tool = Client(PeerRole::kTool);
-  EXPECT_FALSE(tool->ExportRows(0, true, 7, &replies).ok());
+  st = tool->ExportRows(0, true, 7, &replies);
+  EXPECT_EQ(st.code(), Status::kInvalidArgument);
+  EXPECT_NE(st.message().find("comes only from the coordinator"), std::string::npos)
+      << st.message();
+  EXPECT_EQ(Stats().rejected_privileged(), 1u);
 }
 
 TEST_F(ShardSecurityTest, ExportsNeedAnExportDir) {
