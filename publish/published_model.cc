@@ -27,6 +27,12 @@ struct Fd {
   }
 };
 
+// Opens without blocking: a FIFO planted in a version folder must be refused, not wait
+// for a writer.
+int OpenForReading(const std::string& path) {
+  return open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+}
+
 // The size of a regular file (a FIFO or a device has none to check against).
 Status RegularFileSize(int fd, const std::string& path, uint64_t* size) {
   struct stat st;
@@ -37,7 +43,7 @@ Status RegularFileSize(int fd, const std::string& path, uint64_t* size) {
 }
 
 Status CheckRowFileSize(const std::string& path, const proto::RowFile& f) {
-  Fd file{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  Fd file{OpenForReading(path)};
   if (file.fd < 0) return Status::NotFound("cannot read " + path + ": " + strerror(errno));
   uint64_t size = 0;
   PEPNET_RETURN_IF_ERROR(RegularFileSize(file.fd, path, &size));
@@ -149,7 +155,7 @@ Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, Publ
 
 Status ReadDenseFile(const std::string& path, uint64_t floats, uint64_t checksum,
                      std::vector<float>* out) {
-  Fd file{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  Fd file{OpenForReading(path)};
   if (file.fd < 0) return Status::NotFound("cannot read " + path + ": " + strerror(errno));
   uint64_t size = 0;
   PEPNET_RETURN_IF_ERROR(RegularFileSize(file.fd, path, &size));

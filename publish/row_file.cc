@@ -1,5 +1,9 @@
 #include "publish/row_file.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -118,11 +122,21 @@ Status ReadRowFile(const std::string& path, uint64_t expected_checksum,
                    const std::function<Status(uint64_t)>& on_deleted,
                    const std::function<Status(uint64_t, const float*, uint32_t)>& on_row,
                    RowFileInfo* info) {
-  File f(fopen(path.c_str(), "rb"));
-  if (!f) return Status::NotFound("cannot read " + path + ": " + strerror(errno));
-  fseek(f.get(), 0, SEEK_END);
-  const long size = ftell(f.get());
-  fseek(f.get(), 0, SEEK_SET);
+  // Opened without blocking and refused unless a regular file: a FIFO in its place
+  // would otherwise wait for a writer forever.
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return Status::NotFound("cannot read " + path + ": " + strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return Status::Corruption(path + ": not a regular file");
+  }
+  File f(fdopen(fd, "rb"));
+  if (!f) {
+    close(fd);
+    return Status::IoError("cannot read " + path + ": " + strerror(errno));
+  }
+  const long size = static_cast<long>(st.st_size);
   FileChecksum sum;
   uint64_t offset = 0;
   auto get = [&](void* out, size_t n) {

@@ -4,6 +4,8 @@
 #include "publish/published_model.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -132,6 +134,13 @@ TEST_F(PublishedModelTest, RowFilesMustMatchTheirManifest) {
   ExpectRefused(Status::kCorruption, "bytes, the manifest says");
 }
 
+TEST_F(PublishedModelTest, ARowFileThatIsAFifoIsRefusedWithoutWaiting) {
+  const std::string rows = File(2, "rows-0.bin");
+  ASSERT_EQ(unlink(rows.c_str()), 0);
+  ASSERT_EQ(mkfifo(rows.c_str(), 0600), 0);
+  ExpectRefused(Status::kCorruption, rows + ": not a regular file");
+}
+
 TEST_F(PublishedModelTest, AManifestMustBeItsFoldersVersion) {
   ASSERT_TRUE(publisher_.EditManifest(2, [](proto::ModelManifest* m) { m->set_version(7); }).ok());
   ExpectRefused(Status::kCorruption, "manifest.pbtxt: version 7 in folder v-00000002");
@@ -160,6 +169,11 @@ TEST_F(PublishedModelTest, ReadDenseFileComparesTheSizeFirst) {
   EXPECT_NE(st.message().find("over the limit of 268435456"), std::string::npos) << st.message();
   st = ReadDenseFile(dir_.path(), 3, sum, &out);
   EXPECT_EQ(st.message(), dir_.path() + ": not a regular file");
+  // A FIFO is refused at once, not waited on for a writer.
+  const std::string fifo = dir_.File("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  st = ReadDenseFile(fifo, 3, sum, &out);
+  EXPECT_EQ(st.message(), fifo + ": not a regular file");
   EXPECT_EQ(ReadDenseFile(dir_.File("absent"), 3, sum, &out).code(), Status::kNotFound);
 }
 

@@ -3,6 +3,7 @@
 #include "publish/row_file.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <cstring>
@@ -147,6 +148,15 @@ TEST_F(RowFileTest, DamagedFilesAreRefused) {
   ExpectCorrupt(RowBytes().U64(0).U64(5).U32(1).F32(1).Raw("0123456789", 10),
                 "truncated row header");
   ExpectCorrupt(RowBytes().U64(0).U64(5).U32(1).F32(1), "truncated footer");
+}
+
+TEST_F(RowFileTest, AFifoIsRefusedWithoutWaiting) {
+  const std::string fifo = dir_.File("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  Status st = ReadRowFile(
+      fifo, 0, [](uint64_t) { return Status::OK(); },
+      [](uint64_t, const float*, uint32_t) { return Status::OK(); }, &info_);
+  EXPECT_EQ(st.message(), fifo + ": not a regular file");
 }
 
 TEST_F(RowFileTest, AMissingFileIsNotFound) {
