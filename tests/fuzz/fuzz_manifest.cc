@@ -47,7 +47,9 @@ struct Setup {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace pepnet;
-  static Setup* const setup = new Setup;
+  // Static, not leaked: its folder goes when the fuzzer exits.
+  static Setup setup_object;
+  Setup* const setup = &setup_object;
   fuzz::WriteWholeFile(setup->manifest_path, data, size);
   PublishedVersion version;
   if (!FindPublishedVersion(setup->dir.path(), 0, &version).ok()) return 0;

@@ -57,16 +57,13 @@ TableOptions FuzzTableOptions() {
 
 // Where EXPORT_ROWS writes: version 1's temporary folder exists, as the coordinator
 // makes it before it asks the shards.
-const std::string& ExportDir() {
-  static fuzz::TempDirectory* const dir = new fuzz::TempDirectory("export");
-  static const bool made = [] {
-    fuzz::Require(CreateDirs(Env::Default(), dir->path() + "/" + VersionFolder(1) + ".tmp"),
+struct ExportDir {
+  fuzz::TempDirectory dir{"export"};
+  ExportDir() {
+    fuzz::Require(CreateDirs(Env::Default(), dir.path() + "/" + VersionFolder(1) + ".tmp"),
                   "export folder");
-    return true;
-  }();
-  (void)made;
-  return dir->path();
-}
+  }
+};
 
 }  // namespace
 }  // namespace pepnet
@@ -74,6 +71,7 @@ const std::string& ExportDir() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace pepnet;
   static const TableOptions options = FuzzTableOptions();
+  static const ExportDir export_dir;  // removed when the fuzzer exits
   if (size < 1) return 0;
   PeerSession session;
   session.peer = "fuzz";
@@ -81,7 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::unique_ptr<EmbeddingTable> table;
   fuzz::Require(EmbeddingTable::Create(options, &table, /*hash_salt=*/1), "table");
   HandlerOptions handler_options;
-  handler_options.export_dir = ExportDir();
+  handler_options.export_dir = export_dir.dir.path();
   RequestHandler handler(table.get(), nullptr, Env::Default(), handler_options);
   fuzz::InputReader in(data + 1, size - 1);
   proto::RequestHeader request;
