@@ -536,16 +536,13 @@ class Coordinator {
       for (int i = 0; i < o_.num_workers; ++i) {
         const CoordEnvelope& m = msgs[i];
         if (!m.header.has_data()) continue;
+        // Every contribution has the model's size, so all of them have the sum's.
         const size_t n = m.payload.size() / 4;
-        if (m.payload.size() % 4 != 0 || (any && n != sum.size())) {
+        if (m.payload.size() != 4 * num_dense_) {
           return Status::InvalidArgument(Name(i) + " sent a dense gradient of " +
                                          std::to_string(m.payload.size()) + " bytes; expected " +
-                                         std::to_string(4 * sum.size()));
-        }
-        if (n != num_dense_) {
-          return Status::InvalidArgument(Name(i) + " sent a dense gradient of " +
-                                         std::to_string(n) + " values; the model has " +
-                                         std::to_string(num_dense_));
+                                         std::to_string(4 * num_dense_) + " (" +
+                                         std::to_string(num_dense_) + " values)");
         }
         const float* g = reinterpret_cast<const float*>(m.payload.data());
         const size_t bad = FirstNonFinite(g, n);
