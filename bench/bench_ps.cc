@@ -21,6 +21,7 @@
 #include "common/hash.h"
 #include "common/ps_client.h"
 #include "common/subprocess.h"
+#include "common/tls_flags.h"
 #include "proto/ps.pb.h"
 
 DEFINE_string(servers, "", "Running shard servers (h:p,h:p); empty starts one of our own.");
@@ -152,7 +153,7 @@ int main(int argc, char** argv) {
 
   pepnet::ClientOptions options;
   pepnet::Status st = pepnet::ParseServerList(servers, &options.servers);
-  if (st.ok()) st = pepnet::Secret::Load(FLAGS_secret_file, &options.secret);
+  if (st.ok()) st = pepnet::LoadSecretAndTls(FLAGS_secret_file, &options.secret);
   if (!st.ok()) return Fail(st.ToString());
   options.connections_per_shard = FLAGS_connections;
   std::unique_ptr<pepnet::PsClient> client;

@@ -61,17 +61,22 @@ const char* RoleName(PeerRole role) {
   return "?";
 }
 
+Status CheckOwnerOnlyFile(const std::string& flag, const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return Status::InvalidArgument(flag + " " + path + ": " + strerror(errno));
+  }
+  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    return Status::InvalidArgument(flag + " " + path +
+                                   " may be read by group or others; chmod 600 it");
+  }
+  return Status::OK();
+}
+
 Status Secret::Load(const std::string& path, Secret* out) {
   *out = Secret();
   if (path.empty()) return Status::OK();
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
-    return Status::InvalidArgument("--secret_file " + path + ": " + strerror(errno));
-  }
-  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    return Status::InvalidArgument("--secret_file " + path +
-                                   " may be read by group or others; chmod 600 it");
-  }
+  PEPNET_RETURN_IF_ERROR(CheckOwnerOnlyFile("--secret_file", path));
   std::string bytes;
   Status read = Env::Default()->ReadFile(path, &bytes);
   if (!read.ok()) return Status::InvalidArgument("--secret_file: " + read.message());
@@ -99,7 +104,11 @@ Status ServerHandshake::Check(const char in[kClientHelloBytes], PeerRole* role,
   std::memset(proof, 0, kServerProofBytes);
   proof[0] = 1;  // refused unless proven below
   if (std::memcmp(in, kMagic, 8) != 0 || static_cast<uint8_t>(in[8]) != kVersion) {
-    return Status::InvalidArgument("not a pepnet handshake");
+    // 0x16 0x03: a TLS handshake record, from a peer given the TLS flags this end lacks.
+    const bool tls = in[0] == 0x16 && in[1] == 0x03;
+    return Status::InvalidArgument(tls ? "not a pepnet handshake: the peer speaks TLS and this "
+                                         "end does not (give both the same TLS flags)"
+                                       : "not a pepnet handshake");
   }
   const uint8_t r = static_cast<uint8_t>(in[9]);
   if (!ValidRole(r)) return Status::InvalidArgument("unknown role " + std::to_string(r));

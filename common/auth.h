@@ -23,11 +23,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "common/status.h"
 
 namespace pepnet {
+
+class TlsContext;
 
 // What a client says it is. Every holder of the secret is trusted: a role routes requests
 // (only a coordinator session may run passes and exports), it is not a permission.
@@ -59,10 +62,19 @@ class Secret {
   }
   bool empty() const { return key_.empty(); }
   const std::string& key() const { return key_; }
+  // The process's TLS identity (common/tls.h), travelling with the secret: every connection
+  // that proves the secret runs inside TLS when there is one. Null: plain TCP.
+  const TlsContext* tls() const { return tls_.get(); }
+  void set_tls(std::shared_ptr<const TlsContext> tls) { tls_ = std::move(tls); }
 
  private:
   std::string key_;
+  std::shared_ptr<const TlsContext> tls_;
 };
+
+// InvalidArgument naming `flag` when `path` cannot be read or group or others may access
+// it (a secret, a private key).
+Status CheckOwnerOnlyFile(const std::string& flag, const std::string& path);
 
 class ServerHandshake {
  public:

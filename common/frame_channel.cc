@@ -1,9 +1,12 @@
 #include "common/frame_channel.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,8 +14,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <thread>
+
+#include "common/tls.h"
 
 namespace pepnet {
 namespace {
@@ -72,8 +78,11 @@ Status FrameChannel::Connect(const std::string& host, int port, int timeout_ms,
     if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
       TuneSocket(fd);
       std::unique_ptr<FrameChannel> channel(new FrameChannel(fd));
-      PEPNET_RETURN_IF_ERROR(channel->ClientHandshake(
-          secret, role, std::max(MillisecondsLeft(deadline), kDefaultHandshakeTimeoutMs)));
+      const int handshake_ms = std::max(MillisecondsLeft(deadline), kDefaultHandshakeTimeoutMs);
+      if (secret.tls() != nullptr) {
+        PEPNET_RETURN_IF_ERROR(channel->StartTls(secret.tls(), /*server=*/false, handshake_ms));
+      }
+      PEPNET_RETURN_IF_ERROR(channel->ClientHandshake(secret, role, handshake_ms));
       *out = std::move(channel);
       return Status::OK();
     }
@@ -89,7 +98,76 @@ Status FrameChannel::Connect(const std::string& host, int port, int timeout_ms,
 
 FrameChannel::FrameChannel(int fd) : fd_(fd), peer_(PeerOf(fd)) {}
 
-FrameChannel::~FrameChannel() { close(fd_); }
+FrameChannel::~FrameChannel() {
+  if (ssl_ != nullptr) SSL_free(ssl_);
+  close(fd_);
+}
+
+Status FrameChannel::StartTls(const TlsContext* tls, bool server, int timeout_ms) {
+  ssl_ = SSL_new(tls->native());
+  if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) {
+    return Status::Internal(TakeTlsErrors("cannot start a TLS session"));
+  }
+  SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  if (server) {
+    SSL_set_accept_state(ssl_);
+  } else {
+    SSL_set_connect_state(ssl_);
+  }
+  fcntl(fd_, F_SETFL, fcntl(fd_, F_GETFL) | O_NONBLOCK);
+  int ignored;
+  return CallTls([this] { return SSL_do_handshake(ssl_); },
+                 std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms),
+                 "TLS handshake with", &ignored);
+}
+
+Status FrameChannel::CallTls(const std::function<int()>& op, Deadline deadline,
+                             const std::string& what, int* result) {
+  for (;;) {
+    int r, err, sys_errno;
+    std::string tls_errors;
+    {
+      std::lock_guard<std::mutex> lock(ssl_mu_);
+      ERR_clear_error();
+      errno = 0;
+      r = op();
+      sys_errno = errno;
+      err = r > 0 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
+      if (err == SSL_ERROR_SSL) tls_errors = TakeTlsErrors("protocol error");
+    }
+    if (r > 0) {
+      *result = r;
+      return Status::OK();
+    }
+    short events = 0;
+    if (err == SSL_ERROR_WANT_READ) {
+      events = POLLIN;
+    } else if (err == SSL_ERROR_WANT_WRITE) {
+      events = POLLOUT;
+    } else if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && sys_errno == 0)) {
+      return Status::Unavailable("connection closed by " + peer_);
+    } else if (err == SSL_ERROR_SYSCALL) {
+      return Status::Unavailable(what + " " + peer_ + ": " + strerror(sys_errno));
+    } else {
+      return Status::Unavailable(what + " " + peer_ + ": TLS: " + tls_errors);
+    }
+    int wait_ms = -1;
+    if (deadline) {
+      wait_ms = static_cast<int>(std::max<int64_t>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(*deadline -
+                                                                   std::chrono::steady_clock::now())
+                 .count()));
+    }
+    pollfd p{fd_, events, 0};
+    const int ready = poll(&p, 1, wait_ms);
+    if (ready < 0 && errno != EINTR) {
+      return Status::Unavailable(what + " " + peer_ + ": poll: " + strerror(errno));
+    }
+    if (ready == 0) {
+      return Status::DeadlineExceeded(what + " " + peer_ + ": no progress in time");
+    }
+  }
+}
 
 void FrameChannel::Close() {
   if (!closed_.exchange(true)) shutdown(fd_, SHUT_RDWR);
@@ -99,6 +177,23 @@ void FrameChannel::ShutdownWrite() { shutdown(fd_, SHUT_WR); }
 
 Status FrameChannel::SendAll(const char* data, size_t n) {
   size_t done = 0;
+  if (ssl_ != nullptr) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(kSendTimeoutSeconds);
+    while (done < n) {
+      const int chunk = static_cast<int>(std::min<size_t>(n - done, INT_MAX));
+      int sent = 0;
+      Status st =
+          CallTls([&] { return SSL_write(ssl_, data + done, chunk); }, deadline, "send to", &sent);
+      if (st.code() == Status::kDeadlineExceeded) {
+        return Status::Unavailable("send to " + peer_ + ": the peer has not read for " +
+                                   std::to_string(kSendTimeoutSeconds) + " s");
+      }
+      PEPNET_RETURN_IF_ERROR(st);
+      done += static_cast<size_t>(sent);
+    }
+    return Status::OK();
+  }
   while (done < n) {
     const ssize_t sent = send(fd_, data + done, n - done, MSG_NOSIGNAL);
     if (sent < 0 && errno == EINTR) continue;
@@ -129,6 +224,14 @@ Status FrameChannel::ClientHandshake(const Secret& secret, PeerRole role, int ti
 }
 
 Status FrameChannel::AcceptHandshake(const Secret& secret, int timeout_ms, PeerRole* role) {
+  const auto start = std::chrono::steady_clock::now();
+  if (secret.tls() != nullptr) {
+    PEPNET_RETURN_IF_ERROR(StartTls(secret.tls(), /*server=*/true, timeout_ms));
+    timeout_ms = std::max(
+        1, timeout_ms - static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::steady_clock::now() - start)
+                                             .count()));
+  }
   pepnet::ServerHandshake handshake(&secret);
   char hello[kServerHelloBytes], answer[kClientHelloBytes], proof[kServerProofBytes];
   handshake.Hello(hello);
@@ -156,6 +259,21 @@ Status FrameChannel::ReadExactly(char* out, size_t n, int timeout_ms) {
   // bytes holds the channel no longer than one that sends nothing.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   size_t done = 0;
+  if (ssl_ != nullptr) {
+    while (done < n) {
+      const int chunk = static_cast<int>(std::min<size_t>(n - done, INT_MAX));
+      int got = 0;
+      Status st = CallTls([&] { return SSL_read(ssl_, out + done, chunk); },
+                          timeout_ms > 0 ? Deadline(deadline) : Deadline(), "receive from", &got);
+      if (st.code() == Status::kDeadlineExceeded) {
+        return Status::DeadlineExceeded("no whole message from " + peer_ + " in " +
+                                        std::to_string(timeout_ms) + " ms");
+      }
+      PEPNET_RETURN_IF_ERROR(st);
+      done += static_cast<size_t>(got);
+    }
+    return Status::OK();
+  }
   while (done < n) {
     int wait_ms = -1;
     if (timeout_ms > 0) {

@@ -3,20 +3,32 @@
 // conversation with the pass coordinator. The data path to the shard servers stays on
 // the asynchronous client.
 //
-// A channel is used by one thread at a time, except Close(), which may be called from
-// any thread to unblock a Receive. FrameListener accepts channels.
+// A channel runs inside TLS when the secret given to Connect or AcceptHandshake carries a
+// TLS identity (common/tls.h), and is plain TCP otherwise.
+//
+// One thread may Send while another Receives (the coordinator writes to a worker while
+// the worker's reader thread waits); Close() and ShutdownWrite() may be called from any
+// thread and unblock a Receive. FrameListener accepts channels.
 #ifndef PEPNET_COMMON_FRAME_CHANNEL_H_
 #define PEPNET_COMMON_FRAME_CHANNEL_H_
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include "common/auth.h"
 #include "common/frame.h"
 #include "common/status.h"
 
+struct ssl_st;
+
 namespace pepnet {
+
+class TlsContext;
 
 class FrameChannel {
  public:
@@ -48,13 +60,25 @@ class FrameChannel {
   const std::string& peer() const { return peer_; }
 
  private:
+  using Deadline = std::optional<std::chrono::steady_clock::time_point>;
+
   Status ReadExactly(char* out, size_t n, int timeout_ms);
   Status SendAll(const char* data, size_t n);
   Status ClientHandshake(const Secret& secret, PeerRole role, int timeout_ms);
+  // Runs the TLS handshake over the connected socket, which becomes non-blocking.
+  Status StartTls(const TlsContext* tls, bool server, int timeout_ms);
+  // Calls `op` (an SSL_* call; run under ssl_mu_) until it returns a positive count,
+  // waiting on the socket for what OpenSSL asks for in between, until `deadline`.
+  Status CallTls(const std::function<int()>& op, Deadline deadline, const std::string& what,
+                 int* result);
 
   int fd_;
   std::atomic<bool> closed_{false};
   std::string peer_;
+  // Null: plain TCP. OpenSSL allows one call on a session at a time; the socket is
+  // non-blocking, so the mutex is held only for the call itself, never while waiting.
+  ssl_st* ssl_ = nullptr;
+  std::mutex ssl_mu_;
 };
 
 class FrameListener {

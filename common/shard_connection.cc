@@ -20,7 +20,6 @@ ShardConnection::ShardConnection(asio::io_context& io, uint32_t shard, std::stri
       max_frame_bytes_(max_frame_bytes),
       secret_(secret),
       role_(role),
-      socket_(io),
       timer_(io) {}
 
 Status ShardConnection::Named(const Status& st) const {
@@ -44,7 +43,7 @@ void ShardConnection::Send(std::shared_ptr<ShardRequest> request) {
 void ShardConnection::Close() {
   ++generation_;
   boost::system::error_code ignored;
-  socket_.close(ignored);
+  if (stream_) stream_->socket().close(ignored);
   CancelTimer();
   state_ = State::kDisconnected;
   writing_ = false;
@@ -74,38 +73,59 @@ void ShardConnection::OnReceiveError(const boost::system::error_code& ec) {
 void ShardConnection::StartConnect() {
   state_ = State::kConnecting;
   handshake_.emplace(secret_, role_);
-  socket_ = tcp::socket(io_);
+  // A new stream per connection (a TLS session cannot be reused); the old one lives on in
+  // the handlers of its cancelled operations until they have run.
+  stream_ = std::make_shared<MaybeTlsStream>(tcp::socket(io_), secret_ ? secret_->tls() : nullptr);
   const uint64_t gen = ++generation_;
   auto self = shared_from_this();
   const uint64_t seq = ++timer_seq_;
   timer_.expires_after(connect_timeout_);
   timer_.async_wait([this, self, gen, seq](const boost::system::error_code& ec) {
     if (ec || gen != generation_ || seq != timer_seq_ || state_ != State::kConnecting) return;
-    Fail(Error("connect timed out after " + std::to_string(connect_timeout_.count()) + " ms"));
+    Fail(Error("connect timed out after " + std::to_string(connect_timeout_.count()) +
+               " ms, waiting for " + connect_step_));
   });
+  connect_step_ = "the TCP connection";
   // Every resolved address is tried in turn ("localhost" may give ::1 first).
+  auto stream = stream_;
   asio::async_connect(
-      socket_, endpoints_,
-      [this, self, gen](const boost::system::error_code& ec, const tcp::endpoint&) {
+      stream->socket(), endpoints_,
+      [this, self, stream, gen](const boost::system::error_code& ec, const tcp::endpoint&) {
         if (gen != generation_) return;
         if (ec) {
           Fail(Error("connect failed: " + ec.message()));
           return;
         }
         boost::system::error_code ignored;
-        socket_.set_option(tcp::no_delay(true), ignored);
-        socket_.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
-        socket_.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
-        ReadServerHello();
+        tcp::socket& socket = stream->socket();
+        socket.set_option(tcp::no_delay(true), ignored);
+        socket.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
+        socket.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
+        connect_step_ = stream->tls() ? "the TLS handshake"
+                                      : "the server's hello (does the server run TLS while "
+                                        "this end does not?)";
+        stream->async_handshake(
+            asio::ssl::stream_base::client,
+            [this, self, stream, gen](const boost::system::error_code& ec) {
+              if (gen != generation_) return;
+              if (ec) {
+                Fail(Error("TLS handshake failed: " + MaybeTlsStream::Describe(ec) +
+                           " (every process of a cluster needs the same TLS flags)"));
+                return;
+              }
+              connect_step_ = "the server's hello";
+              ReadServerHello();
+            });
       });
 }
 
 void ShardConnection::ReadServerHello() {
   const uint64_t gen = generation_;
   auto self = shared_from_this();
+  auto stream = stream_;
   asio::async_read(
-      socket_, asio::buffer(hello_),
-      [this, self, gen](const boost::system::error_code& ec, size_t) {
+      *stream, asio::buffer(hello_),
+      [this, self, stream, gen](const boost::system::error_code& ec, size_t) {
         if (gen != generation_) return;
         if (ec) {
           Fail(Error(ec == asio::error::eof ? "server closed the connection before its hello"
@@ -117,8 +137,8 @@ void ShardConnection::ReadServerHello() {
           Fail(Named(st));
           return;
         }
-        asio::async_write(socket_, asio::buffer(client_hello_),
-                          [this, self, gen](const boost::system::error_code& ec, size_t) {
+        asio::async_write(*stream, asio::buffer(client_hello_),
+                          [this, self, stream, gen](const boost::system::error_code& ec, size_t) {
                             if (gen != generation_) return;
                             if (ec) {
                               Fail(Error("handshake failed: " + ec.message()));
@@ -132,9 +152,10 @@ void ShardConnection::ReadServerHello() {
 void ShardConnection::ReadServerProof() {
   const uint64_t gen = generation_;
   auto self = shared_from_this();
+  auto stream = stream_;
   asio::async_read(
-      socket_, asio::buffer(proof_),
-      [this, self, gen](const boost::system::error_code& ec, size_t) {
+      *stream, asio::buffer(proof_),
+      [this, self, stream, gen](const boost::system::error_code& ec, size_t) {
         if (gen != generation_) return;
         if (ec) {
           Fail(Error(ec == asio::error::eof ? "server closed the connection during the handshake "
@@ -193,27 +214,30 @@ void ShardConnection::WriteNext() {
   writing_ = true;
   const uint64_t gen = generation_;
   auto self = shared_from_this();
+  auto stream = stream_;
   std::array<asio::const_buffer, 2> buffers = {
       asio::buffer(write_head_), asio::buffer(request->payload.data(), request->payload.size())};
-  asio::async_write(socket_, buffers,
-                    [this, self, gen, request](const boost::system::error_code& ec, size_t) {
-                      if (gen != generation_) return;
-                      writing_ = false;
-                      if (ec) {
-                        // The request is in sent_, so the armed read reports the failure:
-                        // the server's own reason if it refused the frame and closed, or
-                        // the broken connection. The reply timer is the backstop.
-                        return;
-                      }
-                      WriteNext();
-                    });
+  asio::async_write(
+      *stream, buffers,
+      [this, self, stream, gen, request](const boost::system::error_code& ec, size_t) {
+        if (gen != generation_) return;
+        writing_ = false;
+        if (ec) {
+          // The request is in sent_, so the armed read reports the failure:
+          // the server's own reason if it refused the frame and closed, or
+          // the broken connection. The reply timer is the backstop.
+          return;
+        }
+        WriteNext();
+      });
 }
 
 void ShardConnection::ReadReply() {
   const uint64_t gen = generation_;
   auto self = shared_from_this();
-  asio::async_read(socket_, asio::buffer(prefix_),
-                   [this, self, gen](const boost::system::error_code& ec, size_t) {
+  auto stream = stream_;
+  asio::async_read(*stream, asio::buffer(prefix_),
+                   [this, self, stream, gen](const boost::system::error_code& ec, size_t) {
                      if (gen != generation_) return;
                      if (ec) {
                        OnReceiveError(ec);
@@ -232,8 +256,9 @@ void ShardConnection::OnPrefix() {
   reply_header_bytes_.resize(reply_prefix_.header_len);
   const uint64_t gen = generation_;
   auto self = shared_from_this();
-  asio::async_read(socket_, asio::buffer(&reply_header_bytes_[0], reply_header_bytes_.size()),
-                   [this, self, gen](const boost::system::error_code& ec, size_t) {
+  auto stream = stream_;
+  asio::async_read(*stream, asio::buffer(&reply_header_bytes_[0], reply_header_bytes_.size()),
+                   [this, self, stream, gen](const boost::system::error_code& ec, size_t) {
                      if (gen != generation_) return;
                      if (ec) {
                        OnReceiveError(ec);
@@ -303,15 +328,17 @@ void ShardConnection::OnHeader() {
   }
   const uint64_t gen = generation_;
   auto self = shared_from_this();
-  asio::async_read(socket_, asio::buffer(dest, reply_prefix_.payload_len),
-                   [this, self, gen, request, finish](const boost::system::error_code& ec, size_t) {
-                     if (gen != generation_) return;
-                     if (ec) {
-                       OnReceiveError(ec);
-                       return;
-                     }
-                     finish();
-                   });
+  auto stream = stream_;
+  asio::async_read(
+      *stream, asio::buffer(dest, reply_prefix_.payload_len),
+      [this, self, stream, gen, request, finish](const boost::system::error_code& ec, size_t) {
+        if (gen != generation_) return;
+        if (ec) {
+          OnReceiveError(ec);
+          return;
+        }
+        finish();
+      });
 }
 
 }  // namespace pepnet

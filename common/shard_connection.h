@@ -16,6 +16,7 @@
 #include "common/auth.h"
 #include "common/frame.h"
 #include "common/status.h"
+#include "common/tls_stream.h"
 #include "proto/ps.pb.h"
 
 namespace pepnet {
@@ -57,7 +58,8 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
 
  private:
   void StartConnect();
-  // After the TCP connect: the handshake (common/auth.h), within the connect timeout.
+  // After the TCP connect: TLS when the secret carries it, then the handshake of
+  // common/auth.h, within the connect timeout.
   void ReadServerHello();
   void ReadServerProof();
   void OnConnected();
@@ -88,7 +90,9 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
   char client_hello_[kClientHelloBytes];
   char proof_[kServerProofBytes];
 
-  boost::asio::ip::tcp::socket socket_;
+  // TLS or plain, as the secret says; replaced on every connect. Handlers hold the stream
+  // they run on, so a reconnect never frees one under a pending operation.
+  std::shared_ptr<MaybeTlsStream> stream_;
   boost::asio::steady_timer timer_;
   enum class State { kDisconnected, kConnecting, kConnected } state_ = State::kDisconnected;
   uint64_t next_request_id_ = 1;
@@ -103,7 +107,8 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
   std::string reply_header_bytes_;
   proto::ResponseHeader reply_header_;
   PayloadBuffer error_scratch_;
-  uint64_t generation_ = 0;  // bumps on every close, so stale handlers can tell
+  uint64_t generation_ = 0;        // bumps on every close, so stale handlers can tell
+  const char* connect_step_ = "";  // what a connect that times out was waiting for
 };
 
 }  // namespace pepnet

@@ -90,10 +90,11 @@ class Coordinator {
       PEPNET_RETURN_IF_ERROR(
           WriteFileDurably(env_, o_.port_file, std::to_string(listener->port()) + "\n"));
     }
-    fprintf(
-        stderr, "pepnet_coord: listening on %s:%d for %d workers%s\n", o_.host.c_str(),
-        listener->port(), o_.num_workers,
-        o_.secret.empty() ? " (no --secret_file: serving loopback only)" : ", peers authenticated");
+    fprintf(stderr, "pepnet_coord: listening on %s:%d for %d workers%s\n", o_.host.c_str(),
+            listener->port(), o_.num_workers,
+            o_.secret.empty() ? " (no --secret_file: serving loopback only)"
+            : o_.secret.tls() ? ", peers authenticated, TLS"
+                              : ", peers authenticated");
     if (store_) {
       const proto::CoordinatorRecord& r = store_->record();
       if (r.committed_pass() == 0) {

@@ -6,6 +6,7 @@
 
 #include "common/env.h"
 #include "common/ps_client.h"
+#include "common/tls_flags.h"
 #include "coord/coordinator.h"
 
 DEFINE_string(host, "127.0.0.1",
@@ -66,7 +67,7 @@ int main(int argc, char** argv) {
     }
     o.env = crash_env.get();
   }
-  st = pepnet::Secret::Load(FLAGS_secret_file, &o.secret);
+  st = pepnet::LoadSecretAndTls(FLAGS_secret_file, &o.secret);
   if (st.ok()) st = pepnet::ParseServerList(FLAGS_servers, &o.servers);
   if (st.ok()) st = pepnet::RunCoordinator(o);
   if (!st.ok()) {

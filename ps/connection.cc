@@ -31,13 +31,13 @@ bool BufferBudget::TryCharge(uint64_t bytes, uint64_t frame_bytes) {
 
 Connection::Connection(asio::ip::tcp::socket socket, const ConnectionContext* context,
                        ConnectionSet* owner)
-    : socket_(std::move(socket)),
+    : stream_(std::move(socket), context->secret->tls()),
       context_(context),
       owner_(owner),
-      timer_(socket_.get_executor()),
+      timer_(stream_.get_executor()),
       handshake_(context->secret) {
   boost::system::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
+  auto ep = stream_.socket().remote_endpoint(ec);
   peer_address_ = ec ? "unknown peer" : ep.address().to_string();
   peer_ = ec ? peer_address_ : peer_address_ + ":" + std::to_string(ep.port());
   session_.peer = peer_;
@@ -47,15 +47,36 @@ Connection::~Connection() { context_->budget->Adjust(-static_cast<int64_t>(charg
 
 void Connection::Start() {
   boost::system::error_code ignored;
-  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  asio::ip::tcp::socket& socket = stream_.socket();
+  socket.set_option(asio::ip::tcp::no_delay(true), ignored);
   // A pull reply is a few MB: with room for it in the kernel it goes out in one
   // sendmsg instead of a dozen wake-ups of both sides.
-  socket_.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
-  socket_.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
-  handshake_.Hello(hello_);
+  socket.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
+  socket.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
+  // One deadline covers the TLS handshake and the secret's.
   Deadline(context_->handshake_timeout_ms, "the handshake");
   auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(hello_),
+  stream_.async_handshake(
+      asio::ssl::stream_base::server, [this, self](const boost::system::error_code& ec) {
+        if (ec == asio::error::operation_aborted || closed_) return;
+        if (ec) {
+          LOG(WARNING) << "refusing " << peer_
+                       << " at the TLS handshake: " << MaybeTlsStream::Describe(ec)
+                       << (ec == asio::ssl::error::stream_truncated
+                               ? " (the peer left: does it run without TLS?)"
+                               : "");
+          context_->handler->counters().auth_failures.fetch_add(1, std::memory_order_relaxed);
+          Close();
+          return;
+        }
+        SendHello();
+      });
+}
+
+void Connection::SendHello() {
+  handshake_.Hello(hello_);
+  auto self = shared_from_this();
+  asio::async_write(stream_, asio::buffer(hello_),
                     [this, self](const boost::system::error_code& ec, size_t) {
                       if (ec) {
                         if (ec != asio::error::operation_aborted) Close();
@@ -67,7 +88,7 @@ void Connection::Start() {
 
 void Connection::ReadClientHello() {
   auto self = shared_from_this();
-  asio::async_read(socket_, asio::buffer(client_hello_),
+  asio::async_read(stream_, asio::buffer(client_hello_),
                    [this, self](const boost::system::error_code& ec, size_t) {
                      if (ec) {
                        if (ec != asio::error::operation_aborted) Close();
@@ -96,7 +117,7 @@ void Connection::OnClientHello() {
     session_.role = role;
   }
   auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(proof_),
+  asio::async_write(stream_, asio::buffer(proof_),
                     [this, self](const boost::system::error_code& ec, size_t) {
                       if (ec == asio::error::operation_aborted) return;
                       if (ec || !authenticated_) {
@@ -138,8 +159,8 @@ void Connection::Close() {
   closed_ = true;
   CancelDeadline();
   boost::system::error_code ignored;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  stream_.socket().close(ignored);
   ReleaseBuffers();
   if (context_->on_closed) context_->on_closed(this, authenticated_);
   owner_->Remove(this);
@@ -168,7 +189,7 @@ void Connection::ReadPrefix() {
   // Nothing at all for this long: the client is gone or does not need the connection.
   Deadline(context_->idle_timeout_ms, "waiting for a request");
   auto self = shared_from_this();
-  asio::async_read(socket_, asio::buffer(prefix_),
+  asio::async_read(stream_, asio::buffer(prefix_),
                    [this, self](const boost::system::error_code& ec, size_t got) {
                      if (ec) {
                        if (ec == asio::error::operation_aborted) return;
@@ -219,7 +240,7 @@ void Connection::ReadBody() {
       asio::buffer(&header_bytes_[0], header_bytes_.size()),
       asio::buffer(payload_.data(), payload_.size())};
   auto self = shared_from_this();
-  asio::async_read(socket_, buffers, [this, self](const boost::system::error_code& ec, size_t got) {
+  asio::async_read(stream_, buffers, [this, self](const boost::system::error_code& ec, size_t got) {
     if (ec) {
       if (ec == asio::error::operation_aborted) return;
       LOG(WARNING) << "truncated frame from " << peer_ << ": got " << got << " of "
@@ -285,7 +306,7 @@ void Connection::WriteReply(bool close_after) {
   // A client that stops reading its replies holds the reply only this long.
   Deadline(context_->write_timeout_ms, "writing a reply");
   auto self = shared_from_this();
-  asio::async_write(socket_, buffers,
+  asio::async_write(stream_, buffers,
                     [this, self, close_after](const boost::system::error_code& ec, size_t) {
                       if (ec == asio::error::operation_aborted) return;
                       if (ec) {
@@ -309,8 +330,10 @@ void Connection::DrainAndClose() {
   // Closing with unread input would make the kernel send a reset, which can destroy
   // the error reply before the peer reads it. Half-close, then swallow what the peer
   // still sends (up to a bound, for as long as a frame may take) until it closes too.
+  // Under TLS this ends the TCP stream without a close_notify: the peer has its reply and
+  // reads the end as the connection closing.
   boost::system::error_code ignored;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
   if (!draining_) {
     draining_ = true;
     ReleaseBuffers();
@@ -322,15 +345,16 @@ void Connection::DrainAndClose() {
   }
   drain_buffer_.Resize(64 << 10);
   auto self = shared_from_this();
-  socket_.async_read_some(asio::buffer(drain_buffer_.data(), drain_buffer_.size()),
-                          [this, self](const boost::system::error_code& ec, size_t got) {
-                            drained_bytes_ += got;
-                            if (ec) {
-                              if (ec != asio::error::operation_aborted) Close();
-                              return;
-                            }
-                            DrainAndClose();
-                          });
+  // Raw bytes from the TCP layer: what they say no longer matters.
+  stream_.socket().async_read_some(asio::buffer(drain_buffer_.data(), drain_buffer_.size()),
+                                   [this, self](const boost::system::error_code& ec, size_t got) {
+                                     drained_bytes_ += got;
+                                     if (ec) {
+                                       if (ec != asio::error::operation_aborted) Close();
+                                       return;
+                                     }
+                                     DrainAndClose();
+                                   });
 }
 
 void ConnectionSet::Add(std::shared_ptr<Connection> c) {

@@ -1,5 +1,6 @@
-// Connection: one client's TCP connection to the shard server. Runs the authentication
-// handshake (common/auth.h), then reads a frame, hands it to the RequestHandler, writes
+// Connection: one client's TCP connection to the shard server. Runs the TLS handshake when
+// the server has a TLS identity (common/tls.h), then the authentication handshake
+// (common/auth.h), then reads a frame, hands it to the RequestHandler, writes
 // the reply, reads the next one. Requests on one connection are answered in order;
 // clients open several connections for parallelism.
 //
@@ -20,6 +21,7 @@
 
 #include "common/auth.h"
 #include "common/frame.h"
+#include "common/tls_stream.h"
 #include "proto/ps.pb.h"
 #include "ps/request_handler.h"
 
@@ -81,6 +83,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool authenticated() const { return authenticated_; }
 
  private:
+  void SendHello();
   void ReadClientHello();
   void OnClientHello();
   void ReadPrefix();
@@ -98,7 +101,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void SyncCharge();
   void ReleaseBuffers();
 
-  boost::asio::ip::tcp::socket socket_;
+  MaybeTlsStream stream_;
   const ConnectionContext* const context_;
   ConnectionSet* owner_;
   std::string peer_, peer_address_;

@@ -12,6 +12,7 @@
 
 #include "common/auth.h"
 #include "common/env.h"
+#include "common/tls_flags.h"
 #include "proto/ps.pb.h"
 #include "ps/embedding_table.h"
 #include "ps/request_handler.h"
@@ -124,7 +125,7 @@ int main(int argc, char** argv) {
     Die("--max_abs_gradient must be a positive finite number");
   }
   pepnet::Secret secret;
-  pepnet::Status secret_status = pepnet::Secret::Load(FLAGS_secret_file, &secret);
+  pepnet::Status secret_status = pepnet::LoadSecretAndTls(FLAGS_secret_file, &secret);
   if (!secret_status.ok()) Die(secret_status.message());
   secret_status = pepnet::CheckListenSecurity(FLAGS_host, secret, "--host");
   if (!secret_status.ok()) Die(secret_status.message());
@@ -217,7 +218,9 @@ int main(int argc, char** argv) {
                     ? ", memory limit " + std::to_string(table_options.memory_limit_bytes) +
                           " bytes"
                     : std::string(", no memory limit"))
-            << (secret.empty() ? ", no secret" : ", peers authenticated");
+            << (secret.empty() ? ", no secret"
+                : secret.tls() ? ", peers authenticated, TLS"
+                               : ", peers authenticated");
   if (secret.empty()) {
     LOG(WARNING) << "no --secret_file: serving loopback only, and any local process may talk to "
                     "this shard";

@@ -1,19 +1,24 @@
 // A blocking TCP client that speaks raw bytes to a live pepnet_ps, for tests that play a
-// broken or hostile peer. Not thread-safe.
+// broken or hostile peer. Inside TLS when UseTls gave it a context (the attacker then holds
+// a certificate of the cluster, and its bytes reach the server's frame parser). Not
+// thread-safe.
 #ifndef PEPNET_TESTS_RAW_CONNECTION_H_
 #define PEPNET_TESTS_RAW_CONNECTION_H_
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 
 #include "common/auth.h"
 #include "common/frame.h"
+#include "common/tls.h"
 #include "proto/ps.pb.h"
 
 namespace pepnet {
@@ -45,8 +50,16 @@ class RawConnection {
     socklen_t len = sizeof(local);
     getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &len);
     local_port_ = ntohs(local.sin_port);
+    if (connected_ && DefaultTls() != nullptr) {
+      ssl_ = SSL_new(DefaultTls()->native());
+      SSL_set_fd(ssl_, fd_);
+      tls_ok_ = SSL_connect(ssl_) == 1;
+    }
     if (connected_ && handshake) handshake_ok_ = Handshake(secret, role).ok();
   }
+
+  // Connections made after this run inside TLS with `tls` (borrowed; null: plain TCP).
+  static void UseTls(const TlsContext* tls) { DefaultTls() = tls; }
 
   // The client side of common/auth.h over this socket.
   Status Handshake(const Secret& secret, PeerRole role) {
@@ -55,16 +68,21 @@ class RawConnection {
     if (!ReadExactly(kServerHelloBytes, &hello)) return Status::IoError("no server hello");
     char answer[kClientHelloBytes];
     PEPNET_RETURN_IF_ERROR(client.Answer(hello.data(), answer));
-    if (write(fd_, answer, sizeof(answer)) != ssize_t(sizeof(answer))) {
+    if (!TrySend(std::string(answer, sizeof(answer)))) {
       return Status::IoError("cannot send the client hello");
     }
     if (!ReadExactly(kServerProofBytes, &proof)) return Status::IoError("no server proof");
     return client.Verify(proof.data());
   }
-  ~RawConnection() { close(fd_); }
+  ~RawConnection() {
+    if (ssl_ != nullptr) SSL_free(ssl_);
+    close(fd_);
+  }
 
   bool connected() const { return connected_; }
   bool handshake_ok() const { return handshake_ok_; }
+  // Whether the TLS handshake succeeded (false on a plain connection).
+  bool tls_ok() const { return tls_ok_; }
   int fd() const { return fd_; }
   uint16_t local_port() const { return local_port_; }
 
@@ -73,7 +91,9 @@ class RawConnection {
   bool TrySend(const std::string& bytes) {
     size_t done = 0;
     while (done < bytes.size()) {
-      const ssize_t n = send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      const ssize_t n =
+          ssl_ ? SSL_write(ssl_, bytes.data() + done, static_cast<int>(bytes.size() - done))
+               : send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
       if (n <= 0) return false;
       done += n;
     }
@@ -119,8 +139,12 @@ class RawConnection {
   bool ClosedByPeer() {
     char buf[4096];
     for (;;) {
-      const ssize_t r = read(fd_, buf, sizeof(buf));
+      const ssize_t r = Read(buf, sizeof(buf));
       if (r > 0) continue;
+      if (ssl_ != nullptr) {
+        // A receive timeout reads as "wants more"; anything else is the end.
+        return r == 0 || SSL_get_error(ssl_, static_cast<int>(r)) != SSL_ERROR_WANT_READ;
+      }
       return r == 0 || (r < 0 && errno == ECONNRESET);
     }
   }
@@ -130,7 +154,7 @@ class RawConnection {
     out->resize(n);
     size_t got = 0;
     while (got < n) {
-      ssize_t r = read(fd_, &(*out)[got], n - got);
+      ssize_t r = Read(&(*out)[got], n - got);
       if (r <= 0) return false;
       got += r;
     }
@@ -138,7 +162,18 @@ class RawConnection {
   }
 
  private:
+  static const TlsContext*& DefaultTls() {
+    static const TlsContext* tls = nullptr;
+    return tls;
+  }
+  ssize_t Read(char* out, size_t n) {
+    if (ssl_ == nullptr) return read(fd_, out, n);
+    return SSL_read(ssl_, out, static_cast<int>(std::min<size_t>(n, 1 << 30)));
+  }
+
   int fd_ = -1;
+  SSL* ssl_ = nullptr;
+  bool tls_ok_ = false;
   bool connected_ = false;
   bool handshake_ok_ = false;
   uint16_t local_port_ = 0;

@@ -1,6 +1,8 @@
 // The attacks of docs/security.md against a live pepnet_ps started with a secret: each
 // one, played over loopback by a raw or a real client, gets its refusal, a log line naming
-// the peer and a counter, and the shard keeps serving its honest clients.
+// the peer and a counter, and the shard keeps serving its honest clients. Every test runs
+// twice: over plain TCP, and inside TLS (an attacker holding a certificate of the cluster,
+// whose bytes reach the frame parser all the same).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include "tests/export_util.h"
 #include "tests/raw_connection.h"
 #include "tests/test_util.h"
+#include "tests/tls_util.h"
 
 namespace pepnet {
 namespace {
@@ -30,17 +33,19 @@ constexpr uint64_t kMemoryLimit = 8 << 20;
 std::string Keys(const std::vector<uint64_t>& keys) {
   return std::string(reinterpret_cast<const char*>(keys.data()), 8 * keys.size());
 }
-std::string Floats(const std::vector<float>& v) {
-  return std::string(reinterpret_cast<const char*>(v.data()), 4 * v.size());
-}
 
 bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
 
-class ShardSecurityTest : public ::testing::Test {
+class ShardSecurityTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     secret_path_ = testing::WriteSecretFile(dir_);
     ASSERT_TRUE(Secret::Load(secret_path_, &secret_).ok());
+    if (GetParam()) {
+      tls_ = testing::MakeTestTls(dir_);
+      secret_.set_tls(tls_.context);
+      RawConnection::UseTls(tls_.context.get());
+    }
     config_ = dir_.File("t.pbtxt");
     testing::WriteFile(config_, "slot { id: 1 dim: 4 }\n");
   }
@@ -54,6 +59,7 @@ class ShardSecurityTest : public ::testing::Test {
                                       "--write_timeout_ms=1000",
                                       "--max_frame_bytes=16777216",
                                       "--buffer_budget_bytes=33554432"};
+    flags.insert(flags.end(), tls_.flags.begin(), tls_.flags.end());
     flags.insert(flags.end(), extra.begin(), extra.end());
     Status st = server_.Start(dir_, config_, 0, 1, flags);
     ASSERT_TRUE(st.ok()) << st.ToString() << testing::ReadFile(server_.log_path());
@@ -96,13 +102,16 @@ class ShardSecurityTest : public ::testing::Test {
     return reply.error();
   }
 
+  void TearDown() override { RawConnection::UseTls(nullptr); }
+
   testing::TempDir dir_;
+  testing::TestTls tls_;  // empty over plain TCP
   std::string secret_path_, config_;
   Secret secret_;
   testing::ServerProcess server_;
 };
 
-TEST_F(ShardSecurityTest, PeersWithoutTheSecretAreDroppedLoggedAndCounted) {
+TEST_P(ShardSecurityTest, PeersWithoutTheSecretAreDroppedLoggedAndCounted) {
   StartServer();
   // A peer with another secret: refused at the handshake, nothing read from it.
   RawConnection wrong(server_.port(), false);
@@ -133,6 +142,7 @@ TEST_F(ShardSecurityTest, PeersWithoutTheSecretAreDroppedLoggedAndCounted) {
   // A PsClient without the secret fails with a message that says what to fix.
   ClientOptions options;
   options.servers = {server_.address()};
+  options.secret.set_tls(tls_.context);
   std::unique_ptr<PsClient> client;
   st = PsClient::Connect(options, &client);
   EXPECT_FALSE(st.ok());
@@ -143,7 +153,7 @@ TEST_F(ShardSecurityTest, PeersWithoutTheSecretAreDroppedLoggedAndCounted) {
   EXPECT_GE(Stats().auth_failures(), 3u);
 }
 
-TEST_F(ShardSecurityTest, TheSecretFileAndTheHostAreCheckedAtStart) {
+TEST_P(ShardSecurityTest, TheSecretFileAndTheHostAreCheckedAtStart) {
   auto refused = [&](std::vector<std::string> flags, const std::string& want) {
     std::vector<std::string> argv = {testing::BinDir() + "/pepnet_ps", "--port=0",
                                      "--table_config=" + config_};
@@ -176,7 +186,7 @@ TEST_F(ShardSecurityTest, TheSecretFileAndTheHostAreCheckedAtStart) {
   EXPECT_EQ(code, 0);
 }
 
-TEST_F(ShardSecurityTest, PassRequestsComeOnlyFromTheCoordinatorInProtocolOrder) {
+TEST_P(ShardSecurityTest, PassRequestsComeOnlyFromTheCoordinatorInProtocolOrder) {
   StartServer();
   auto tool = Client(PeerRole::kTool);
   auto worker = Client(PeerRole::kWorker);
@@ -203,7 +213,7 @@ TEST_F(ShardSecurityTest, PassRequestsComeOnlyFromTheCoordinatorInProtocolOrder)
   EXPECT_TRUE(testing::LogEventually(server_.log_path(), "(coordinator)"));
 }
 
-TEST_F(ShardSecurityTest, ExportsAreWrittenOnlyInsideTheExportDir) {
+TEST_P(ShardSecurityTest, ExportsAreWrittenOnlyInsideTheExportDir) {
   StartServer();
   // The old request named a path: refused whoever sends it, nothing written.
   RawConnection c(server_.port(), true, secret_, PeerRole::kCoordinator);
@@ -238,17 +248,20 @@ TEST_F(ShardSecurityTest, ExportsAreWrittenOnlyInsideTheExportDir) {
   EXPECT_EQ(Stats().rejected_privileged(), 1u);
 }
 
-TEST_F(ShardSecurityTest, ExportsNeedAnExportDir) {
-  Status st = server_.Start(dir_, config_, 0, 1, {"--secret_file=" + secret_path_});
+TEST_P(ShardSecurityTest, ExportsNeedAnExportDir) {
+  std::vector<std::string> flags = {"--secret_file=" + secret_path_};
+  flags.insert(flags.end(), tls_.flags.begin(), tls_.flags.end());
+  Status st = server_.Start(dir_, config_, 0, 1, flags);
   ASSERT_TRUE(st.ok()) << st.ToString();
   auto coordinator = Client(PeerRole::kCoordinator);
+  ASSERT_NE(coordinator, nullptr);
   std::vector<proto::ExportReply> replies;
   st = coordinator->ExportRows(0, true, 1, &replies);
   EXPECT_EQ(st.code(), Status::kInvalidArgument);
   EXPECT_NE(st.message().find("has no --export_dir"), std::string::npos) << st.message();
 }
 
-TEST_F(ShardSecurityTest, NonFiniteAndHugeNumbersAreRefusedPerReason) {
+TEST_P(ShardSecurityTest, NonFiniteAndHugeNumbersAreRefusedPerReason) {
   StartServer({"--max_abs_gradient=1000"});
   const uint64_t key = testing::TestKey(1, 9);
   const std::vector<float> before = PullOne(key);
@@ -277,7 +290,7 @@ TEST_F(ShardSecurityTest, NonFiniteAndHugeNumbersAreRefusedPerReason) {
   EXPECT_NE(PullOne(key), before);
 }
 
-TEST_F(ShardSecurityTest, SilentAndSlowPeersAreDroppedAtTheirDeadline) {
+TEST_P(ShardSecurityTest, SilentAndSlowPeersAreDroppedAtTheirDeadline) {
   StartServer({"--idle_timeout_ms=1500"});
   // Connected, never answers the hello.
   RawConnection mute(server_.port(), false);
@@ -318,7 +331,7 @@ TEST_F(ShardSecurityTest, SilentAndSlowPeersAreDroppedAtTheirDeadline) {
   EXPECT_GE(Stats().timeouts(), 3u);
 }
 
-TEST_F(ShardSecurityTest, StalledBigFramesShareOneBufferBudget) {
+TEST_P(ShardSecurityTest, StalledBigFramesShareOneBufferBudget) {
   StartServer();
   // 32 MiB of budget; each stalled connection announces 8 MiB and sends a little.
   const std::string frame =
@@ -336,7 +349,7 @@ TEST_F(ShardSecurityTest, StalledBigFramesShareOneBufferBudget) {
   for (auto& c : stalled) EXPECT_TRUE(c->ClosedByPeer());
 }
 
-TEST_F(ShardSecurityTest, ConnectionLimitsKeepRoomForOperators) {
+TEST_P(ShardSecurityTest, ConnectionLimitsKeepRoomForOperators) {
   StartServer(
       {"--max_connections=8", "--reserved_tool_connections=2", "--max_connections_per_peer=4"});
   // Another host (127.0.0.2) may hold 4 connections, no more.
@@ -367,7 +380,7 @@ TEST_F(ShardSecurityTest, ConnectionLimitsKeepRoomForOperators) {
                                      "(--max_connections, --max_connections_per_peer)"));
 }
 
-TEST_F(ShardSecurityTest, RowsCreatedByPullsStayWithinTheMemoryLimit) {
+TEST_P(ShardSecurityTest, RowsCreatedByPullsStayWithinTheMemoryLimit) {
   StartServer();
   auto client = Client(PeerRole::kWorker);
   std::mt19937_64 rng(7);
@@ -382,6 +395,11 @@ TEST_F(ShardSecurityTest, RowsCreatedByPullsStayWithinTheMemoryLimit) {
   EXPECT_GT(table.rows_deleted(), 0u);
   EXPECT_GT(table.rows_created(), 600000u);
 }
+
+INSTANTIATE_TEST_SUITE_P(PlainAndTls, ShardSecurityTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Tls" : "Plain";
+                         });
 
 }  // namespace
 }  // namespace pepnet

@@ -3,6 +3,7 @@
 //   pepnet_ctl stats --servers=h:p,h:p [--json]
 //   pepnet_ctl table_config --model_config=FILE [--seed=N]   (the servers' table config)
 //   pepnet_ctl free_ports --count=N [--host=H]                (N ports free now, one a line)
+//   pepnet_ctl tls_keys --out_dir=DIR [--days=N]              (a cluster's CA and certificate)
 #include <arpa/inet.h>
 #include <gflags/gflags.h>
 #include <netinet/in.h>
@@ -16,9 +17,11 @@
 
 #include "common/ps_client.h"
 #include "common/stats_format.h"
+#include "common/tls_flags.h"
 #include "proto/model_config.pb.h"
 #include "proto/ps.pb.h"
 #include "ps/table_config.h"
+#include "tools/tls_keys.h"
 #include "worker/model_config.h"
 #include "worker/trainer.h"
 
@@ -32,6 +35,8 @@ DEFINE_string(model_config, "", "table_config: the model config whose slots the 
 DEFINE_uint64(seed, 1, "table_config: the table's row initialization seed.");
 DEFINE_int32(count, 1, "free_ports: how many ports.");
 DEFINE_string(host, "127.0.0.1", "free_ports: the address they must be free on.");
+DEFINE_string(out_dir, "", "tls_keys: where to write ca.pem, ca-key.pem, cert.pem, key.pem.");
+DEFINE_int32(days, 365, "tls_keys: how long the certificates are valid.");
 DEFINE_int32(partition_bits, 5,
              "table_config: 2^N independently locked partitions per shard (0-8); a small "
              "--memory_limit_bytes needs few.");
@@ -76,10 +81,21 @@ int main(int argc, char** argv) {
   const char* usage =
       "usage: pepnet_ctl stats --servers=host:port[,host:port...] [--json]\n"
       "       pepnet_ctl table_config --model_config=FILE [--seed=N] [--partition_bits=N]\n"
-      "       pepnet_ctl free_ports --count=N [--host=H]";
+      "       pepnet_ctl free_ports --count=N [--host=H]\n"
+      "       pepnet_ctl tls_keys --out_dir=DIR [--days=N]";
   gflags::SetUsageMessage(usage);
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (argc == 2 && strcmp(argv[1], "free_ports") == 0) return FreePorts();
+  if (argc == 2 && strcmp(argv[1], "tls_keys") == 0) {
+    if (FLAGS_out_dir.empty()) return Fail("tls_keys needs --out_dir");
+    pepnet::Status st = pepnet::MakeTlsKeys(FLAGS_out_dir, FLAGS_days);
+    if (!st.ok()) return Fail(st.ToString());
+    printf(
+        "wrote %s/{ca.pem,ca-key.pem,cert.pem,key.pem}: give every process --tls_cert=%s/cert.pem "
+        "--tls_key=%s/key.pem --tls_ca=%s/ca.pem; keep ca-key.pem with the operator\n",
+        FLAGS_out_dir.c_str(), FLAGS_out_dir.c_str(), FLAGS_out_dir.c_str(), FLAGS_out_dir.c_str());
+    return 0;
+  }
   if (argc == 2 && strcmp(argv[1], "table_config") == 0) {
     pepnet::proto::ModelConfig model;
     pepnet::Status st = pepnet::LoadModelConfigFile(FLAGS_model_config, &model);
@@ -98,7 +114,7 @@ int main(int argc, char** argv) {
   pepnet::Status st = pepnet::ParseServerList(FLAGS_servers, &options.servers);
   if (!st.ok()) return Fail("--servers: " + st.message());
   options.connections_per_shard = 1;
-  st = pepnet::Secret::Load(FLAGS_secret_file, &options.secret);
+  st = pepnet::LoadSecretAndTls(FLAGS_secret_file, &options.secret);
   if (!st.ok()) return Fail(st.message());
   options.timeout_ms = FLAGS_timeout_ms;
   options.connect_timeout_ms = FLAGS_timeout_ms;

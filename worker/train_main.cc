@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "common/ps_client.h"
+#include "common/tls_flags.h"
 #include "proto/model_config.pb.h"
 #include "worker/batch_prefetcher.h"
 #include "worker/data_reader.h"
@@ -72,7 +73,7 @@ int main(int argc, char** argv) {
   } else {
     pepnet::ClientOptions options;
     options.role = pepnet::PeerRole::kWorker;
-    st = pepnet::Secret::Load(FLAGS_secret_file, &options.secret);
+    st = pepnet::LoadSecretAndTls(FLAGS_secret_file, &options.secret);
     if (st.ok()) st = pepnet::ParseServerList(FLAGS_servers, &options.servers);
     if (st.ok()) st = pepnet::PsClient::Connect(options, &client);
     if (st.ok()) store = pepnet::MakeRemoteStore(client.get());

@@ -11,6 +11,7 @@
 #include <cstdlib>
 
 #include "common/ps_client.h"
+#include "common/tls_flags.h"
 #include "proto/model_config.pb.h"
 #include "worker/cluster_worker.h"
 #include "worker/model_config.h"
@@ -94,7 +95,7 @@ int Run() {
   o.threads = FLAGS_threads;
   o.seed = FLAGS_seed;
   o.reconnect_timeout_ms = FLAGS_reconnect_timeout_s * 1000;
-  st = pepnet::Secret::Load(FLAGS_secret_file, &o.secret);
+  st = pepnet::LoadSecretAndTls(FLAGS_secret_file, &o.secret);
   if (!st.ok()) return Fail(st.message());
   st = pepnet::RunClusterWorker(config, o);
   return st.ok() ? 0 : Fail(st.ToString());

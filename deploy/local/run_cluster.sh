@@ -10,6 +10,8 @@
 #       [--memory_limit_bytes=N]   (per shard server; default: half the host's memory shared
 #                                   by the servers, 0 = none)
 #       [--secret_file=FILE]       (the cluster's secret; default: RUN/secret, made if absent)
+#       [--tls | --tls_dir=DIR]    (every connection inside TLS: DIR holds cert.pem, key.pem and
+#                                   ca.pem; --tls makes them in RUN/tls if absent)
 #       [--partition_bits=5]       (of the servers' table; a small limit needs few)
 #       [--data_dir=ROOT]          (durable: see below)
 #
@@ -27,6 +29,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="${PEPNET_BIN:-$HERE/../../build/bin}"
 SERVERS=2 WORKERS=2 RUN_DIR=run CONFIG="" PASS_ROOT="" PASSES="" PUBLISH_DIR="" MAX_PASSES=0
 IDLE_TIMEOUT=10 THREADS=1 BASE_EVERY=5 MEMORY_LIMIT="" PARTITION_BITS=5 DATA_DIR="" SECRET_FILE=""
+TLS_DIR=""
 for arg in "$@"; do
   case "$arg" in
     --servers=*) SERVERS="${arg#*=}" ;;
@@ -44,6 +47,8 @@ for arg in "$@"; do
     --partition_bits=*) PARTITION_BITS="${arg#*=}" ;;
     --data_dir=*) DATA_DIR="${arg#*=}" ;;
     --secret_file=*) SECRET_FILE="${arg#*=}" ;;
+    --tls) TLS_DIR="@run" ;;
+    --tls_dir=*) TLS_DIR="${arg#*=}" ;;
     *) echo "run_cluster: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -65,6 +70,15 @@ if [ -z "$SECRET_FILE" ]; then
   fi
 fi
 AUTH=(--secret_file="$SECRET_FILE")
+if [ "$TLS_DIR" = "@run" ]; then
+  TLS_DIR="$RUN_DIR/tls"
+  if [ ! -s "$TLS_DIR/cert.pem" ]; then
+    "$BIN/pepnet_ctl" tls_keys --out_dir="$TLS_DIR" > /dev/null || exit 1
+  fi
+fi
+if [ -n "$TLS_DIR" ]; then
+  AUTH+=(--tls_cert="$TLS_DIR/cert.pem" --tls_key="$TLS_DIR/key.pem" --tls_ca="$TLS_DIR/ca.pem")
+fi
 rm -f "$RUN_DIR"/*.port
 
 # Ports: free ones for a run in memory; with a data dir, the ones recorded there (chosen
