@@ -128,8 +128,11 @@ void ShardConnection::ReadServerHello() {
       [this, self, stream, gen](const boost::system::error_code& ec, size_t) {
         if (gen != generation_) return;
         if (ec) {
-          Fail(Error(ec == asio::error::eof ? "server closed the connection before its hello"
-                                            : "handshake failed: " + ec.message()));
+          Fail(Error(
+              ec == asio::error::eof
+                  ? "server closed the connection before its hello (does it run TLS while this end "
+                    "does not?)"
+                  : "handshake failed: " + ec.message()));
           return;
         }
         Status st = handshake_->Answer(hello_, client_hello_);

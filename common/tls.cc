@@ -60,13 +60,16 @@ Status TlsContext::Create(const TlsOptions& options, std::shared_ptr<const TlsCo
   if (SSL_CTX_use_certificate_chain_file(ctx, options.cert_file.c_str()) != 1) {
     return failed("--tls_cert", options.cert_file);
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return failed("--tls_key", options.key_file);
-  }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
+  // Loading the key checks it against the certificate.
+  if (SSL_CTX_use_PrivateKey_file(ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx) != 1) {
+    const std::string errors = TakeTlsErrors("cannot be loaded");
+    if (errors.find("mismatch") == std::string::npos) {
+      return Status::InvalidArgument("--tls_key " + options.key_file + ": " + errors);
+    }
     return Status::InvalidArgument("--tls_key " + options.key_file +
-                                   " is not the key of --tls_cert " + options.cert_file + ": " +
-                                   TakeTlsErrors("they differ"));
+                                   " is not the key of --tls_cert " + options.cert_file + " (" +
+                                   errors + ")");
   }
   if (SSL_CTX_load_verify_locations(ctx, options.ca_file.c_str(), nullptr) != 1) {
     return failed("--tls_ca", options.ca_file);

@@ -54,7 +54,7 @@ void Connection::Start() {
   socket.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
   socket.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
   // One deadline covers the TLS handshake and the secret's.
-  Deadline(context_->handshake_timeout_ms, "the handshake");
+  Deadline(context_->handshake_timeout_ms, stream_.tls() ? "the TLS handshake" : "the handshake");
   auto self = shared_from_this();
   stream_.async_handshake(
       asio::ssl::stream_base::server, [this, self](const boost::system::error_code& ec) {
@@ -69,6 +69,7 @@ void Connection::Start() {
           Close();
           return;
         }
+        deadline_what_ = "the handshake";  // the same deadline goes on
         SendHello();
       });
 }
@@ -130,13 +131,14 @@ void Connection::OnClientHello() {
 
 void Connection::Deadline(int ms, const char* what) {
   const uint64_t seq = ++timer_seq_;
+  deadline_what_ = what;
   auto self = shared_from_this();
   timer_.expires_after(std::chrono::milliseconds(ms));
-  timer_.async_wait([this, self, seq, ms, what](const boost::system::error_code& ec) {
+  timer_.async_wait([this, self, seq, ms](const boost::system::error_code& ec) {
     if (ec || seq != timer_seq_ || closed_) return;
     // Closing cancels the read or write that waits.
     if (!idle_ || !authenticated_) {
-      LOG(WARNING) << "closing " << peer_ << ": " << what << " took over " << ms << " ms";
+      LOG(WARNING) << "closing " << peer_ << ": " << deadline_what_ << " took over " << ms << " ms";
       context_->handler->counters().timeouts.fetch_add(1, std::memory_order_relaxed);
     }
     Close();

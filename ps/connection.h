@@ -112,7 +112,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   PeerSession session_;
 
   boost::asio::steady_timer timer_;
-  uint64_t timer_seq_ = 0;  // bumps on every arm and cancel, so a stale expiry is ignored
+  uint64_t timer_seq_ = 0;          // bumps on every arm and cancel, so a stale expiry is ignored
+  const char* deadline_what_ = "";  // what the armed deadline waits for, for its log line
   ServerHandshake handshake_;
   char hello_[kServerHelloBytes];
   char client_hello_[kClientHelloBytes];
