@@ -3,10 +3,14 @@
 // With no --servers it starts one pepnet_ps of its own (16-dim rows, per-row AdaGrad)
 // on a free loopback port and drives it. Requests hold --keys_per_request distinct keys
 // drawn Zipf-like from a --universe of keys; all requests are generated before timing.
+// With --tls every connection runs inside TLS (docs/security.md); for a server of its own
+// it makes a throwaway CA, certificate and secret unless the flags name them.
 // The last line printed is JSON.
 #include <gflags/gflags.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -45,6 +49,10 @@ DEFINE_uint64(memory_limit_bytes, 0,
               "--memory_limit_bytes of the server started here (0 = none); with a limit under "
               "the universe's size every phase evicts steadily.");
 DEFINE_uint64(seed, 1, "Seed of the key and gradient generator.");
+DEFINE_bool(tls, false,
+            "Every connection inside TLS: what encryption costs the request path. With no "
+            "--tls_cert (and no --secret_file) a throwaway CA, certificate (and secret) are "
+            "made for the server started here.");
 DEFINE_bool(durable, false,
             "The server started here keeps a data dir (--data_dir, under the temporary "
             "folder): what storage costs the request path.");
@@ -123,6 +131,7 @@ int main(int argc, char** argv) {
   }
 
   // A server of our own unless told where the servers are.
+  pepnet::TlsOptions tls = pepnet::TlsOptionsFromFlags();
   pepnet::Subprocess server;
   std::string servers = FLAGS_servers;
   std::string tmpdir;
@@ -142,7 +151,29 @@ int main(int argc, char** argv) {
         "--threads=" + std::to_string(FLAGS_server_threads),
         "--memory_limit_bytes=" + std::to_string(FLAGS_memory_limit_bytes)};
     if (FLAGS_durable) argv.push_back("--data_dir=" + tmpdir + "/data");
+    if (FLAGS_tls && FLAGS_secret_file.empty()) {
+      FLAGS_secret_file = tmpdir + "/secret";
+      std::ofstream(FLAGS_secret_file)
+          << "throwaway secret of pepnet_bench_ps " << getpid() << "\n";
+      chmod(FLAGS_secret_file.c_str(), 0600);
+    }
+    if (FLAGS_tls && !tls.enabled()) {
+      pepnet::Subprocess keys;
+      int code = -1;
+      pepnet::Status st = keys.Start(
+          {pepnet::ExecutableDir() + "/pepnet_ctl", "tls_keys", "--out_dir=" + tmpdir + "/tls"},
+          tmpdir + "/tls_keys.log");
+      if (st.ok()) st = keys.Wait(30000, &code);
+      if (!st.ok() || code != 0) return Fail("pepnet_ctl tls_keys failed; see " + tmpdir);
+      tls.cert_file = tmpdir + "/tls/cert.pem";
+      tls.key_file = tmpdir + "/tls/key.pem";
+      tls.ca_file = tmpdir + "/tls/ca.pem";
+    }
     if (!FLAGS_secret_file.empty()) argv.push_back("--secret_file=" + FLAGS_secret_file);
+    if (tls.enabled()) {
+      argv.insert(argv.end(), {"--tls_cert=" + tls.cert_file, "--tls_key=" + tls.key_file,
+                               "--tls_ca=" + tls.ca_file});
+    }
     pepnet::Status st = server.Start(argv, tmpdir + "/server.log");
     if (!st.ok()) return Fail(st.ToString());
     uint16_t port;
@@ -153,7 +184,12 @@ int main(int argc, char** argv) {
 
   pepnet::ClientOptions options;
   pepnet::Status st = pepnet::ParseServerList(servers, &options.servers);
-  if (st.ok()) st = pepnet::LoadSecretAndTls(FLAGS_secret_file, &options.secret);
+  if (st.ok()) st = pepnet::Secret::Load(FLAGS_secret_file, &options.secret);
+  if (st.ok()) st = pepnet::AttachTls(tls, &options.secret);
+  if (st.ok() && FLAGS_tls && options.secret.tls() == nullptr) {
+    st = pepnet::Status::InvalidArgument(
+        "--tls with --servers needs --tls_cert, --tls_key and --tls_ca");
+  }
   if (!st.ok()) return Fail(st.ToString());
   options.connections_per_shard = FLAGS_connections;
   std::unique_ptr<pepnet::PsClient> client;
@@ -254,10 +290,10 @@ int main(int argc, char** argv) {
       "{\"pull_rows_per_s\": %.0f, \"push_rows_per_s\": %.0f, \"pull_mb_per_s\": %.1f, "
       "\"push_mb_per_s\": %.1f, \"payload_bytes_per_row\": %.2f, \"bytes_per_row\": %.2f, "
       "\"rows\": %llu, \"memory_limit_bytes\": %llu, \"max_bytes_used\": %llu, "
-      "\"rows_deleted\": %llu, \"worst_eviction_pause_ms\": %.3f}\n",
+      "\"rows_deleted\": %llu, \"worst_eviction_pause_ms\": %.3f, \"tls\": %s}\n",
       pull_rps, push_rps, pull_mbps, push_mbps, payload_per_row, bytes_per_row,
       (unsigned long long)rows, (unsigned long long)limit, (unsigned long long)max_bytes,
-      (unsigned long long)deleted, worst_pause_ns / 1e6);
+      (unsigned long long)deleted, worst_pause_ns / 1e6, options.secret.tls() ? "true" : "false");
   client.reset();
   if (server.running()) {
     server.Signal(SIGTERM);

@@ -56,6 +56,11 @@ Status TlsContext::Create(const TlsOptions& options, std::shared_ptr<const TlsCo
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET |
                                SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_num_tickets(ctx, 0);
+  // AES-128-GCM first: on CPUs with AES-NI it costs the request path less than AES-256
+  // (the default first choice) and is as strong as the P-256 keys that protect it.
+  SSL_CTX_set_ciphersuites(ctx,
+                           "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                           "TLS_CHACHA20_POLY1305_SHA256");
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   if (SSL_CTX_use_certificate_chain_file(ctx, options.cert_file.c_str()) != 1) {
     return failed("--tls_cert", options.cert_file);
