@@ -78,11 +78,16 @@ Status FrameChannel::Connect(const std::string& host, int port, int timeout_ms,
     if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
       TuneSocket(fd);
       std::unique_ptr<FrameChannel> channel(new FrameChannel(fd));
-      const int handshake_ms = std::max(MillisecondsLeft(deadline), kDefaultHandshakeTimeoutMs);
+      // One deadline for both handshakes.
+      const auto handshake_deadline = std::chrono::steady_clock::now() +
+                                      std::chrono::milliseconds(std::max(
+                                          MillisecondsLeft(deadline), kDefaultHandshakeTimeoutMs));
       if (secret.tls() != nullptr) {
-        PEPNET_RETURN_IF_ERROR(channel->StartTls(secret.tls(), /*server=*/false, handshake_ms));
+        PEPNET_RETURN_IF_ERROR(channel->StartTls(secret.tls(), /*server=*/false,
+                                                 MillisecondsLeft(handshake_deadline)));
       }
-      PEPNET_RETURN_IF_ERROR(channel->ClientHandshake(secret, role, handshake_ms));
+      PEPNET_RETURN_IF_ERROR(
+          channel->ClientHandshake(secret, role, MillisecondsLeft(handshake_deadline)));
       *out = std::move(channel);
       return Status::OK();
     }
@@ -118,11 +123,12 @@ Status FrameChannel::StartTls(const TlsContext* tls, bool server, int timeout_ms
   int ignored;
   return CallTls([this] { return SSL_do_handshake(ssl_); },
                  std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms),
-                 "TLS handshake with", &ignored);
+                 "TLS handshake with", Status::kInvalidArgument, &ignored);
 }
 
 Status FrameChannel::CallTls(const std::function<int()>& op, Deadline deadline,
-                             const std::string& what, int* result) {
+                             const std::string& what, Status::Code protocol_error_code,
+                             int* result) {
   for (;;) {
     int r, err, sys_errno;
     std::string tls_errors;
@@ -149,7 +155,7 @@ Status FrameChannel::CallTls(const std::function<int()>& op, Deadline deadline,
     } else if (err == SSL_ERROR_SYSCALL) {
       return Status::Unavailable(what + " " + peer_ + ": " + strerror(sys_errno));
     } else {
-      return Status::Unavailable(what + " " + peer_ + ": TLS: " + tls_errors);
+      return Status(protocol_error_code, what + " " + peer_ + ": TLS: " + tls_errors);
     }
     int wait_ms = -1;
     if (deadline) {
@@ -178,13 +184,14 @@ void FrameChannel::ShutdownWrite() { shutdown(fd_, SHUT_WR); }
 Status FrameChannel::SendAll(const char* data, size_t n) {
   size_t done = 0;
   if (ssl_ != nullptr) {
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::seconds(kSendTimeoutSeconds);
     while (done < n) {
       const int chunk = static_cast<int>(std::min<size_t>(n - done, INT_MAX));
       int sent = 0;
-      Status st =
-          CallTls([&] { return SSL_write(ssl_, data + done, chunk); }, deadline, "send to", &sent);
+      // As SO_SNDTIMEO on plain TCP: the limit is on a send that makes no progress.
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::seconds(kSendTimeoutSeconds);
+      Status st = CallTls([&] { return SSL_write(ssl_, data + done, chunk); }, deadline, "send to",
+                          Status::kUnavailable, &sent);
       if (st.code() == Status::kDeadlineExceeded) {
         return Status::Unavailable("send to " + peer_ + ": the peer has not read for " +
                                    std::to_string(kSendTimeoutSeconds) + " s");
@@ -224,13 +231,11 @@ Status FrameChannel::ClientHandshake(const Secret& secret, PeerRole role, int ti
 }
 
 Status FrameChannel::AcceptHandshake(const Secret& secret, int timeout_ms, PeerRole* role) {
-  const auto start = std::chrono::steady_clock::now();
+  // One deadline for both handshakes.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   if (secret.tls() != nullptr) {
     PEPNET_RETURN_IF_ERROR(StartTls(secret.tls(), /*server=*/true, timeout_ms));
-    timeout_ms = std::max(
-        1, timeout_ms - static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                             std::chrono::steady_clock::now() - start)
-                                             .count()));
+    timeout_ms = MillisecondsLeft(deadline);
   }
   pepnet::ServerHandshake handshake(&secret);
   char hello[kServerHelloBytes], answer[kClientHelloBytes], proof[kServerProofBytes];
@@ -264,7 +269,8 @@ Status FrameChannel::ReadExactly(char* out, size_t n, int timeout_ms) {
       const int chunk = static_cast<int>(std::min<size_t>(n - done, INT_MAX));
       int got = 0;
       Status st = CallTls([&] { return SSL_read(ssl_, out + done, chunk); },
-                          timeout_ms > 0 ? Deadline(deadline) : Deadline(), "receive from", &got);
+                          timeout_ms > 0 ? Deadline(deadline) : Deadline(), "receive from",
+                          Status::kUnavailable, &got);
       if (st.code() == Status::kDeadlineExceeded) {
         return Status::DeadlineExceeded("no whole message from " + peer_ + " in " +
                                         std::to_string(timeout_ms) + " ms");

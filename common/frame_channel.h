@@ -66,11 +66,13 @@ class FrameChannel {
   Status SendAll(const char* data, size_t n);
   Status ClientHandshake(const Secret& secret, PeerRole role, int timeout_ms);
   // Runs the TLS handshake over the connected socket, which becomes non-blocking.
+  // InvalidArgument when TLS refused the peer (another CA, not TLS): retrying cannot help.
   Status StartTls(const TlsContext* tls, bool server, int timeout_ms);
   // Calls `op` (an SSL_* call; run under ssl_mu_) until it returns a positive count,
-  // waiting on the socket for what OpenSSL asks for in between, until `deadline`.
+  // waiting on the socket for what OpenSSL asks for in between, until `deadline`. A TLS
+  // protocol error is `protocol_error_code`, anything else Unavailable.
   Status CallTls(const std::function<int()>& op, Deadline deadline, const std::string& what,
-                 int* result);
+                 Status::Code protocol_error_code, int* result);
 
   int fd_;
   std::atomic<bool> closed_{false};

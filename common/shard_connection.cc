@@ -2,6 +2,8 @@
 
 #include <glog/logging.h>
 
+#include <cstring>
+
 namespace pepnet {
 
 namespace asio = boost::asio;
@@ -21,6 +23,13 @@ ShardConnection::ShardConnection(asio::io_context& io, uint32_t shard, std::stri
       secret_(secret),
       role_(role),
       timer_(io) {}
+
+namespace {
+// The server ended the connection: a TCP end, or, under TLS, one without close_notify.
+bool Closed(const boost::system::error_code& ec) {
+  return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+}
+}  // namespace
 
 Status ShardConnection::Named(const Status& st) const {
   return Status(st.code(),
@@ -66,8 +75,7 @@ void ShardConnection::OnReceiveError(const boost::system::error_code& ec) {
     if (!queued_.empty()) StartConnect();
     return;
   }
-  Fail(Error(ec == asio::error::eof ? "server closed the connection"
-                                    : "receive failed: " + ec.message()));
+  Fail(Error(Closed(ec) ? "server closed the connection" : "receive failed: " + ec.message()));
 }
 
 void ShardConnection::StartConnect() {
@@ -104,18 +112,25 @@ void ShardConnection::StartConnect() {
         connect_step_ = stream->tls() ? "the TLS handshake"
                                       : "the server's hello (does the server run TLS while "
                                         "this end does not?)";
-        stream->async_handshake(
-            asio::ssl::stream_base::client,
-            [this, self, stream, gen](const boost::system::error_code& ec) {
-              if (gen != generation_) return;
-              if (ec) {
-                Fail(Error("TLS handshake failed: " + MaybeTlsStream::Describe(ec) +
-                           " (every process of a cluster needs the same TLS flags)"));
-                return;
-              }
-              connect_step_ = "the server's hello";
-              ReadServerHello();
-            });
+        stream->async_handshake(asio::ssl::stream_base::client,
+                                [this, self, stream, gen](const boost::system::error_code& ec) {
+                                  if (gen != generation_) return;
+                                  if (ec) {
+                                    // A TLS refusal (another CA, a plain server) is a
+                                    // misconfiguration that retrying cannot fix; a connection that
+                                    // broke is not.
+                                    const std::string what =
+                                        "TLS handshake failed: " + MaybeTlsStream::Describe(ec) +
+                                        " (every process of a cluster needs the same TLS flags)";
+                                    Fail(ec.category() == asio::error::get_ssl_category() &&
+                                                 ec != asio::ssl::error::stream_truncated
+                                             ? Named(Status::InvalidArgument(what))
+                                             : Error(what));
+                                    return;
+                                  }
+                                  connect_step_ = "the server's hello";
+                                  ReadServerHello();
+                                });
       });
 }
 
@@ -129,7 +144,7 @@ void ShardConnection::ReadServerHello() {
         if (gen != generation_) return;
         if (ec) {
           Fail(Error(
-              ec == asio::error::eof
+              Closed(ec)
                   ? "server closed the connection before its hello (does it run TLS while this end "
                     "does not?)"
                   : "handshake failed: " + ec.message()));
@@ -156,23 +171,22 @@ void ShardConnection::ReadServerProof() {
   const uint64_t gen = generation_;
   auto self = shared_from_this();
   auto stream = stream_;
-  asio::async_read(
-      *stream, asio::buffer(proof_),
-      [this, self, stream, gen](const boost::system::error_code& ec, size_t) {
-        if (gen != generation_) return;
-        if (ec) {
-          Fail(Error(ec == asio::error::eof ? "server closed the connection during the handshake "
-                                              "(a wrong secret, or too many connections)"
-                                            : "handshake failed: " + ec.message()));
-          return;
-        }
-        Status st = handshake_->Verify(proof_);
-        if (!st.ok()) {
-          Fail(Named(st));
-          return;
-        }
-        OnConnected();
-      });
+  asio::async_read(*stream, asio::buffer(proof_),
+                   [this, self, stream, gen](const boost::system::error_code& ec, size_t) {
+                     if (gen != generation_) return;
+                     if (ec) {
+                       Fail(Error(Closed(ec) ? "server closed the connection during the handshake "
+                                               "(a wrong secret, or too many connections)"
+                                             : "handshake failed: " + ec.message()));
+                       return;
+                     }
+                     Status st = handshake_->Verify(proof_);
+                     if (!st.ok()) {
+                       Fail(Named(st));
+                       return;
+                     }
+                     OnConnected();
+                   });
 }
 
 void ShardConnection::OnConnected() {
@@ -332,8 +346,29 @@ void ShardConnection::OnHeader() {
   const uint64_t gen = generation_;
   auto self = shared_from_this();
   auto stream = stream_;
+  const size_t bytes = reply_prefix_.payload_len;
+  if (stream->tls()) {
+    // Asio's TLS stream decrypts into the buffer when the operation completes, which can
+    // be after Fail() handed the caller's buffer back (a reply timeout): decrypt into a
+    // buffer the operation owns, then copy.
+    if (!staging_ || staging_.use_count() > 1) staging_ = std::make_shared<PayloadBuffer>();
+    staging_->Resize(bytes);
+    auto staging = staging_;
+    asio::async_read(*stream, asio::buffer(staging->data(), bytes),
+                     [this, self, stream, staging, gen, dest, bytes, finish](
+                         const boost::system::error_code& ec, size_t) {
+                       if (gen != generation_) return;
+                       if (ec) {
+                         OnReceiveError(ec);
+                         return;
+                       }
+                       std::memcpy(dest, staging->data(), bytes);
+                       finish();
+                     });
+    return;
+  }
   asio::async_read(
-      *stream, asio::buffer(dest, reply_prefix_.payload_len),
+      *stream, asio::buffer(dest, bytes),
       [this, self, stream, gen, request, finish](const boost::system::error_code& ec, size_t) {
         if (gen != generation_) return;
         if (ec) {

@@ -107,6 +107,9 @@ class ShardConnection : public std::enable_shared_from_this<ShardConnection> {
   std::string reply_header_bytes_;
   proto::ResponseHeader reply_header_;
   PayloadBuffer error_scratch_;
+  // Under TLS, where reply payloads are decrypted before they are copied to the caller;
+  // shared with the read in flight, replaced when a stale one still holds it.
+  std::shared_ptr<PayloadBuffer> staging_;
   uint64_t generation_ = 0;        // bumps on every close, so stale handlers can tell
   const char* connect_step_ = "";  // what a connect that times out was waiting for
 };

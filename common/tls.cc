@@ -4,6 +4,8 @@
 #include <openssl/ssl.h>
 
 #include <boost/asio/ssl/context.hpp>
+#include <csignal>
+#include <mutex>
 
 #include "common/auth.h"
 
@@ -38,6 +40,10 @@ Status TlsContext::Create(const TlsOptions& options, std::shared_ptr<const TlsCo
     }
   }
   PEPNET_RETURN_IF_ERROR(CheckOwnerOnlyFile("--tls_key", options.key_file));
+  // OpenSSL writes to a socket with write(), not send(MSG_NOSIGNAL): without this, a
+  // write to a peer that went away would kill the process instead of failing the write.
+  static std::once_flag ignore_sigpipe;
+  std::call_once(ignore_sigpipe, [] { signal(SIGPIPE, SIG_IGN); });
   ERR_clear_error();
   SSL_CTX* ctx = SSL_CTX_new(TLS_method());
   if (ctx == nullptr) return Status::Internal(TakeTlsErrors("SSL_CTX_new failed"));
@@ -51,8 +57,10 @@ Status TlsContext::Create(const TlsOptions& options, std::shared_ptr<const TlsCo
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   // No renegotiation, no compression, no session tickets: nothing a peer can trigger after
   // the handshake, and nothing written behind a blocking reader's back.
-  // A TCP end without close_notify reads as the connection closing: every message is
-  // length-framed, so a truncated one is still caught as short.
+  // For the coordinator's channel (OpenSSL on the socket itself), a TCP end without
+  // close_notify reads as the connection closing: every message is length-framed, so a
+  // truncated one is still caught as short. (Asio's stream reports it as stream_truncated
+  // whatever this says; its users treat that as a close too.)
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET |
                                SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_num_tickets(ctx, 0);

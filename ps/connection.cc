@@ -79,6 +79,8 @@ void Connection::SendHello() {
   auto self = shared_from_this();
   asio::async_write(stream_, asio::buffer(hello_),
                     [this, self](const boost::system::error_code& ec, size_t) {
+                      // Under TLS an operation may complete after Close(): nothing to do.
+                      if (closed_) return;
                       if (ec) {
                         if (ec != asio::error::operation_aborted) Close();
                         return;
@@ -91,6 +93,7 @@ void Connection::ReadClientHello() {
   auto self = shared_from_this();
   asio::async_read(stream_, asio::buffer(client_hello_),
                    [this, self](const boost::system::error_code& ec, size_t) {
+                     if (closed_) return;
                      if (ec) {
                        if (ec != asio::error::operation_aborted) Close();
                        return;
@@ -120,6 +123,7 @@ void Connection::OnClientHello() {
   auto self = shared_from_this();
   asio::async_write(stream_, asio::buffer(proof_),
                     [this, self](const boost::system::error_code& ec, size_t) {
+                      if (closed_) return;
                       if (ec == asio::error::operation_aborted) return;
                       if (ec || !authenticated_) {
                         Close();
@@ -163,7 +167,10 @@ void Connection::Close() {
   boost::system::error_code ignored;
   stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   stream_.socket().close(ignored);
-  ReleaseBuffers();
+  // Asio's TLS stream decrypts into a read's buffer, and encrypts from a write's, in the
+  // operation's completion, which may still run after the socket closed: under TLS the
+  // buffers live until the connection does (the destructor returns their budget).
+  if (!stream_.tls()) ReleaseBuffers();
   if (context_->on_closed) context_->on_closed(this, authenticated_);
   owner_->Remove(this);
 }
@@ -193,6 +200,7 @@ void Connection::ReadPrefix() {
   auto self = shared_from_this();
   asio::async_read(stream_, asio::buffer(prefix_),
                    [this, self](const boost::system::error_code& ec, size_t got) {
+                     if (closed_) return;
                      if (ec) {
                        if (ec == asio::error::operation_aborted) return;
                        if (got > 0) {
@@ -243,6 +251,7 @@ void Connection::ReadBody() {
       asio::buffer(payload_.data(), payload_.size())};
   auto self = shared_from_this();
   asio::async_read(stream_, buffers, [this, self](const boost::system::error_code& ec, size_t got) {
+    if (closed_) return;
     if (ec) {
       if (ec == asio::error::operation_aborted) return;
       LOG(WARNING) << "truncated frame from " << peer_ << ": got " << got << " of "
@@ -310,6 +319,7 @@ void Connection::WriteReply(bool close_after) {
   auto self = shared_from_this();
   asio::async_write(stream_, buffers,
                     [this, self, close_after](const boost::system::error_code& ec, size_t) {
+                      if (closed_) return;
                       if (ec == asio::error::operation_aborted) return;
                       if (ec) {
                         Close();
@@ -350,6 +360,7 @@ void Connection::DrainAndClose() {
   // Raw bytes from the TCP layer: what they say no longer matters.
   stream_.socket().async_read_some(asio::buffer(drain_buffer_.data(), drain_buffer_.size()),
                                    [this, self](const boost::system::error_code& ec, size_t got) {
+                                     if (closed_) return;
                                      drained_bytes_ += got;
                                      if (ec) {
                                        if (ec != asio::error::operation_aborted) Close();

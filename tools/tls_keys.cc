@@ -153,10 +153,20 @@ Status MakeTlsKeys(const std::string& dir, int days) {
   PEPNET_RETURN_IF_ERROR(Pem(key_pem(ca_key.get()), &ca_key_text));
   PEPNET_RETURN_IF_ERROR(Pem(cert_pem(cert.get()), &cert_text));
   PEPNET_RETURN_IF_ERROR(Pem(key_pem(key.get()), &key_text));
-  PEPNET_RETURN_IF_ERROR(WriteNew(dir + "/ca-key.pem", ca_key_text, 0600));
-  PEPNET_RETURN_IF_ERROR(WriteNew(dir + "/key.pem", key_text, 0600));
-  PEPNET_RETURN_IF_ERROR(WriteNew(dir + "/cert.pem", cert_text, 0644));
-  return WriteNew(dir + "/ca.pem", ca_text, 0644);
+  const std::pair<const char*, const std::string*> files[] = {{"ca-key.pem", &ca_key_text},
+                                                              {"key.pem", &key_text},
+                                                              {"cert.pem", &cert_text},
+                                                              {"ca.pem", &ca_text}};
+  for (size_t i = 0; i < 4; ++i) {
+    const bool secret = i < 2;
+    Status st = WriteNew(dir + "/" + files[i].first, *files[i].second, secret ? 0600 : 0644);
+    if (!st.ok()) {
+      // Half a set would block every later run: take back what this one wrote.
+      for (size_t j = 0; j < i; ++j) unlink((dir + "/" + files[j].first).c_str());
+      return st;
+    }
+  }
+  return Status::OK();
 }
 
 }  // namespace pepnet

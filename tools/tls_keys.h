@@ -12,8 +12,9 @@
 namespace pepnet {
 
 // Writes ca.pem, ca-key.pem, cert.pem and key.pem (keys mode 600) into `dir`, which is
-// created when missing. Refuses to overwrite any of them (AlreadyExists): a cluster's CA
-// is not replaced by accident. ECDSA P-256 keys, SHA-256 signatures, valid `days` days.
+// created when missing. Refuses to overwrite any of them (InvalidArgument naming the file):
+// a cluster's CA is not replaced by accident. A run that fails removes what it wrote. ECDSA P-256
+// keys, SHA-256 signatures, valid `days` days.
 Status MakeTlsKeys(const std::string& dir, int days);
 
 }  // namespace pepnet
