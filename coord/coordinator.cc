@@ -145,6 +145,15 @@ class Coordinator {
  private:
   uint32_t committed_pass() const { return store_ ? store_->record().committed_pass() : 0; }
 
+  void Report(bool ready, const std::string& why_not) {
+    if (o_.status == nullptr) return;
+    if (ready) {
+      o_.status->SetReady();
+    } else {
+      o_.status->SetNotReady(why_not);
+    }
+  }
+
   void Broadcast(const proto::CoordMessage& m, const void* payload = nullptr, size_t len = 0) {
     for (auto& w : workers_) {
       if (w) w->Send(m, payload, len);
@@ -179,8 +188,13 @@ class Coordinator {
   }
 
   Status RunEpoch(FrameListener* listener) {
+    Report(false,
+           recovering_ ? "recovering: connecting to the shards" : "connecting to the shards");
     PEPNET_RETURN_IF_ERROR(ConnectShards());
+    Report(true, "");
+    if (o_.status) o_.status->Set("workers", "joining");
     PEPNET_RETURN_IF_ERROR(AcceptWorkers(listener));
+    if (o_.status) o_.status->Set("workers", std::to_string(o_.num_workers) + " joined");
     if (recovering_) {
       fprintf(stderr,
               "pepnet_coord: the cluster is whole again after %.1f s; resuming at pass %u\n",
@@ -449,6 +463,7 @@ class Coordinator {
       }
     }
     PEPNET_RETURN_IF_ERROR(client_->BeginPass(pass));
+    if (o_.status) o_.status->Set("pass", std::to_string(pass) + " (" + name + ")");
     proto::CoordMessage begin;
     begin.set_type(proto::COORD_BEGIN_PASS);
     begin.set_pass(pass);

@@ -26,6 +26,7 @@
 
 #include "common/auth.h"
 #include "common/env.h"
+#include "common/process_status.h"
 #include "common/status.h"
 
 namespace pepnet {
@@ -46,6 +47,9 @@ struct CoordinatorOptions {
   std::string data_dir;
   // Recovering, how long to wait for every shard to answer and every worker to rejoin.
   int recovery_timeout_ms = 600000;
+  // Told when the coordinator is ready (listening and connected to every shard) and
+  // which pass runs; borrowed, may be null.
+  ProcessStatus* status = nullptr;
   Env* env = Env::Default();  // borrowed
   // The cluster's secret (docs/security.md): workers prove it to join, and the coordinator
   // proves it to the shards. Empty: none, and `host` must be loopback.

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "common/admin.h"
 #include "common/env.h"
 #include "common/ps_client.h"
 #include "common/tls_flags.h"
@@ -69,6 +70,13 @@ int main(int argc, char** argv) {
   }
   st = pepnet::LoadSecretAndTls(FLAGS_secret_file, &o.secret);
   if (st.ok()) st = pepnet::ParseServerList(FLAGS_servers, &o.servers);
+  pepnet::ProcessStatus status;
+  o.status = &status;
+  std::unique_ptr<pepnet::AdminEndpoints> admin;
+  if (st.ok()) {
+    st = pepnet::AdminEndpoints::StartFromFlags("pepnet_coord", FLAGS_host, o.secret,
+                                                pepnet::HooksFor("coordinator", &status), &admin);
+  }
   if (st.ok()) st = pepnet::RunCoordinator(o);
   if (!st.ok()) {
     fprintf(stderr, "pepnet_coord: %s\n", st.ToString().c_str());

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <memory>
 
+#include "common/admin.h"
 #include "common/auth.h"
 #include "common/env.h"
 #include "common/tls_flags.h"
@@ -148,8 +149,30 @@ int main(int argc, char** argv) {
     if (!crash_env) Die(st.ToString());
     env = crash_env.get();
   }
+  // The admin endpoints answer from the start: /healthz while a big table loads, /readyz
+  // once the shard serves.
+  std::atomic<bool> serving{false};
+  pepnet::AdminHooks admin_hooks;
+  admin_hooks.role =
+      "shard " + std::to_string(FLAGS_shard_id) + "/" + std::to_string(FLAGS_num_shards);
+  admin_hooks.ready = [&serving] {
+    return serving
+               ? pepnet::Status::OK()
+               : pepnet::Status::Unavailable("the table is loading; the shard does not serve yet");
+  };
+  std::unique_ptr<pepnet::AdminEndpoints> admin;
   std::unique_ptr<pepnet::EmbeddingTable> table;
   std::unique_ptr<pepnet::ShardStore> store;
+  admin_hooks.status = [&serving, &table] {
+    std::vector<std::pair<std::string, std::string>> rows;
+    if (serving && table) {
+      rows.push_back({"pass", std::to_string(table->pass())});
+      rows.push_back({"rows", std::to_string(table->Stats().rows)});
+    }
+    return rows;
+  };
+  st = pepnet::AdminEndpoints::StartFromFlags("pepnet_ps", FLAGS_host, secret, admin_hooks, &admin);
+  if (!st.ok()) Die(st.message());
   if (FLAGS_data_dir.empty()) {
     st = pepnet::EmbeddingTable::Create(table_options, &table, FLAGS_hash_salt);
   } else {
@@ -204,6 +227,7 @@ int main(int argc, char** argv) {
   });
   st = server.Start();
   if (!st.ok()) Die(st.ToString());
+  serving = true;
 
   if (!FLAGS_port_file.empty()) {
     // Written whole under a temporary name, so readers never see a partial number.
@@ -226,6 +250,7 @@ int main(int argc, char** argv) {
                     "this shard";
   }
   server.Run(/*handle_signals=*/true);
+  admin.reset();  // its hooks read the table
   LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << " stopped";
   return fatal ? 1 : 0;
 }

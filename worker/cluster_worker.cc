@@ -124,6 +124,7 @@ class Session {
   // *welcomed: the coordinator took the worker in; *durable: it said it recovers (so a
   // lost coordinator is waited for).
   Status Run(int connect_timeout_ms, bool* welcomed, bool* durable) {
+    Report("connecting to the coordinator");
     std::unique_ptr<FrameChannel> raw;
     PEPNET_RETURN_IF_ERROR(FrameChannel::Connect(o_.coordinator_host, o_.coordinator_port,
                                                  connect_timeout_ms, o_.secret, PeerRole::kWorker,
@@ -152,8 +153,10 @@ class Session {
     client_options.secret = o_.secret;
     client_options.role = PeerRole::kWorker;
     std::unique_ptr<PsClient> client;
+    Report("connecting to the shards");
     st = PsClient::Connect(client_options, &client);
     if (!st.ok()) return Abort(st);
+    Report("");
     std::unique_ptr<EmbeddingStore> store = MakeRemoteStore(client.get());
     Trainer trainer(config_, store.get(), o_.seed, o_.threads);
     if (welcome.durable() && welcome.pass() > 0) {
@@ -178,13 +181,27 @@ class Session {
       PEPNET_RETURN_IF_ERROR(coord_->Send(begin));
       proto::CoordMessage reply;
       PEPNET_RETURN_IF_ERROR(coord_->Receive(&reply, &payload));
-      if (reply.finished()) return Status::OK();
+      if (reply.finished()) {
+        Report("finished: every pass trained");
+        return Status::OK();
+      }
+      if (o_.status) o_.status->Set("pass", std::to_string(reply.pass()) + " (" + folder + ")");
       st = TrainPass(reply.pass(), folder, &trainer);
       if (!st.ok()) return st;
     }
   }
 
  private:
+  // Empty: ready.
+  void Report(const std::string& why_not) {
+    if (o_.status == nullptr) return;
+    if (why_not.empty()) {
+      o_.status->SetReady();
+    } else {
+      o_.status->SetNotReady(why_not);
+    }
+  }
+
   Status TrainPass(uint32_t pass, const std::string& folder, Trainer* trainer) {
     const std::vector<std::string> all = PassSource::FilesOf(folder);
     std::vector<std::string> files;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/auth.h"
+#include "common/process_status.h"
 #include "common/status.h"
 #include "worker/pass_source.h"
 
@@ -43,6 +44,9 @@ struct ClusterWorkerOptions {
   int reconnect_timeout_ms = 600000;
   // The cluster's secret (docs/security.md); empty: none.
   Secret secret;
+  // Told when the worker is ready (connected to the coordinator and every shard) and which
+  // pass it trains; borrowed, may be null.
+  ProcessStatus* status = nullptr;
 };
 
 // `config` is borrowed for the call.

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "common/admin.h"
 #include "common/ps_client.h"
 #include "common/tls_flags.h"
 #include "proto/model_config.pb.h"
@@ -96,6 +97,16 @@ int Run() {
   o.seed = FLAGS_seed;
   o.reconnect_timeout_ms = FLAGS_reconnect_timeout_s * 1000;
   st = pepnet::LoadSecretAndTls(FLAGS_secret_file, &o.secret);
+  if (!st.ok()) return Fail(st.message());
+  pepnet::ProcessStatus status;
+  o.status = &status;
+  std::unique_ptr<pepnet::AdminEndpoints> admin;
+  st = pepnet::AdminEndpoints::StartFromFlags(
+      "pepnet_worker", "127.0.0.1", o.secret,
+      pepnet::HooksFor(
+          "worker " + std::to_string(FLAGS_worker_index) + "/" + std::to_string(FLAGS_num_workers),
+          &status),
+      &admin);
   if (!st.ok()) return Fail(st.message());
   st = pepnet::RunClusterWorker(config, o);
   return st.ok() ? 0 : Fail(st.ToString());

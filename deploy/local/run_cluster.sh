@@ -79,7 +79,7 @@ fi
 if [ -n "$TLS_DIR" ]; then
   AUTH+=(--tls_cert="$TLS_DIR/cert.pem" --tls_key="$TLS_DIR/key.pem" --tls_ca="$TLS_DIR/ca.pem")
 fi
-rm -f "$RUN_DIR"/*.port
+rm -f "$RUN_DIR"/*.port "$RUN_DIR"/*.admin_port
 
 # Ports: free ones for a run in memory; with a data dir, the ones recorded there (chosen
 # and recorded the first time).
@@ -131,7 +131,8 @@ start_server() {  # shard index
   [ -n "$MEMORY_LIMIT" ] && limit=(--memory_limit_bytes="$MEMORY_LIMIT")
   rm -f "$RUN_DIR/ps-$i.port"
   "$BIN/pepnet_ps" --host=127.0.0.1 --table_config="$RUN_DIR/table.pbtxt" --port="${PORTS[$i]}" \
-    --port_file="$RUN_DIR/ps-$i.port" --shard_id="$i" --num_shards="$SERVERS" \
+    --port_file="$RUN_DIR/ps-$i.port" --admin_port_file="$RUN_DIR/ps-$i.admin_port" \
+    --shard_id="$i" --num_shards="$SERVERS" \
     --export_dir="$PUBLISH_DIR" "${AUTH[@]}" "${limit[@]}" "${store[@]}" >> "$RUN_DIR/ps-$i.log" 2>&1 &
   PID["server $i"]=$!
 }
@@ -150,7 +151,7 @@ start_coordinator() {
   rm -f "$RUN_DIR/coord.port"
   "$BIN/pepnet_coord" --num_workers="$WORKERS" --servers="$SERVER_LIST" --config="$CONFIG" \
     --publish_dir="$PUBLISH_DIR" --base_every="$BASE_EVERY" --port="${PORTS[$SERVERS]}" \
-    --port_file="$RUN_DIR/coord.port" --metrics_out="$RUN_DIR/metrics.jsonl" "${AUTH[@]}" "${store[@]}" \
+    --port_file="$RUN_DIR/coord.port" --admin_port_file="$RUN_DIR/coord.admin_port" --metrics_out="$RUN_DIR/metrics.jsonl" "${AUTH[@]}" "${store[@]}" \
     > >(tee -a "$RUN_DIR/coord.out") 2>> "$RUN_DIR/coord.log" &
   PID[coordinator]=$!
 }
@@ -159,12 +160,14 @@ NAMES+=("coordinator")
 port=$(wait_port "$RUN_DIR/coord.port" 30) || { echo "run_cluster: the coordinator did not start; see $RUN_DIR/coord.log" >&2; tail -n 2 "$RUN_DIR/coord.log" >&2; stop_all; exit 1; }
 PORTS[$SERVERS]=$port
 echo "run_cluster: servers $SERVER_LIST, coordinator 127.0.0.1:$port, logs in $RUN_DIR${DATA_DIR:+, state in $DATA_DIR}" >&2
+echo "run_cluster: admin HTTP (/healthz, /readyz, /statusz) of shard 0 on http://127.0.0.1:$(cat "$RUN_DIR/ps-0.admin_port" 2>/dev/null)/; every process's port in $RUN_DIR/*.admin_port" >&2
 SOURCE=(--pass_root="$PASS_ROOT")
 [ -n "$PASSES" ] && SOURCE=(--passes="$PASSES")
 start_worker() {  # worker index
   "$BIN/pepnet_worker" --config="$CONFIG" --servers="$SERVER_LIST" --coordinator="127.0.0.1:$port" \
     --worker_index="$1" --num_workers="$WORKERS" "${SOURCE[@]}" --max_passes="$MAX_PASSES" \
-    --idle_timeout_s="$IDLE_TIMEOUT" --threads="$THREADS" "${AUTH[@]}" >> "$RUN_DIR/worker-$1.log" 2>&1 &
+    --idle_timeout_s="$IDLE_TIMEOUT" --threads="$THREADS" --admin_port_file="$RUN_DIR/worker-$1.admin_port" \
+    "${AUTH[@]}" >> "$RUN_DIR/worker-$1.log" 2>&1 &
   PID["worker $1"]=$!
 }
 for i in $(seq 0 $((WORKERS - 1))); do start_worker "$i"; NAMES+=("worker $i"); done

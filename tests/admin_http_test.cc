@@ -1,0 +1,212 @@
+// The admin HTTP endpoints (common/admin.h, common/http_server.h): every endpoint from a
+// real pepnet_ps, a port in use, and clients that send too much, too little or garbage.
+#include <arpa/inet.h>
+#include <gflags/gflags.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/admin.h"
+#include "common/auth.h"
+#include "common/subprocess.h"
+#include "tests/test_util.h"
+
+namespace pepnet {
+namespace {
+
+int ConnectTo(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+// Everything the peer sends until it closes (or 10 s pass).
+std::string ReadAll(int fd) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+struct Reply {
+  int status = 0;
+  std::string head, body;
+};
+
+Reply Exchange(uint16_t port, const std::string& request) {
+  Reply r;
+  const int fd = ConnectTo(port);
+  if (fd < 0) return r;
+  send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  const std::string all = ReadAll(fd);
+  close(fd);
+  const size_t split = all.find("\r\n\r\n");
+  r.head = all.substr(0, split);
+  if (split != std::string::npos) r.body = all.substr(split + 4);
+  if (all.rfind("HTTP/1.1 ", 0) == 0) r.status = std::stoi(all.substr(9, 3));
+  return r;
+}
+
+Reply Get(uint16_t port, const std::string& path) {
+  return Exchange(port, "GET " + path + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+}
+
+class AdminHttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_ = dir_.File("t.pbtxt");
+    testing::WriteFile(config_, "slot { id: 1 dim: 4 }\n");
+  }
+  // A shard with its admin port; returns the port.
+  uint16_t StartShard(std::vector<std::string> extra = {}) {
+    const std::string port_file = dir_.File("admin.port");
+    extra.push_back("--admin_port=0");
+    extra.push_back("--admin_port_file=" + port_file);
+    Status st = server_.Start(dir_, config_, 0, 1, extra);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    uint16_t port = 0;
+    st = WaitForPortFile(port_file, 20000, &server_.process(), &port);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return port;
+  }
+
+  testing::TempDir dir_;
+  std::string config_;
+  testing::ServerProcess server_;
+};
+
+TEST_F(AdminHttpTest, EveryEndpointAnswersFromARealShard) {
+  const uint16_t port = StartShard();
+  ASSERT_NE(port, 0);
+  EXPECT_TRUE(testing::LogEventually(server_.log_path(),
+                                     "admin HTTP on http://127.0.0.1:" + std::to_string(port)));
+  Reply r = Get(port, "/healthz");
+  EXPECT_EQ(r.status, 200) << r.head;
+  EXPECT_EQ(r.body, "ok\n");
+  r = Get(port, "/readyz");
+  EXPECT_EQ(r.status, 200) << r.head;
+  EXPECT_EQ(r.body, "ready\n");
+  r = Get(port, "/statusz");
+  EXPECT_EQ(r.status, 200) << r.head;
+  EXPECT_NE(r.head.find("Content-Type: text/html"), std::string::npos) << r.head;
+  for (const std::string& want :
+       {std::string("shard 0/1"), std::string("<td>version</td><td>") + PepnetVersion(),
+        std::string("<td>uptime</td>"), std::string("<td>pass</td><td>0</td>"),
+        std::string("<td>rows</td><td>0</td>"), "<td>--table_config</td><td>" + config_,
+        std::string("<td>--admin_port</td><td>0</td>")}) {
+    EXPECT_NE(r.body.find(want), std::string::npos) << want << "\n" << r.body;
+  }
+  r = Get(port, "/nothing-here");
+  EXPECT_EQ(r.status, 404);
+  // Kept alive: two requests on one connection, the second answered too.
+  r = Exchange(port,
+               "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /readyz HTTP/1.1\r\nHost: t\r\n"
+               "Connection: close\r\n\r\n");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("ready\n"), std::string::npos) << r.body;
+}
+
+TEST_F(AdminHttpTest, AnAdminPortInUseFailsTheStartNamingIt) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string taken = std::to_string(ntohs(addr.sin_port));
+  std::string output;
+  EXPECT_EQ(testing::RunCommand({testing::BinDir() + "/pepnet_ps", "--port=0",
+                                 "--table_config=" + config_, "--admin_port=" + taken},
+                                dir_, &output),
+            2);
+  EXPECT_NE(output.find("--admin_port=" + taken + ": cannot listen on 127.0.0.1:" + taken),
+            std::string::npos)
+      << output;
+  close(fd);
+}
+
+TEST_F(AdminHttpTest, HostileClientsCannotStallOrGrowIt) {
+  const uint16_t port = StartShard({"--admin_timeout_ms=500"});
+  ASSERT_NE(port, 0);
+  // Headers over the 8 KiB bound: 413, and the connection closes.
+  Reply r =
+      Exchange(port, "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(16 << 10, 'a') +
+                         "\r\n\r\n");
+  EXPECT_EQ(r.status, 413) << r.head;
+  // A body over 1 MiB, announced: refused without reading it.
+  r = Exchange(port, "POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n");
+  EXPECT_EQ(r.status, 413) << r.head;
+  // Not HTTP at all (a TLS hello): 400.
+  r = Exchange(port, std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11) + "\r\n\r\n");
+  EXPECT_EQ(r.status, 400) << r.head;
+  // A client that sends half a request and stalls (slow-loris), and one that sends
+  // nothing: both closed at the deadline.
+  for (const std::string& partial : {std::string("GET /healthz HTTP/1.1\r\nHo"), std::string()}) {
+    const int fd = ConnectTo(port);
+    ASSERT_GE(fd, 0);
+    send(fd, partial.data(), partial.size(), MSG_NOSIGNAL);
+    const auto start = std::chrono::steady_clock::now();
+    ReadAll(fd);  // returns when the server closes
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_LT(waited, 5.0);
+    close(fd);
+  }
+  // 80 idle connections against the cap of 64: the server stays up, and once the idle
+  // ones are dropped at their deadline a request is served again.
+  std::vector<int> idle;
+  for (int i = 0; i < 80; ++i) idle.push_back(ConnectTo(port));
+  for (int fd : idle) {
+    if (fd >= 0) ReadAll(fd);
+  }
+  for (int fd : idle) close(fd);
+  EXPECT_EQ(Get(port, "/healthz").status, 200);
+}
+
+TEST(AdminEndpointsTest, ReadyzNamesWhatIsMissing) {
+  gflags::FlagSaver saver;
+  gflags::SetCommandLineOption("admin_port", "0");
+  AdminHooks hooks;
+  hooks.role = "worker 0/1";
+  hooks.ready = [] { return Status::Unavailable("not connected to shard 1"); };
+  hooks.more["/metrics"] = [](const HttpRequest&) {
+    return HttpResponse{200, "text/plain; version=0.0.4", "pepnet_up 1\n"};
+  };
+  std::unique_ptr<AdminEndpoints> admin;
+  Status st = AdminEndpoints::StartFromFlags("test", "127.0.0.1", Secret(), hooks, &admin);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  Reply r = Get(admin->port(), "/readyz");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.body, "not ready: not connected to shard 1\n");
+  EXPECT_NE(Get(admin->port(), "/statusz").body.find("no: not connected to shard 1"),
+            std::string::npos);
+  EXPECT_EQ(Get(admin->port(), "/metrics").body, "pepnet_up 1\n");
+
+  gflags::SetCommandLineOption("admin_port", "-1");
+  std::unique_ptr<AdminEndpoints> none;
+  ASSERT_TRUE(AdminEndpoints::StartFromFlags("test", "127.0.0.1", Secret(), hooks, &none).ok());
+  EXPECT_EQ(none, nullptr);
+}
+
+}  // namespace
+}  // namespace pepnet
