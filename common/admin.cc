@@ -64,6 +64,11 @@ AdminHooks HooksFor(std::string role, const ProcessStatus* status) {
   return hooks;
 }
 
+void AdminEndpoints::LogAddress() const {
+  LOG(INFO) << where_ << ": admin HTTP on http://" << host_ << ":" << server_->port()
+            << "/ (/healthz, /readyz, /statusz" << (more_ ? ", more" : "") << ")";
+}
+
 AdminEndpoints::~AdminEndpoints() {
   if (server_) server_->Stop();
 }
@@ -85,6 +90,7 @@ Status AdminEndpoints::StartFromFlags(const std::string& program, const std::str
   options.request_timeout_ms = FLAGS_admin_timeout_ms;
   options.what = "--admin_port";
   std::unique_ptr<AdminEndpoints> admin(new AdminEndpoints());
+  admin->where_ = program + " " + hooks.role;
   admin->server_ = std::make_unique<HttpServer>(options);
   HttpServer* server = admin->server_.get();
   const auto start = std::chrono::steady_clock::now();
@@ -122,7 +128,8 @@ Status AdminEndpoints::StartFromFlags(const std::string& program, const std::str
         "</table>\n</body></html>\n";
     return HttpResponse{200, "text/html; charset=utf-8", page};
   });
-  const bool more = !hooks.more.empty();
+  admin->host_ = host;
+  admin->more_ = !hooks.more.empty();
   for (auto& [path, handler] : hooks.more) server->Handle(path, std::move(handler));
   PEPNET_RETURN_IF_ERROR(server->Start());
   if (!FLAGS_admin_port_file.empty()) {
@@ -130,8 +137,6 @@ Status AdminEndpoints::StartFromFlags(const std::string& program, const std::str
                                  std::to_string(server->port()) + "\n");
     if (!st.ok()) return Status(st.code(), "--admin_port_file: " + st.message());
   }
-  LOG(INFO) << program << " " << role << ": admin HTTP on http://" << host << ":" << server->port()
-            << "/ (/healthz, /readyz, /statusz" << (more ? ", more" : "") << ")";
   *out = std::move(admin);
   return Status::OK();
 }

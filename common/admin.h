@@ -50,10 +50,15 @@ class AdminEndpoints {
                                std::unique_ptr<AdminEndpoints>* out);
   ~AdminEndpoints();
   uint16_t port() const { return server_->port(); }
+  // Logs where the endpoints are. Separate from the start, so that a process that refuses
+  // to start after its admin port opened still says only why, in one line.
+  void LogAddress() const;
 
  private:
   AdminEndpoints() = default;
   std::unique_ptr<HttpServer> server_;
+  std::string where_, host_;
+  bool more_ = false;
 };
 
 // The project's version, as /statusz shows it.

@@ -90,11 +90,12 @@ class Coordinator {
       PEPNET_RETURN_IF_ERROR(
           WriteFileDurably(env_, o_.port_file, std::to_string(listener->port()) + "\n"));
     }
-    fprintf(stderr, "pepnet_coord: listening on %s:%d for %d workers%s\n", o_.host.c_str(),
+    fprintf(stderr, "pepnet_coord: listening on %s:%d for %d workers%s%s\n", o_.host.c_str(),
             listener->port(), o_.num_workers,
             o_.secret.empty() ? " (no --secret_file: serving loopback only)"
             : o_.secret.tls() ? ", peers authenticated, TLS"
-                              : ", peers authenticated");
+                              : ", peers authenticated",
+            o_.admin_port ? ("; admin HTTP on port " + std::to_string(o_.admin_port)).c_str() : "");
     if (store_) {
       const proto::CoordinatorRecord& r = store_->record();
       if (r.committed_pass() == 0) {

@@ -50,6 +50,7 @@ struct CoordinatorOptions {
   // Told when the coordinator is ready (listening and connected to every shard) and
   // which pass runs; borrowed, may be null.
   ProcessStatus* status = nullptr;
+  int admin_port = 0;         // for the listening line; 0: none
   Env* env = Env::Default();  // borrowed
   // The cluster's secret (docs/security.md): workers prove it to join, and the coordinator
   // proves it to the shards. Empty: none, and `host` must be loopback.

@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
     st = pepnet::AdminEndpoints::StartFromFlags("pepnet_coord", FLAGS_host, o.secret,
                                                 pepnet::HooksFor("coordinator", &status), &admin);
   }
+  if (admin) o.admin_port = admin->port();
   if (st.ok()) st = pepnet::RunCoordinator(o);
   if (!st.ok()) {
     fprintf(stderr, "pepnet_coord: %s\n", st.ToString().c_str());

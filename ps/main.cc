@@ -245,6 +245,7 @@ int main(int argc, char** argv) {
             << (secret.empty() ? ", no secret"
                 : secret.tls() ? ", peers authenticated, TLS"
                                : ", peers authenticated");
+  if (admin) admin->LogAddress();
   if (secret.empty()) {
     LOG(WARNING) << "no --secret_file: serving loopback only, and any local process may talk to "
                     "this shard";

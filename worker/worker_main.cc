@@ -108,6 +108,7 @@ int Run() {
           &status),
       &admin);
   if (!st.ok()) return Fail(st.message());
+  if (admin) admin->LogAddress();
   st = pepnet::RunClusterWorker(config, o);
   return st.ok() ? 0 : Fail(st.ToString());
 }
