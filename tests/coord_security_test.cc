@@ -1,7 +1,8 @@
 // Attacks on a live pepnet_coord started with a secret: stray connections before the
 // workers join are dropped and logged while the run goes on, and a worker that sends a
 // non-finite dense gradient fails the run by name before anything of the pass is
-// committed or published.
+// committed or published. Both run twice: over plain TCP and inside TLS (the attacker then
+// holds a certificate of the cluster).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "publish/manifest.h"
 #include "tests/raw_connection.h"
 #include "tests/test_util.h"
+#include "tests/tls_util.h"
 #include "worker/model_config.h"
 
 namespace pepnet {
@@ -23,28 +25,42 @@ namespace {
 
 using testing::RawConnection;
 
-class CoordSecurityTest : public ::testing::Test {
+class CoordSecurityTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     config_path_ = testing::SourceDir() + "/configs/demo.pbtxt";
     ASSERT_TRUE(LoadModelConfigFile(config_path_, &config_).ok());
     secret_path_ = testing::WriteSecretFile(dir_);
     ASSERT_TRUE(Secret::Load(secret_path_, &secret_).ok());
-    Status st = testing::StartShards(
-        dir_, FormatTableConfig(TableOptionsFor(config_, 1)), 2, servers_,
-        {"--export_dir=" + dir_.File("model"), "--secret_file=" + secret_path_});
+    auth_ = {"--secret_file=" + secret_path_};
+    if (GetParam()) {
+      tls_ = testing::MakeTestTls(dir_);
+      secret_.set_tls(tls_.context);
+      RawConnection::UseTls(tls_.context.get());
+      auth_.insert(auth_.end(), tls_.flags.begin(), tls_.flags.end());
+    }
+    std::vector<std::string> shard_flags = {"--export_dir=" + dir_.File("model")};
+    shard_flags.insert(shard_flags.end(), auth_.begin(), auth_.end());
+    Status st = testing::StartShards(dir_, FormatTableConfig(TableOptionsFor(config_, 1)), 2,
+                                     servers_, shard_flags);
     ASSERT_TRUE(st.ok()) << st.ToString();
     const std::string port_file = dir_.File("coord.port");
-    st =
-        coord_.Start({testing::BinDir() + "/pepnet_coord", "--num_workers=1",
-                      "--servers=" + testing::ServerList(servers_, 2), "--config=" + config_path_,
-                      "--publish_dir=" + dir_.File("model"), "--port=0", "--port_file=" + port_file,
-                      "--step_timeout_s=60", "--secret_file=" + secret_path_},
-                     coord_log());
+    std::vector<std::string> coord = {testing::BinDir() + "/pepnet_coord",
+                                      "--num_workers=1",
+                                      "--servers=" + testing::ServerList(servers_, 2),
+                                      "--config=" + config_path_,
+                                      "--publish_dir=" + dir_.File("model"),
+                                      "--port=0",
+                                      "--port_file=" + port_file,
+                                      "--step_timeout_s=60"};
+    coord.insert(coord.end(), auth_.begin(), auth_.end());
+    st = coord_.Start(coord, coord_log());
     ASSERT_TRUE(st.ok()) << st.ToString();
     st = WaitForPortFile(port_file, 20000, &coord_, &port_);
     ASSERT_TRUE(st.ok()) << st.ToString() << testing::ReadFile(coord_log());
   }
+
+  void TearDown() override { RawConnection::UseTls(nullptr); }
 
   std::string coord_log() const { return dir_.File("coord.log"); }
 
@@ -56,6 +72,8 @@ class CoordSecurityTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
+  testing::TestTls tls_;           // empty over plain TCP
+  std::vector<std::string> auth_;  // --secret_file and the TLS flags, for every process
   std::string config_path_, secret_path_;
   proto::ModelConfig config_;
   Secret secret_;
@@ -64,7 +82,7 @@ class CoordSecurityTest : public ::testing::Test {
   uint16_t port_ = 0;
 };
 
-TEST_F(CoordSecurityTest, StrayConnectionsBeforeTheWorkersAreDroppedAndTheRunGoesOn) {
+TEST_P(CoordSecurityTest, StrayConnectionsBeforeTheWorkersAreDroppedAndTheRunGoesOn) {
   // An HTTP request, a peer with another secret, a tool, and a worker whose first message
   // is garbage: each is dropped with a line naming it.
   RawConnection http(port_, false);
@@ -90,14 +108,16 @@ TEST_F(CoordSecurityTest, StrayConnectionsBeforeTheWorkersAreDroppedAndTheRunGoe
   const std::string data = dir_.File("data");
   testing::GenerateData(dir_, data, 1, 1, 2000);
   Subprocess worker;
-  ASSERT_TRUE(worker
-                  .Start({testing::BinDir() + "/pepnet_worker", "--config=" + config_path_,
-                          "--servers=" + testing::ServerList(servers_, 2),
-                          "--coordinator=127.0.0.1:" + std::to_string(port_), "--worker_index=0",
-                          "--num_workers=1", "--threads=1", "--passes=" + data + "/pass-00001",
-                          "--secret_file=" + secret_path_},
-                         dir_.File("worker.log"))
-                  .ok());
+  std::vector<std::string> argv = {testing::BinDir() + "/pepnet_worker",
+                                   "--config=" + config_path_,
+                                   "--servers=" + testing::ServerList(servers_, 2),
+                                   "--coordinator=127.0.0.1:" + std::to_string(port_),
+                                   "--worker_index=0",
+                                   "--num_workers=1",
+                                   "--threads=1",
+                                   "--passes=" + data + "/pass-00001"};
+  argv.insert(argv.end(), auth_.begin(), auth_.end());
+  ASSERT_TRUE(worker.Start(argv, dir_.File("worker.log")).ok());
   EXPECT_EQ(WaitCoordinator(), 0) << testing::ReadFile(coord_log());
   int code = -1;
   ASSERT_TRUE(worker.Wait(60000, &code).ok());
@@ -109,7 +129,7 @@ TEST_F(CoordSecurityTest, StrayConnectionsBeforeTheWorkersAreDroppedAndTheRunGoe
 
 // A worker (it holds the secret: trusted, but possibly broken) sends a NaN in its dense
 // gradient: summed, it would poison every replica and the published model.
-TEST_F(CoordSecurityTest, ANonFiniteDenseGradientFailsTheRunNamingTheWorker) {
+TEST_P(CoordSecurityTest, ANonFiniteDenseGradientFailsTheRunNamingTheWorker) {
   std::unique_ptr<FrameChannel> channel;
   Status st =
       FrameChannel::Connect("127.0.0.1", port_, 20000, secret_, PeerRole::kWorker, &channel);
@@ -159,6 +179,11 @@ TEST_F(CoordSecurityTest, ANonFiniteDenseGradientFailsTheRunNamingTheWorker) {
   ListVersions(dir_.File("model"), &versions);  // the folder may not even exist
   EXPECT_TRUE(versions.empty()) << "a poisoned pass was published";
 }
+
+INSTANTIATE_TEST_SUITE_P(PlainAndTls, CoordSecurityTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Tls" : "Plain";
+                         });
 
 }  // namespace
 }  // namespace pepnet
