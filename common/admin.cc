@@ -35,6 +35,10 @@ std::string FormatUptime(double seconds) {
   return buf;
 }
 
+// Flags whose value must not be shown to whoever can reach the admin port: the hash salt
+// lets a peer choose colliding keys.
+bool Hidden(const std::string& name) { return name == "hash_salt"; }
+
 // The flags this project defines (not glog's or gflags' own), with their values.
 std::string FlagRows() {
   std::vector<gflags::CommandLineFlagInfo> flags;
@@ -46,8 +50,9 @@ std::string FlagRows() {
       ours |= f.filename.find(dir) != std::string::npos;
     }
     if (!ours) continue;
-    rows += "<tr><td>--" + HtmlEscape(f.name) + "</td><td>" + HtmlEscape(f.current_value) +
-            "</td><td>" + (f.is_default ? "default" : "set") + "</td></tr>\n";
+    const std::string value = Hidden(f.name) ? "(hidden)" : f.current_value;
+    rows += "<tr><td>--" + HtmlEscape(f.name) + "</td><td>" + HtmlEscape(value) + "</td><td>" +
+            (f.is_default ? "default" : "set") + "</td></tr>\n";
   }
   return rows;
 }
@@ -79,7 +84,8 @@ Status AdminEndpoints::StartFromFlags(const std::string& program, const std::str
   out->reset();
   if (FLAGS_admin_port == -1) return Status::OK();
   const std::string host = FLAGS_admin_host.empty() ? process_host : FLAGS_admin_host;
-  PEPNET_RETURN_IF_ERROR(CheckListenSecurity(host, secret, "--admin_host"));
+  PEPNET_RETURN_IF_ERROR(
+      CheckListenSecurity(host, secret, FLAGS_admin_host.empty() ? "--host" : "--admin_host"));
   if (FLAGS_admin_port < 0 || FLAGS_admin_port > 65535) {
     return Status::InvalidArgument("--admin_port must be -1 (none) or in [0, 65535]");
   }

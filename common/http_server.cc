@@ -27,12 +27,18 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(tcp::socket socket, const HttpServerOptions* options,
               const std::map<std::string, HttpHandler>* handlers, std::atomic<int>* live)
-      : stream_(std::move(socket)), options_(options), handlers_(handlers), live_(live) {
+      : stream_(std::move(socket)),
+        options_(options),
+        handlers_(handlers),
+        live_(live),
+        // Beast limits the headers but not a chunk-size line or a trailer: the buffer's
+        // own limit bounds what any request can make it hold (a body moves out of it).
+        buffer_(options->max_header_bytes + (64 << 10)) {
     boost::system::error_code ec;
     const tcp::endpoint ep = stream_.socket().remote_endpoint(ec);
     peer_ = ec ? "unknown peer" : ep.address().to_string() + ":" + std::to_string(ep.port());
   }
-  ~HttpSession() { live_->fetch_sub(1); }
+  ~HttpSession() { ReleaseSlot(); }
 
   void Read() {
     parser_.emplace();
@@ -51,13 +57,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       Close();
       return;
     }
-    if (ec == http::error::header_limit || ec == http::error::body_limit) {
-      Reply(413,
-            std::string("request too large: ") +
-                (ec == http::error::header_limit
-                     ? "headers over " + std::to_string(options_->max_header_bytes)
-                     : "body over " + std::to_string(options_->max_body_bytes)) +
+    if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+      Reply(431,
+            "request headers too large: over " + std::to_string(options_->max_header_bytes) +
                 " bytes\n",
+            /*keep_alive=*/false, 11);
+      return;
+    }
+    if (ec == http::error::body_limit) {
+      Reply(413,
+            "request body too large: over " + std::to_string(options_->max_body_bytes) + " bytes\n",
             /*keep_alive=*/false, 11);
       return;
     }
@@ -77,9 +86,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     request.peer = peer_;
     HttpResponse response;
     auto it = handlers_->find(request.path);
+    const bool head = req.method() == http::verb::head;
     if (it == handlers_->end()) {
       response.status = 404;
       response.body = "no such path: " + request.path + "\n";
+    } else if (!options_->allow_post && req.method() != http::verb::get && !head) {
+      response.status = 405;
+      response.body = request.method + " is not served here: GET or HEAD\n";
     } else {
       try {
         response = it->second(request);
@@ -89,20 +102,34 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         response.status = 500;
         response.content_type = "text/plain; charset=utf-8";
         response.body = std::string("internal error: ") + e.what() + "\n";
+      } catch (...) {
+        response.status = 500;
+        response.content_type = "text/plain; charset=utf-8";
+        response.body = "internal error\n";
       }
     }
+    // HEAD: the headers of the GET, Content-Length included, without the body.
+    const size_t length = response.body.size();
+    if (head) response.body.clear();
     Reply(response.status, std::move(response.body), req.keep_alive(), req.version(),
-          response.content_type);
+          response.content_type, head ? std::optional<size_t>(length) : std::nullopt);
   }
 
   void Reply(int status, std::string body, bool keep_alive, unsigned version,
-             const std::string& content_type = "text/plain; charset=utf-8") {
-    response_.emplace(http::int_to_status(static_cast<unsigned>(status)), version);
+             const std::string& content_type = "text/plain; charset=utf-8",
+             std::optional<size_t> head_length = std::nullopt) {
+    response_.emplace();
+    response_->result(static_cast<unsigned>(status));
+    response_->version(version);
     response_->set(http::field::content_type, content_type);
     response_->set(http::field::server, "pepnet-ps");
     response_->body() = std::move(body);
     response_->keep_alive(keep_alive);
-    response_->prepare_payload();
+    if (head_length) {
+      response_->content_length(*head_length);
+    } else {
+      response_->prepare_payload();
+    }
     stream_.expires_after(std::chrono::milliseconds(options_->request_timeout_ms));
     http::async_write(stream_, *response_,
                       [self = shared_from_this(), keep_alive](beast::error_code ec, size_t) {
@@ -143,6 +170,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
+    ReleaseSlot();  // now, not when the last queued handler lets go of the session
+  }
+  void ReleaseSlot() {
+    if (!released_) {
+      released_ = true;
+      live_->fetch_sub(1);
+    }
   }
 
   beast::tcp_stream stream_;
@@ -155,13 +189,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::optional<http::response<http::string_body>> response_;
   std::vector<char> drain_;
   size_t drained_ = 0;
+  bool released_ = false;
 };
 
 }  // namespace
 
 class HttpServer::Impl {
  public:
-  explicit Impl(HttpServerOptions options) : options_(std::move(options)), acceptor_(io_) {}
+  explicit Impl(HttpServerOptions options)
+      : options_(std::move(options)), acceptor_(io_), retry_timer_(io_) {}
   ~Impl() { Stop(); }
 
   Status Start() {
@@ -199,24 +235,41 @@ class HttpServer::Impl {
     io_.stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);  // later connections are refused, not left hanging
   }
 
   void Accept() {
-    acceptor_.async_accept(asio::make_strand(io_), [this](boost::system::error_code ec,
-                                                          tcp::socket socket) {
-      if (ec == asio::error::operation_aborted) return;
-      if (!ec) {
-        if (live_.fetch_add(1) >= options_.max_connections) {
-          // Over the cap: close at once; the connections already open go on.
-          live_.fetch_sub(1);
-          boost::system::error_code ignored;
-          socket.close(ignored);
-        } else {
-          std::make_shared<HttpSession>(std::move(socket), &options_, &handlers_, &live_)->Read();
-        }
-      }
-      Accept();
-    });
+    acceptor_.async_accept(
+        asio::make_strand(io_), [this](boost::system::error_code ec, tcp::socket socket) {
+          if (ec == asio::error::operation_aborted) return;
+          if (ec) {
+            // Out of descriptors or buffers: the connection stays in the backlog, and
+            // accepting again at once would spin. Wait a little.
+            LOG_EVERY_N(WARNING, 100) << options_.what << ": accept failed: " << ec.message();
+            retry_timer_.expires_after(std::chrono::milliseconds(100));
+            retry_timer_.async_wait([this](boost::system::error_code wait_ec) {
+              if (!wait_ec) Accept();
+            });
+            return;
+          }
+          if (live_.fetch_add(1) >= options_.max_connections) {
+            // Over the cap: say so, without waiting for the socket, and close; the
+            // connections already open go on.
+            live_.fetch_sub(1);
+            static const char kBusy[] =
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                "Content-Length: 24\r\nConnection: close\r\n\r\ntoo many connections now\n";
+            boost::system::error_code ignored;
+            socket.non_blocking(true, ignored);
+            socket.send(asio::buffer(kBusy, sizeof(kBusy) - 1), 0, ignored);
+            socket.shutdown(tcp::socket::shutdown_both, ignored);
+            socket.close(ignored);
+          } else {
+            std::make_shared<HttpSession>(std::move(socket), &options_, &handlers_, &live_)->Read();
+          }
+          Accept();
+        });
   }
 
   // Declared before io_: sessions destroyed with it still use them.
@@ -226,6 +279,7 @@ class HttpServer::Impl {
   uint16_t port_ = 0;
   asio::io_context io_;
   tcp::acceptor acceptor_;
+  asio::steady_timer retry_timer_;
   std::vector<std::thread> threads_;
 };
 

@@ -36,12 +36,15 @@ using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
-  int port = 0;  // 0: a free port chosen by the kernel (see port())
-  int threads = 1;
-  size_t max_header_bytes = 8 << 10;
-  size_t max_body_bytes = 1 << 20;
-  // A request must arrive whole within this long of the connection's first byte, or of
-  // the previous reply on a kept-alive connection (so a silent client is dropped too); a
+  int port = 0;                       // 0: a free port chosen by the kernel (see port())
+  int threads = 2;                    // so one slow handler does not hold up the others
+  size_t max_header_bytes = 8 << 10;  // 431 beyond
+  size_t max_body_bytes = 64 << 10;   // 413 beyond, from the announced length
+  // Methods other than GET and HEAD get 405 unless this is set (a handler then sees
+  // request.method).
+  bool allow_post = false;
+  // A request must arrive whole within this long of the connection's accept, or of the
+  // previous reply on a kept-alive connection (so a silent client is dropped too); a
   // reply must be written within it.
   int request_timeout_ms = 10000;
   int max_connections = 64;

@@ -114,6 +114,8 @@ class Coordinator {
       Status st = RunEpoch(listener.get());
       if (st.ok()) return st;
       const bool recover = store_ && Recoverable(st);
+      Report(false, (recover ? "recovering from: " : "failed: ") + st.message());
+      if (o_.status) o_.status->Set("workers", "none joined");
       Broadcast(Fail(st.ToString(), recover));
       LetWorkersReadTheFailure();
       workers_.clear();

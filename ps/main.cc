@@ -151,24 +151,29 @@ int main(int argc, char** argv) {
   }
   // The admin endpoints answer from the start: /healthz while a big table loads, /readyz
   // once the shard serves.
-  std::atomic<bool> serving{false};
+  enum Phase { kLoading, kServing, kStopping };
+  std::atomic<int> phase{kLoading};
   pepnet::AdminHooks admin_hooks;
   admin_hooks.role =
       "shard " + std::to_string(FLAGS_shard_id) + "/" + std::to_string(FLAGS_num_shards);
-  admin_hooks.ready = [&serving] {
-    return serving
-               ? pepnet::Status::OK()
-               : pepnet::Status::Unavailable("the table is loading; the shard does not serve yet");
+  admin_hooks.ready = [&phase] {
+    switch (phase.load()) {
+      case kServing:
+        return pepnet::Status::OK();
+      case kLoading:
+        return pepnet::Status::Unavailable("the table is loading; the shard does not serve yet");
+      default:
+        return pepnet::Status::Unavailable("the shard is stopping");
+    }
   };
   std::unique_ptr<pepnet::AdminEndpoints> admin;
   std::unique_ptr<pepnet::EmbeddingTable> table;
   std::unique_ptr<pepnet::ShardStore> store;
-  admin_hooks.status = [&serving, &table] {
+  // Cheap reads only: an admin request must never wait on the table's locks.
+  admin_hooks.status = [&phase, &table] {
     std::vector<std::pair<std::string, std::string>> rows;
-    if (serving && table) {
-      rows.push_back({"pass", std::to_string(table->pass())});
-      rows.push_back({"rows", std::to_string(table->Stats().rows)});
-    }
+    // Read once serving began: `table` is set before, and never reset while admin runs.
+    if (phase.load() != kLoading) rows.push_back({"pass", std::to_string(table->pass())});
     return rows;
   };
   st = pepnet::AdminEndpoints::StartFromFlags("pepnet_ps", FLAGS_host, secret, admin_hooks, &admin);
@@ -219,6 +224,7 @@ int main(int argc, char** argv) {
   options.max_frame_bytes = FLAGS_max_frame_bytes;
   options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
   options.max_connections = static_cast<size_t>(FLAGS_max_connections);
+  options.on_stopping = [&phase] { phase = kStopping; };
   pepnet::Server server(options, &handler);
   std::atomic<bool> fatal{false};
   handler.set_on_fatal([&](const pepnet::Status&) {
@@ -227,7 +233,7 @@ int main(int argc, char** argv) {
   });
   st = server.Start();
   if (!st.ok()) Die(st.ToString());
-  serving = true;
+  phase = kServing;
 
   if (!FLAGS_port_file.empty()) {
     // Written whole under a temporary name, so readers never see a partial number.
@@ -251,6 +257,7 @@ int main(int argc, char** argv) {
                     "this shard";
   }
   server.Run(/*handle_signals=*/true);
+  phase = kStopping;
   admin.reset();  // its hooks read the table
   LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << " stopped";
   return fatal ? 1 : 0;

@@ -97,6 +97,7 @@ class Server::Impl {
     asio::post(workers_[0]->io, [this] {
       if (stopping_) return;
       stopping_ = true;
+      if (options_.on_stopping) options_.on_stopping();
       boost::system::error_code ignored;
       if (acceptor_) acceptor_->close(ignored);
       if (accept_retry_timer_) accept_retry_timer_->cancel();

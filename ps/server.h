@@ -8,6 +8,7 @@
 #define PEPNET_PS_SERVER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -49,6 +50,9 @@ struct ServerOptions {
   int idle_timeout_ms = 300000;
   // How long Stop() lets requests in progress finish before closing everything.
   int shutdown_grace_ms = 5000;
+  // Called once, on a server thread, when a stop begins (Stop() or a signal): the
+  // process stops saying it is ready.
+  std::function<void()> on_stopping;
 };
 
 class Server {

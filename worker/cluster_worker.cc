@@ -310,6 +310,7 @@ Status RunClusterWorker(const proto::ModelConfig& config, const ClusterWorkerOpt
     // A run without recovery ends with its first failure; before the coordinator spoke
     // (it may be starting or recovering), a dead peer is waited for.
     if (!Recoverable(last) || (welcomed_once && !durable)) return last;
+    if (o.status) o.status->SetNotReady("rejoining the cluster after: " + last.message());
     LOG(WARNING) << last.ToString() << "; rejoining the cluster in " << delay_ms << " ms";
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     delay_ms = std::min(2 * delay_ms, 2000);

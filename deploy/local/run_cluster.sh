@@ -83,7 +83,7 @@ rm -f "$RUN_DIR"/*.port "$RUN_DIR"/*.admin_port
 
 # Ports: free ones for a run in memory; with a data dir, the ones recorded there (chosen
 # and recorded the first time).
-PORTS=()
+PORTS=() ADMIN_PORTS=()
 if [ -n "$DATA_DIR" ]; then
   mkdir -p "$DATA_DIR"
   if [ ! -s "$DATA_DIR/ports" ]; then
@@ -95,8 +95,16 @@ if [ -n "$DATA_DIR" ]; then
     echo "run_cluster: $DATA_DIR/ports records ${#PORTS[@]} ports, for a cluster of $((${#PORTS[@]} - 1)) servers; this one has $SERVERS" >&2
     exit 2
   fi
+  # The admin ports are recorded too: one the kernel picked at a restart could be the
+  # recorded port of a process that is down at that moment.
+  if [ ! -s "$DATA_DIR/admin_ports" ]; then
+    "$BIN/pepnet_ctl" free_ports --count=$((2 * SERVERS + 2)) |
+      grep -vxF -f "$DATA_DIR/ports" | head -n $((SERVERS + 1)) > "$DATA_DIR/admin_ports.tmp" &&
+      mv "$DATA_DIR/admin_ports.tmp" "$DATA_DIR/admin_ports" || exit 1
+  fi
+  mapfile -t ADMIN_PORTS < "$DATA_DIR/admin_ports"
 else
-  for _ in $(seq 0 "$SERVERS"); do PORTS+=(0); done
+  for _ in $(seq 0 "$SERVERS"); do PORTS+=(0); ADMIN_PORTS+=(0); done
 fi
 
 declare -A PID
@@ -131,7 +139,7 @@ start_server() {  # shard index
   [ -n "$MEMORY_LIMIT" ] && limit=(--memory_limit_bytes="$MEMORY_LIMIT")
   rm -f "$RUN_DIR/ps-$i.port"
   "$BIN/pepnet_ps" --host=127.0.0.1 --table_config="$RUN_DIR/table.pbtxt" --port="${PORTS[$i]}" \
-    --port_file="$RUN_DIR/ps-$i.port" --admin_port_file="$RUN_DIR/ps-$i.admin_port" \
+    --port_file="$RUN_DIR/ps-$i.port" --admin_port="${ADMIN_PORTS[$i]}" --admin_port_file="$RUN_DIR/ps-$i.admin_port" \
     --shard_id="$i" --num_shards="$SERVERS" \
     --export_dir="$PUBLISH_DIR" "${AUTH[@]}" "${limit[@]}" "${store[@]}" >> "$RUN_DIR/ps-$i.log" 2>&1 &
   PID["server $i"]=$!
@@ -151,7 +159,7 @@ start_coordinator() {
   rm -f "$RUN_DIR/coord.port"
   "$BIN/pepnet_coord" --num_workers="$WORKERS" --servers="$SERVER_LIST" --config="$CONFIG" \
     --publish_dir="$PUBLISH_DIR" --base_every="$BASE_EVERY" --port="${PORTS[$SERVERS]}" \
-    --port_file="$RUN_DIR/coord.port" --admin_port_file="$RUN_DIR/coord.admin_port" --metrics_out="$RUN_DIR/metrics.jsonl" "${AUTH[@]}" "${store[@]}" \
+    --port_file="$RUN_DIR/coord.port" --admin_port="${ADMIN_PORTS[$SERVERS]}" --admin_port_file="$RUN_DIR/coord.admin_port" --metrics_out="$RUN_DIR/metrics.jsonl" "${AUTH[@]}" "${store[@]}" \
     > >(tee -a "$RUN_DIR/coord.out") 2>> "$RUN_DIR/coord.log" &
   PID[coordinator]=$!
 }
