@@ -21,21 +21,6 @@
 namespace pepnet {
 namespace {
 
-int ConnectTo(uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  return fd;
-}
-
 // Everything the peer sends until it closes (or 10 s pass).
 std::string ReadAll(int fd) {
   std::string out;
@@ -54,7 +39,7 @@ struct Reply {
 
 Reply Exchange(uint16_t port, const std::string& request) {
   Reply r;
-  const int fd = ConnectTo(port);
+  const int fd = testing::ConnectToLoopback(port);
   if (fd < 0) return r;
   send(fd, request.data(), request.size(), MSG_NOSIGNAL);
   const std::string all = ReadAll(fd);
@@ -177,7 +162,7 @@ TEST_F(AdminHttpTest, HostileClientsCannotStallOrGrowIt) {
   // A client that sends half a request and stalls (slow-loris), and one that sends
   // nothing: both closed at the deadline.
   for (const std::string& partial : {std::string("GET /healthz HTTP/1.1\r\nHo"), std::string()}) {
-    const int fd = ConnectTo(port);
+    const int fd = testing::ConnectToLoopback(port);
     ASSERT_GE(fd, 0);
     send(fd, partial.data(), partial.size(), MSG_NOSIGNAL);
     const auto start = std::chrono::steady_clock::now();
@@ -191,7 +176,7 @@ TEST_F(AdminHttpTest, HostileClientsCannotStallOrGrowIt) {
   // (long before the 500 ms deadline), and once the idle ones are dropped at their
   // deadline a request is served again.
   std::vector<int> idle;
-  for (int i = 0; i < 80; ++i) idle.push_back(ConnectTo(port));
+  for (int i = 0; i < 80; ++i) idle.push_back(testing::ConnectToLoopback(port));
   const auto start = std::chrono::steady_clock::now();
   const std::string over = ReadAll(idle.back());
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 0.4);

@@ -2,9 +2,12 @@
 #ifndef PEPNET_TESTS_TEST_UTIL_H_
 #define PEPNET_TESTS_TEST_UTIL_H_
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,6 +50,22 @@ inline uint64_t TestKey(uint32_t slot, uint64_t id) { return MakeFeatureKey(slot
 inline std::string BinDir() {
   const char* env = getenv("PEPNET_BIN_DIR");
   return env && *env ? env : ExecutableDir();
+}
+
+// A blocking TCP connection to 127.0.0.1:port, reads timing out after 10 s; -1 if refused.
+inline int ConnectToLoopback(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
 }
 
 // A temporary directory removed with its contents on destruction.

@@ -62,14 +62,9 @@ class Tap {
     while (!stop_) {
       const int client = accept(listen_fd_, nullptr, nullptr);
       if (client < 0) return;
-      const int server = socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in addr{};
-      addr.sin_family = AF_INET;
-      addr.sin_port = htons(target_);
-      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      if (connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      const int server = testing::ConnectToLoopback(target_);
+      if (server < 0) {
         close(client);
-        close(server);
         continue;
       }
       relays_.emplace_back([this, client, server] { Relay(client, server); });
