@@ -111,15 +111,10 @@ TEST_F(AdminHttpTest, EveryEndpointAnswersFromARealShard) {
 }
 
 TEST_F(AdminHttpTest, AnAdminPortInUseFailsTheStartNamingIt) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(fd, 1), 0);
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const std::string taken = std::to_string(ntohs(addr.sin_port));
+  uint16_t port = 0;
+  const int fd = testing::ListenOnLoopback(&port, 1);
+  ASSERT_GE(fd, 0);
+  const std::string taken = std::to_string(port);
   std::string output;
   EXPECT_EQ(testing::RunCommand({testing::BinDir() + "/pepnet_ps", "--port=0",
                                  "--table_config=" + config_, "--admin_port=" + taken},

@@ -68,6 +68,22 @@ inline int ConnectToLoopback(uint16_t port) {
   return fd;
 }
 
+// A socket listening on 127.0.0.1 at a port the kernel chose (*port); -1 on failure.
+inline int ListenOnLoopback(uint16_t* port, int backlog = 16) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd, backlog) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return -1;
+  }
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
 // A temporary directory removed with its contents on destruction.
 class TempDir {
  public:
