@@ -4,7 +4,7 @@
 # libFuzzer target (clang; tests/fuzz, docs/fuzzing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deploy/install_deps.sh
+deploy/install_deps.sh --test
 for flavour in release asan tsan fuzz; do
   echo "=== $flavour: build"
   start=$SECONDS
