@@ -24,6 +24,7 @@
 
 #include "common/hash.h"
 #include "common/ps_client.h"
+#include "common/stats.h"
 #include "common/subprocess.h"
 #include "common/tls_flags.h"
 #include "proto/ps.pb.h"
@@ -252,17 +253,16 @@ int main(int argc, char** argv) {
   std::vector<pepnet::proto::ServerStats> stats;
   st = client->Stats(&stats);
   if (!st.ok()) return Fail(st.ToString());
-  uint64_t rows = 0, bytes = 0, payload = 0, deleted = 0, max_bytes = 0, limit = 0;
-  uint64_t worst_pause_ns = 0;
-  for (const auto& s : stats) {
-    rows += s.table().rows();
-    bytes += s.table().bytes_used();
-    payload += s.table().payload_bytes() + s.table().optimizer_bytes();
-    deleted += s.table().rows_deleted();
-    max_bytes += s.table().max_bytes_used();
-    limit += s.table().memory_limit_bytes();
-    worst_pause_ns = std::max<uint64_t>(worst_pause_ns, s.table().worst_eviction_pause_ns());
-  }
+  const pepnet::StatSet cluster = pepnet::ShardTotal(stats);
+  const uint64_t rows = cluster.Value("pepnet_table_rows");
+  const uint64_t bytes = cluster.Value("pepnet_table_used_bytes");
+  const uint64_t payload =
+      cluster.Value("pepnet_table_category_bytes", {{"category", "payload"}}) +
+      cluster.Value("pepnet_table_category_bytes", {{"category", "optimizer"}});
+  const uint64_t deleted = cluster.Value("pepnet_table_rows_deleted_total");
+  const uint64_t max_bytes = cluster.Value("pepnet_table_max_used_bytes");
+  const uint64_t limit = cluster.Value("pepnet_table_memory_limit_bytes");
+  const uint64_t worst_pause_ns = 1e9 * cluster.Value("pepnet_table_worst_new_row_pause_seconds");
   const double pull_rps = pull_rates[pull_rates.size() / 2];
   const double push_rps = push_rates[push_rates.size() / 2];
   // Bytes moved per row: pull sends a key and gets a row; push sends key, row, show, click.

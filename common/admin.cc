@@ -8,6 +8,8 @@
 
 #include "common/auth.h"
 #include "common/env.h"
+#include "common/prometheus.h"
+#include "common/stats.h"
 
 DEFINE_int32(admin_port, 0,
              "Admin HTTP port (/healthz, /readyz, /statusz; docs/operations.md) on --host; 0 "
@@ -71,7 +73,7 @@ AdminHooks HooksFor(std::string role, const ProcessStatus* status) {
 
 void AdminEndpoints::LogAddress() const {
   LOG(INFO) << where_ << ": admin HTTP on http://" << host_ << ":" << server_->port()
-            << "/ (/healthz, /readyz, /statusz" << (more_ ? ", more" : "") << ")";
+            << "/ (/healthz, /readyz, /statusz, /metrics" << (more_ ? ", more" : "") << ")";
 }
 
 AdminEndpoints::~AdminEndpoints() {
@@ -133,6 +135,18 @@ Status AdminEndpoints::StartFromFlags(const std::string& program, const std::str
         "</td></tr>\n" + now + "</table>\n<h2>Flags</h2>\n<table>\n" + FlagRows() +
         "</table>\n</body></html>\n";
     return HttpResponse{200, "text/html; charset=utf-8", page};
+  });
+  auto metrics = hooks.metrics;
+  server->Handle("/metrics", [program, role, metrics, start](const HttpRequest&) {
+    StatSet set;
+    set.Gauge("pepnet_build_info", "The process's program, role and version; always 1.", 1)
+        .Label("program", program)
+        .Label("role", role)
+        .Label("version", PepnetVersion());
+    set.Gauge("pepnet_admin_uptime_seconds", "Seconds since the admin endpoints started.",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (metrics) metrics(&set);
+    return HttpResponse{200, kPrometheusContentType, FormatPrometheus(set)};
   });
   admin->host_ = host;
   admin->more_ = !hooks.more.empty();

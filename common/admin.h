@@ -6,6 +6,7 @@
 //   /readyz   200 "ready", or 503 with the reason (the process's own check)
 //   /statusz  a small HTML page: role, version, uptime, what the process reports (its
 //             pass, its shard), and its flags
+//   /metrics  the process's stats registry in Prometheus text format 0.0.4
 //
 // --admin_port=0 (the default) takes a free port, logged and written to
 // --admin_port_file; -1 serves none. The endpoints only read, so they ask no proof of the
@@ -28,13 +29,17 @@
 namespace pepnet {
 
 class Secret;
+class StatSet;
 
 struct AdminHooks {
   std::string role;               // e.g. "shard 0/2", "coordinator", "worker 1/4"
   std::function<Status()> ready;  // OK: ready; otherwise why not (null: always ready)
   // Rows of /statusz's "Now" table (null: none).
   std::function<std::vector<std::pair<std::string, std::string>>()> status;
-  std::map<std::string, HttpHandler> more;  // further paths (/metrics)
+  // /metrics in Prometheus text format: the process's figures (null: only the build info
+  // and the uptime every process has).
+  std::function<void(StatSet*)> metrics;
+  std::map<std::string, HttpHandler> more;  // further paths
 };
 
 // Hooks that read `status` (borrowed; it must outlive the endpoints).

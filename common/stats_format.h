@@ -10,17 +10,15 @@ namespace proto {
 class ServerStats;
 }
 
-// One block per shard plus a TOTAL block: rows, rows, bytes and deletions per slot,
-// bytes by category, memory limit and high-water mark, admission counters, score
-// quantiles, worst pauses, request counters. (The TOTAL has no score quantiles.)
+// Rendered from each reply's stats registry (common/stats.h), so a figure a shard adds
+// appears here without a change: one block per shard plus a TOTAL block (the sum as each
+// stat's `total` says). Labelled by `slot`: one line per slot. Units from the key:
+// `*_bytes` as KiB/MiB/GiB, `*_ns` as ms, `*_unix_ms` as a UTC time.
 std::string FormatStatsTable(const std::vector<proto::ServerStats>& shards);
 
-// {"shards": [...], "total": {...}} with the same fields, one JSON object on one line.
+// {"shards": [...], "total": {...}}: every stat under its `json` key, one JSON object on
+// one line; each object starts with "shard_id" and "num_shards".
 std::string FormatStatsJson(const std::vector<proto::ServerStats>& shards);
-
-// Sum of all shards (shard_id and num_shards of the first; uptime, pass and pauses the
-// maximum; no score quantiles).
-proto::ServerStats TotalStats(const std::vector<proto::ServerStats>& shards);
 
 }  // namespace pepnet
 

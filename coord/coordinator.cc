@@ -14,6 +14,7 @@
 #include "common/delete_reason.h"
 #include "common/frame_channel.h"
 #include "common/ps_client.h"
+#include "common/stats.h"
 #include "coord/coordinator_store.h"
 #include "coord/worker_acceptor.h"
 #include "coord/worker_link.h"
@@ -305,13 +306,14 @@ class Coordinator {
     PEPNET_RETURN_IF_ERROR(client_->Stats(&stats));
     std::string loads;
     uint64_t rows = 0, disk = 0;
-    for (const proto::ServerStats& s : stats) {
+    for (const proto::ServerStats& reply : stats) {
+      const StatSet s = StatsFromProto(reply);
       char load[32];
       snprintf(load, sizeof(load), "%s%.2f s", loads.empty() ? "" : ", ",
-               s.storage().load_seconds());
+               s.Value("pepnet_storage_load_seconds"));
       loads += load;
-      rows += s.table().rows();
-      disk += s.storage().bytes_on_disk();
+      rows += s.Value("pepnet_table_rows");
+      disk += s.Value("pepnet_storage_disk_bytes");
     }
     fprintf(stderr,
             "pepnet_coord: shards at committed pass %u: %llu rows, %.1f MiB on disk; tables "
@@ -702,24 +704,22 @@ class Coordinator {
                      double seconds, const std::vector<proto::ServerStats>& stats,
                      const uint64_t* deleted, uint64_t deleted_total, uint64_t version,
                      uint64_t rows, const CommitSummary& commit) {
-    uint64_t table_rows = 0, table_bytes = 0, disk_bytes = 0;
-    for (const auto& s : stats) {
-      table_rows += s.table().rows();
-      table_bytes += s.table().bytes_used();
-      disk_bytes += s.storage().bytes_on_disk();
-    }
+    const StatSet total = ShardTotal(stats);
+    const uint64_t table_rows = total.Value("pepnet_table_rows");
+    const uint64_t table_bytes = total.Value("pepnet_table_used_bytes");
+    const uint64_t disk_bytes = total.Value("pepnet_storage_disk_bytes");
     printf("%s", metrics.ToText(pass).c_str());
     printf("pass %u (%s): %.1f s; table %llu rows, %.1f MiB on %zu shards", pass, name.c_str(),
            seconds, static_cast<unsigned long long>(table_rows), table_bytes / 1048576.0,
            stats.size());
     // Deleted during the pass, to make room (the pass end's deletions are in `deleted`).
     uint64_t evicted = 0;
-    for (const auto& s : stats) {
-      for (const proto::SlotStats& slot : s.table().slots()) {
-        for (DeleteReason r : {DeleteReason::kMemory, DeleteReason::kCap}) {
-          const int k = static_cast<int>(r);
-          if (k < slot.deleted_pass().by_reason_size()) evicted += slot.deleted_pass().by_reason(k);
-        }
+    for (const Stat& st : total.stats()) {
+      const std::string& reason = st.LabelValue("reason");
+      if (st.name == "pepnet_table_pass_deleted_rows" &&
+          (reason == DeleteReasonName(DeleteReason::kMemory) ||
+           reason == DeleteReasonName(DeleteReason::kCap))) {
+        evicted += static_cast<uint64_t>(st.value);
       }
     }
     if (evicted + deleted_total > 0) {

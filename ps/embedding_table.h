@@ -20,6 +20,7 @@
 #define PEPNET_PS_EMBEDDING_TABLE_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -270,6 +271,7 @@ class EmbeddingTable {
   uint64_t FixedBytes() const;
   static uint64_t FilterBytes(const Partition& part);
   void NotePause(std::atomic<uint64_t>* worst, uint64_t ns);
+  static uint64_t NanosSince(std::chrono::steady_clock::time_point start);
   float Score(const char* row) const {
     return FeatureScore(*RowLayout::Meta(row), options_.score.coefficients);
   }

@@ -176,6 +176,11 @@ int main(int argc, char** argv) {
     if (phase.load() != kLoading) rows.push_back({"pass", std::to_string(table->pass())});
     return rows;
   };
+  // Set once the shard serves; /metrics has only the process's figures before.
+  std::atomic<const pepnet::RequestHandler*> serving_handler{nullptr};
+  admin_hooks.metrics = [&serving_handler](pepnet::StatSet* out) {
+    if (const pepnet::RequestHandler* h = serving_handler.load()) h->CollectStats(out);
+  };
   st = pepnet::AdminEndpoints::StartFromFlags("pepnet_ps", FLAGS_host, secret, admin_hooks, &admin);
   if (!st.ok()) Die(st.message());
   if (FLAGS_data_dir.empty()) {
@@ -233,6 +238,7 @@ int main(int argc, char** argv) {
   });
   st = server.Start();
   if (!st.ok()) Die(st.ToString());
+  serving_handler = &handler;
   phase = kServing;
 
   if (!FLAGS_port_file.empty()) {
@@ -258,7 +264,7 @@ int main(int argc, char** argv) {
   }
   server.Run(/*handle_signals=*/true);
   phase = kStopping;
-  admin.reset();  // its hooks read the table
+  admin.reset();  // its hooks read the table and the handler
   LOG(INFO) << "pepnet_ps shard " << FLAGS_shard_id << " stopped";
   return fatal ? 1 : 0;
 }

@@ -8,9 +8,11 @@
 
 #include "common/env.h"
 #include "common/hash.h"
+#include "common/stats.h"
 #include "proto/ps.pb.h"
 #include "ps/embedding_table.h"
 #include "ps/shard_store.h"
+#include "ps/table_stats.h"
 #include "publish/manifest.h"
 #include "publish/row_file.h"
 
@@ -65,6 +67,7 @@ RequestHandler::RequestHandler(EmbeddingTable* table, ShardStore* store, Env* en
 Status RequestHandler::Handle(const PeerSession& session, const proto::RequestHeader& request,
                               const char* payload, size_t payload_len, proto::ResponseHeader* reply,
                               PayloadBuffer* reply_payload) {
+  const auto started = std::chrono::steady_clock::now();
   reply->Clear();
   reply->set_request_id(request.request_id());
   reply_payload->Resize(0);
@@ -139,6 +142,7 @@ Status RequestHandler::Handle(const PeerSession& session, const proto::RequestHe
     reply->set_num_values(0);
     reply_payload->Resize(0);
   }
+  if (type > 0 && type < kNumRequestTypes) counters_.latency[type].ObserveSince(started);
   return st;
 }
 
@@ -391,61 +395,77 @@ Status RequestHandler::CheckPushNumbers(const uint64_t* keys, uint64_t n, const 
 void RequestHandler::FillStats(proto::ServerStats* out) const {
   out->set_shard_id(shard_id_);
   out->set_num_shards(num_shards_);
-  out->set_pull_requests(counters_.pull_requests.load(std::memory_order_relaxed));
-  out->set_pull_rows(counters_.pull_rows.load(std::memory_order_relaxed));
-  out->set_push_requests(counters_.push_requests.load(std::memory_order_relaxed));
-  out->set_push_rows(counters_.push_rows.load(std::memory_order_relaxed));
-  out->set_bad_requests(counters_.bad_requests.load(std::memory_order_relaxed));
-  out->set_connections(counters_.connections.load(std::memory_order_relaxed));
-  out->set_auth_failures(counters_.auth_failures.load(std::memory_order_relaxed));
-  out->set_timeouts(counters_.timeouts.load(std::memory_order_relaxed));
-  out->set_rejected_nonfinite(counters_.rejected_nonfinite.load(std::memory_order_relaxed));
-  out->set_rejected_out_of_range(counters_.rejected_out_of_range.load(std::memory_order_relaxed));
-  out->set_rejected_counts(counters_.rejected_counts.load(std::memory_order_relaxed));
-  out->set_rejected_privileged(counters_.rejected_privileged.load(std::memory_order_relaxed));
-  out->set_uptime_s(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
-  const TableStatsSnapshot t = table_->Stats();
-  proto::TableStats* ts = out->mutable_table();
-  ts->set_rows(t.rows);
-  ts->set_rows_created(t.rows_created);
-  for (const SlotStatsSnapshot& s : t.slots) {
-    proto::SlotStats* ss = ts->add_slots();
-    ss->set_slot(s.slot);
-    ss->set_dim(s.dim);
-    ss->set_rows(s.rows);
-    ss->set_bytes(s.bytes);
-    for (int k = 0; k < kNumDeleteReasons; ++k) {
-      ss->mutable_deleted_pass()->add_by_reason(s.deleted_pass[k]);
-      ss->mutable_deleted_total()->add_by_reason(s.deleted_total[k]);
-    }
+  out->set_durable(store_ != nullptr);
+  StatSet set;
+  CollectStats(&set);
+  StatsToProto(set, out);
+}
+
+void RequestHandler::CollectStats(StatSet* out) const {
+  AddTableStats(table_->Stats(), out);
+  const auto get = [](const std::atomic<uint64_t>& c) {
+    return static_cast<double>(c.load(std::memory_order_relaxed));
+  };
+  const ServerCounters& c = counters_;
+  const char* kRequests = "Pull and push requests served.";
+  const char* kRows = "Rows (keys) of the pull and push requests served.";
+  out->Counter("pepnet_ps_requests_total", kRequests, get(c.pull_requests))
+      .Label("type", "pull")
+      .Json("pull_requests");
+  out->Counter("pepnet_ps_rows_total", kRows, get(c.pull_rows))
+      .Label("type", "pull")
+      .Json("pull_rows");
+  out->Counter("pepnet_ps_requests_total", kRequests, get(c.push_requests))
+      .Label("type", "push")
+      .Json("push_requests");
+  out->Counter("pepnet_ps_rows_total", kRows, get(c.push_rows))
+      .Label("type", "push")
+      .Json("push_rows");
+  out->Counter("pepnet_ps_bad_requests_total", "Requests answered with an error.",
+               get(c.bad_requests))
+      .Json("bad_requests");
+  out->Counter("pepnet_ps_connections_accepted_total", "Connections accepted since start.",
+               get(c.connections))
+      .Json("connections_accepted");
+  out->Gauge("pepnet_ps_connections", "Connections open now.",
+             static_cast<double>(c.open_connections.load(std::memory_order_relaxed)))
+      .Json("connections_open");
+  const char* kRefused = "Peers refused: a failed handshake, a deadline, a privileged request.";
+  out->Counter("pepnet_ps_refused_total", kRefused, get(c.auth_failures))
+      .Label("reason", "handshake")
+      .Json("auth_failures");
+  out->Counter("pepnet_ps_refused_total", kRefused, get(c.timeouts))
+      .Label("reason", "deadline")
+      .Json("timeouts");
+  out->Counter("pepnet_ps_refused_total", kRefused, get(c.rejected_privileged))
+      .Label("reason", "privileged")
+      .Json("rejected_privileged");
+  const char* kPushes = "Pushes refused for their numbers (docs/security.md).";
+  out->Counter("pepnet_ps_rejected_pushes_total", kPushes, get(c.rejected_nonfinite))
+      .Label("reason", "nonfinite")
+      .Json("rejected_nonfinite");
+  out->Counter("pepnet_ps_rejected_pushes_total", kPushes, get(c.rejected_out_of_range))
+      .Label("reason", "out_of_range")
+      .Json("rejected_out_of_range");
+  out->Counter("pepnet_ps_rejected_pushes_total", kPushes, get(c.rejected_counts))
+      .Label("reason", "counts")
+      .Json("rejected_counts");
+  out->Gauge("pepnet_process_uptime_seconds", "Seconds since the process started.",
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count())
+      .Json("uptime_s")
+      .Total(StatTotal::kMax);
+  for (int t = 1; t < kNumRequestTypes; ++t) {
+    if (!proto::RequestType_IsValid(t)) continue;
+    std::string type = proto::RequestType_Name(static_cast<proto::RequestType>(t));
+    for (char& ch : type) ch = static_cast<char>(tolower(ch));
+    out->Histogram("pepnet_ps_request_duration_seconds",
+                   "Time from a parsed request to its reply, by request type.", c.latency[t])
+        .Label("type", type);
   }
-  ts->set_memory_limit_bytes(t.memory_limit_bytes);
-  ts->set_max_bytes_used(t.max_bytes_used);
-  ts->set_rows_deleted(t.rows_deleted);
-  ts->set_rows_erased(t.rows_erased);
-  ts->set_cap_refused(t.cap_refused);
-  ts->set_memory_refused(t.memory_refused);
-  ts->mutable_admission()->set_admitted(t.admission.admitted);
-  ts->mutable_admission()->set_pushes_dropped(t.admission.pushes_dropped);
-  ts->mutable_admission()->set_pulls_default(t.admission.pulls_default);
-  for (const auto& [q, score] : t.score_quantiles) {
-    proto::ScoreQuantile* sq = ts->add_score_quantiles();
-    sq->set_q(q);
-    sq->set_score(score);
-  }
-  ts->set_worst_eviction_pause_ns(t.worst_eviction_pause_ns);
-  ts->set_worst_pass_end_pause_ns(t.worst_pass_end_pause_ns);
-  ts->set_pass(t.pass);
-  ts->set_payload_bytes(t.bytes.payload);
-  ts->set_optimizer_bytes(t.bytes.optimizer);
-  ts->set_metadata_bytes(t.bytes.metadata);
-  ts->set_index_bytes(t.bytes.index);
-  ts->set_slack_bytes(t.bytes.slack);
-  ts->set_bytes_used(t.bytes.total());
   if (store_ != nullptr) {
-    out->set_durable(true);
-    store_->Stats(out->mutable_storage());
+    proto::StorageStats st;
+    store_->Stats(&st);
+    AddStorageStats(st, out);
   }
 }
 

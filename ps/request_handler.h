@@ -6,6 +6,7 @@
 #ifndef PEPNET_PS_REQUEST_HANDLER_H_
 #define PEPNET_PS_REQUEST_HANDLER_H_
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -15,6 +16,7 @@
 
 #include "common/auth.h"
 #include "common/frame.h"
+#include "common/latency_histogram.h"
 #include "common/status.h"
 
 namespace pepnet {
@@ -27,6 +29,9 @@ class ServerStats;
 class EmbeddingTable;
 class Env;
 class ShardStore;
+class StatSet;
+
+constexpr int kNumRequestTypes = 11;  // proto::RequestType values 0..ROLLBACK_PASS
 
 struct ServerCounters {
   std::atomic<uint64_t> pull_requests{0};
@@ -41,6 +46,9 @@ struct ServerCounters {
   std::atomic<uint64_t> rejected_out_of_range{0};
   std::atomic<uint64_t> rejected_counts{0};
   std::atomic<uint64_t> rejected_privileged{0};
+  std::atomic<size_t> open_connections{0};
+  // Time from a parsed request to its reply, by request type (proto::RequestType).
+  std::array<LatencyHistogram, kNumRequestTypes> latency;
 };
 
 // Who sent a request: the peer's address and the role its handshake declared.
@@ -81,7 +89,12 @@ class RequestHandler {
                 const char* payload, size_t payload_len, proto::ResponseHeader* reply,
                 PayloadBuffer* reply_payload);
 
+  // The STATS reply: the shard's identity and its stats registry.
   void FillStats(proto::ServerStats* stats) const;
+  // Every figure of the shard (the table's, the requests', the storage's): what STATS,
+  // `pepnet_ctl stats` and /metrics report. Reads each table partition under its lock in
+  // turn; thread-safe.
+  void CollectStats(StatSet* out) const;
   ServerCounters& counters() { return counters_; }
 
  private:

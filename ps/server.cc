@@ -27,7 +27,7 @@ class Server::Impl {
     const int n = std::max(1, options_.threads);
     for (int i = 0; i < n; ++i) {
       workers_.push_back(std::make_unique<Worker>());
-      workers_.back()->connections.set_live_counter(&live_connections_);
+      workers_.back()->connections.set_live_counter(&handler_->counters().open_connections);
     }
     context_.handler = handler_;
     context_.secret = options_.secret ? options_.secret : &no_secret_;
@@ -124,13 +124,13 @@ class Server::Impl {
   // Polls until every connection has closed; whatever is still open after the grace
   // period is cut off.
   void WatchShutdown() {
-    if (live_connections_.load() == 0) {
+    if (handler_->counters().open_connections.load() == 0) {
       FinishShutdown();
       return;
     }
     if (std::chrono::steady_clock::now() >= grace_deadline_) {
-      LOG(WARNING) << "shutdown grace period over; closing " << live_connections_.load()
-                   << " remaining connections";
+      LOG(WARNING) << "shutdown grace period over; closing "
+                   << handler_->counters().open_connections.load() << " remaining connections";
       for (auto& w : workers_) w->io.stop();
       return;
     }
@@ -261,7 +261,6 @@ class Server::Impl {
   std::unique_ptr<asio::signal_set> signals_;  // only with Run(handle_signals=true)
   std::unique_ptr<asio::steady_timer> accept_retry_timer_;
   std::chrono::steady_clock::time_point grace_deadline_;
-  std::atomic<size_t> live_connections_{0};
   uint16_t port_ = 0;
   size_t next_worker_ = 0;
   bool stopping_ = false;  // touched only on workers_[0]'s thread

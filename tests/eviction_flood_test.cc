@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/ps_client.h"
+#include "common/stats.h"
 #include "proto/ps.pb.h"
 #include "publish/row_file.h"
 #include "tests/export_util.h"
@@ -41,11 +42,11 @@ class EvictionFloodTest : public ::testing::Test {
     ASSERT_TRUE(PsClient::Connect(options, &client_).ok());
   }
 
-  proto::TableStats Stats(PsClient* client) {
+  StatSet Stats(PsClient* client) {
     std::vector<proto::ServerStats> stats;
     Status st = client->Stats(&stats);
     EXPECT_TRUE(st.ok()) << st.ToString();
-    return stats.empty() ? proto::TableStats() : stats[0].table();
+    return stats.empty() ? StatSet() : StatsFromProto(stats[0]);
   }
 
   // Pushes `count` fresh keys from `first` on, each request also carrying the hot keys
@@ -54,7 +55,8 @@ class EvictionFloodTest : public ::testing::Test {
     std::atomic<bool> done{false};
     std::thread sampler([&] {
       while (!done.load()) {
-        sampled_max_ = std::max<uint64_t>(sampled_max_, Stats(sampler_client_.get()).bytes_used());
+        sampled_max_ = std::max<uint64_t>(
+            sampled_max_, Stats(sampler_client_.get()).Value("pepnet_table_used_bytes"));
         ++samples_;
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
@@ -85,30 +87,36 @@ class EvictionFloodTest : public ::testing::Test {
   }
 
   void ExpectWithinLimit(const char* phase) {
-    const proto::TableStats t = Stats(client_.get());
+    const StatSet s = Stats(client_.get());
+    const auto v = [&s](const char* name) { return static_cast<uint64_t>(s.Value(name)); };
     SCOPED_TRACE(phase);
-    EXPECT_EQ(t.memory_limit_bytes(), kLimit);
-    EXPECT_LE(t.max_bytes_used(), kLimit * 1.01);
+    EXPECT_EQ(v("pepnet_table_memory_limit_bytes"), kLimit);
+    EXPECT_LE(v("pepnet_table_max_used_bytes"), kLimit * 1.01);
     EXPECT_LE(sampled_max_, kLimit * 1.01);
     EXPECT_GT(samples_, 3u);
-    EXPECT_GT(t.bytes_used(), kLimit * 0.9);
+    EXPECT_GT(v("pepnet_table_used_bytes"), kLimit * 0.9);
     // About 100k rows (the sanitizers' allocators round blocks differently, so the
     // bytes per row vary a little with the build).
-    EXPECT_GT(t.rows(), 85000u);
-    EXPECT_LT(t.rows(), 110000u);
-    EXPECT_EQ(t.memory_refused(), 0u);
+    EXPECT_GT(v("pepnet_table_rows"), 85000u);
+    EXPECT_LT(v("pepnet_table_rows"), 110000u);
+    EXPECT_EQ(s.Value("pepnet_table_new_rows_refused_total", {{"cause", "memory"}}), 0);
     uint64_t memory_deletions = 0;
-    for (const auto& slot : t.slots()) memory_deletions += slot.deleted_total().by_reason(1);
-    EXPECT_EQ(memory_deletions, t.rows_deleted());
-    EXPECT_EQ(t.rows(), t.rows_created() - t.rows_deleted());
-    EXPECT_GT(t.worst_eviction_pause_ns(), 0u);
+    for (const Stat& st : s.stats()) {
+      if (st.name == "pepnet_table_deleted_rows_total" && st.LabelValue("reason") == "memory") {
+        memory_deletions += st.value;
+      }
+    }
+    const uint64_t rows = v("pepnet_table_rows"), deleted = v("pepnet_table_rows_deleted_total");
+    const double pause_ms = 1e3 * s.Value("pepnet_table_worst_new_row_pause_seconds");
+    EXPECT_EQ(memory_deletions, deleted);
+    EXPECT_EQ(rows, v("pepnet_table_rows_created_total") - deleted);
+    EXPECT_GT(pause_ms, 0);
     printf(
         "[%s] rows %llu, bytes %llu (max %llu, sampled max %llu over %llu samples), "
         "deleted %llu, worst eviction pause %.3f ms\n",
-        phase, (unsigned long long)t.rows(), (unsigned long long)t.bytes_used(),
-        (unsigned long long)t.max_bytes_used(), (unsigned long long)sampled_max_,
-        (unsigned long long)samples_, (unsigned long long)t.rows_deleted(),
-        t.worst_eviction_pause_ns() / 1e6);
+        phase, (unsigned long long)rows, (unsigned long long)v("pepnet_table_used_bytes"),
+        (unsigned long long)v("pepnet_table_max_used_bytes"), (unsigned long long)sampled_max_,
+        (unsigned long long)samples_, (unsigned long long)deleted, pause_ms);
   }
 
   testing::TempDir dir_;

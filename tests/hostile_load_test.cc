@@ -21,6 +21,7 @@
 #include "common/auth.h"
 #include "common/hash.h"
 #include "common/ps_client.h"
+#include "common/stats.h"
 #include "proto/ps.pb.h"
 #include "tests/raw_connection.h"
 #include "tests/test_util.h"
@@ -241,7 +242,9 @@ TEST_F(HostileLoadTest, HonestClientsSeeNoErrorsAndMemoryStaysWithinTheLimit) {
     std::vector<proto::ServerStats> stats;
     Status st = watcher->Stats(&stats);
     EXPECT_TRUE(st.ok()) << st.ToString();
-    for (const auto& s : stats) max_bytes = std::max<uint64_t>(max_bytes, s.table().bytes_used());
+    for (const auto& s : stats) {
+      max_bytes = std::max<uint64_t>(max_bytes, StatValue(s, "pepnet_table_used_bytes"));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   stop_.store(true);
@@ -257,12 +260,18 @@ TEST_F(HostileLoadTest, HonestClientsSeeNoErrorsAndMemoryStaysWithinTheLimit) {
     return all.empty() ? 0 : all[std::min(all.size() - 1, size_t(p * all.size()))];
   };
   uint64_t deleted = 0, auth = 0, timeouts = 0, refused = 0;
-  for (const auto& s : stats) {
-    deleted += s.table().rows_deleted();
-    auth += s.auth_failures();
-    timeouts += s.timeouts();
-    refused += s.rejected_nonfinite() + s.rejected_out_of_range() + s.rejected_privileged();
-    EXPECT_LE(s.table().max_bytes_used(), kMemoryLimit) << "shard " << s.shard_id();
+  for (const auto& reply : stats) {
+    const StatSet s = StatsFromProto(reply);
+    deleted += s.Value("pepnet_table_rows_deleted_total");
+    auth += s.Value("pepnet_ps_refused_total", {{"reason", "handshake"}});
+    timeouts += s.Value("pepnet_ps_refused_total", {{"reason", "deadline"}});
+    refused += s.Value("pepnet_ps_refused_total", {{"reason", "privileged"}});
+    for (const Stat& st : s.stats()) {
+      if (st.name == "pepnet_ps_rejected_pushes_total" && st.LabelValue("reason") != "counts") {
+        refused += st.value;
+      }
+    }
+    EXPECT_LE(s.Value("pepnet_table_max_used_bytes"), kMemoryLimit) << "shard " << reply.shard_id();
   }
   const uint64_t rss_kb =
       std::max(ReadVmHwmKb(servers_[0].process().pid()), ReadVmHwmKb(servers_[1].process().pid()));

@@ -7,6 +7,7 @@
 #include "common/frame.h"
 #include "common/hash.h"
 #include "common/ps_client.h"
+#include "common/stats.h"
 #include "proto/ps.pb.h"
 #include "tests/raw_connection.h"
 #include "tests/test_util.h"
@@ -202,7 +203,7 @@ TEST_F(MalformedFrameTest, BadRequestsAreCounted) {
   c.Send(RawConnection::Request(proto::STATS, 0, 0, ""));
   ASSERT_TRUE(c.ReadReply(&reply));
   EXPECT_EQ(reply.code(), proto::OK);
-  EXPECT_EQ(reply.stats().bad_requests(), 1u);
+  EXPECT_EQ(StatValue(reply.stats(), "pepnet_ps_bad_requests_total"), 1);
 }
 
 }  // namespace

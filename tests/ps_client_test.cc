@@ -2,6 +2,7 @@
 // EmbeddingTable with the same config is the reference: row initialization depends only
 // on (key, seed), so the distributed table must hold exactly the same rows.
 #include "common/ps_client.h"
+#include "common/stats.h"
 
 #include <gtest/gtest.h>
 
@@ -88,9 +89,10 @@ TEST_F(PsClientTest, PullPushMatchLocalTableAndLandOnTheRightShard) {
   ASSERT_EQ(stats.size(), 2u);
   for (uint32_t s = 0; s < 2; ++s) {
     EXPECT_EQ(stats[s].shard_id(), s);
-    EXPECT_EQ(stats[s].table().rows(), keys_by_shard[s].size()) << "shard " << s;
-    EXPECT_EQ(stats[s].pull_requests(), 20u);
-    EXPECT_EQ(stats[s].push_requests(), 20u);
+    const StatSet set = StatsFromProto(stats[s]);
+    EXPECT_EQ(set.Value("pepnet_table_rows"), keys_by_shard[s].size()) << "shard " << s;
+    EXPECT_EQ(set.Value("pepnet_ps_requests_total", {{"type", "pull"}}), 20);
+    EXPECT_EQ(set.Value("pepnet_ps_requests_total", {{"type", "push"}}), 20);
   }
   // Final values agree row by row, including the accumulators' effect.
   std::vector<uint64_t> all;

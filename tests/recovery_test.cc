@@ -11,6 +11,7 @@
 #include <regex>
 
 #include "common/ps_client.h"
+#include "common/stats.h"
 #include "proto/ps.pb.h"
 #include "ps/table_config.h"
 #include "publish/row_file.h"
@@ -105,13 +106,15 @@ struct Fixture {
     std::vector<proto::ServerStats> stats;
     ASSERT_TRUE(client->Stats(&stats).ok());
     uint64_t memory = 0, cap = 0, dropped = 0;
-    for (const auto& s : stats) {
-      for (const auto& slot : s.table().slots()) {
-        memory += slot.deleted_total().by_reason(static_cast<int>(DeleteReason::kMemory));
-        cap += slot.deleted_total().by_reason(static_cast<int>(DeleteReason::kCap));
+    for (const auto& reply : stats) {
+      const StatSet s = StatsFromProto(reply);
+      for (const Stat& st : s.stats()) {
+        if (st.name != "pepnet_table_deleted_rows_total") continue;
+        if (st.LabelValue("reason") == "memory") memory += st.value;
+        if (st.LabelValue("reason") == "cap") cap += st.value;
       }
-      dropped += s.table().admission().pushes_dropped();
-      EXPECT_EQ(s.storage().committed_pass(), uint32_t{kPasses});
+      dropped += s.Value("pepnet_admission_pushes_dropped_total");
+      EXPECT_EQ(s.Value("pepnet_storage_committed_pass"), kPasses);
     }
     EXPECT_GT(memory, 0u) << "no eviction under the memory limit";
     EXPECT_GT(cap, 0u) << "no eviction at the cap";

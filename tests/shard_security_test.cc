@@ -17,6 +17,7 @@
 #include "common/auth.h"
 #include "common/hash.h"
 #include "common/ps_client.h"
+#include "common/stats.h"
 #include "proto/ps.pb.h"
 #include "tests/export_util.h"
 #include "tests/raw_connection.h"
@@ -76,11 +77,11 @@ class ShardSecurityTest : public ::testing::TestWithParam<bool> {
     return client;
   }
 
-  proto::ServerStats Stats() {
+  StatSet Stats() {
     std::vector<proto::ServerStats> stats;
     Status st = Client()->Stats(&stats);
     EXPECT_TRUE(st.ok()) << st.ToString();
-    return stats.empty() ? proto::ServerStats() : stats[0];
+    return stats.empty() ? StatSet() : StatsFromProto(stats[0]);
   }
 
   std::vector<float> PullOne(uint64_t key) {
@@ -150,7 +151,7 @@ TEST_P(ShardSecurityTest, PeersWithoutTheSecretAreDroppedLoggedAndCounted) {
 
   // The holders of the secret are served; the refusals are counted.
   EXPECT_EQ(PullOne(testing::TestKey(1, 1)).size(), 4u);
-  EXPECT_GE(Stats().auth_failures(), 3u);
+  EXPECT_GE(Stats().Value("pepnet_ps_refused_total", {{"reason", "handshake"}}), 3u);
 }
 
 TEST_P(ShardSecurityTest, TheSecretFileAndTheHostAreCheckedAtStart) {
@@ -197,7 +198,7 @@ TEST_P(ShardSecurityTest, PassRequestsComeOnlyFromTheCoordinatorInProtocolOrder)
   EXPECT_FALSE(worker->BeginPass(1).ok());
   std::vector<proto::PassEndReply> ends;
   EXPECT_FALSE(worker->EndPass(1, &ends).ok());
-  EXPECT_EQ(Stats().rejected_privileged(), 3u);
+  EXPECT_EQ(Stats().Value("pepnet_ps_refused_total", {{"reason", "privileged"}}), 3u);
   EXPECT_TRUE(
       testing::LogEventually(server_.log_path(), "BEGIN_PASS pass 4294967295 from 127.0.0.1:"));
 
@@ -245,7 +246,7 @@ TEST_P(ShardSecurityTest, ExportsAreWrittenOnlyInsideTheExportDir) {
   EXPECT_EQ(st.code(), Status::kInvalidArgument);
   EXPECT_NE(st.message().find("comes only from the coordinator"), std::string::npos)
       << st.message();
-  EXPECT_EQ(Stats().rejected_privileged(), 1u);
+  EXPECT_EQ(Stats().Value("pepnet_ps_refused_total", {{"reason", "privileged"}}), 1u);
 }
 
 TEST_P(ShardSecurityTest, ExportsNeedAnExportDir) {
@@ -279,10 +280,11 @@ TEST_P(ShardSecurityTest, NonFiniteAndHugeNumbersAreRefusedPerReason) {
   EXPECT_FALSE(push({0, 0, 0, 0}, nan, 0).ok());
   EXPECT_FALSE(push({0, 0, 0, 0}, 1, -5).ok());
   EXPECT_FALSE(push({0, 0, 0, 0}, 1e30f, 0).ok());
-  const proto::ServerStats s = Stats();
-  EXPECT_EQ(s.rejected_nonfinite(), 2u);
-  EXPECT_EQ(s.rejected_out_of_range(), 1u);
-  EXPECT_EQ(s.rejected_counts(), 3u);
+  const StatSet s = Stats();
+  const std::string rejected = "pepnet_ps_rejected_pushes_total";
+  EXPECT_EQ(s.Value(rejected, {{"reason", "nonfinite"}}), 2);
+  EXPECT_EQ(s.Value(rejected, {{"reason", "out_of_range"}}), 1);
+  EXPECT_EQ(s.Value(rejected, {{"reason", "counts"}}), 3);
   // Nothing of a refused push reached the row, and honest pushes go on.
   EXPECT_EQ(PullOne(key), before);
   ASSERT_TRUE(push({999, -999, 0.5f, 0}, 1, 1).ok());
@@ -328,7 +330,7 @@ TEST_P(ShardSecurityTest, SilentAndSlowPeersAreDroppedAtTheirDeadline) {
   }
   EXPECT_TRUE(testing::LogEventually(
       server_.log_path(), "closing " + Peer(greedy) + ": writing a reply took over 1000 ms"));
-  EXPECT_GE(Stats().timeouts(), 3u);
+  EXPECT_GE(Stats().Value("pepnet_ps_refused_total", {{"reason", "deadline"}}), 3u);
 }
 
 TEST_P(ShardSecurityTest, StalledBigFramesShareOneBufferBudget) {
@@ -390,10 +392,10 @@ TEST_P(ShardSecurityTest, RowsCreatedByPullsStayWithinTheMemoryLimit) {
     for (uint64_t& k : keys) k = MakeFeatureKey(1, rng(), 10);
     ASSERT_TRUE(client->Wait(client->Pull(keys.data(), keys.size(), &values)).ok());
   }
-  const proto::TableStats table = Stats().table();
-  EXPECT_LE(table.max_bytes_used(), kMemoryLimit);
-  EXPECT_GT(table.rows_deleted(), 0u);
-  EXPECT_GT(table.rows_created(), 600000u);
+  const StatSet table = Stats();
+  EXPECT_LE(table.Value("pepnet_table_max_used_bytes"), kMemoryLimit);
+  EXPECT_GT(table.Value("pepnet_table_rows_deleted_total"), 0);
+  EXPECT_GT(table.Value("pepnet_table_rows_created_total"), 600000);
 }
 
 INSTANTIATE_TEST_SUITE_P(PlainAndTls, ShardSecurityTest, ::testing::Bool(),

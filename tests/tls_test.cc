@@ -20,6 +20,7 @@
 #include "common/auth.h"
 #include "common/frame_channel.h"
 #include "common/ps_client.h"
+#include "common/stats.h"
 #include "common/tls.h"
 #include "proto/ps.pb.h"
 #include "tests/test_util.h"
@@ -145,7 +146,9 @@ class TlsTest : public ::testing::Test {
     if (client) {
       EXPECT_TRUE(client->Stats(&stats).ok());
     }
-    return stats.empty() ? 0 : stats[0].auth_failures();
+    return stats.empty()
+               ? 0
+               : StatValue(stats[0], "pepnet_ps_refused_total", {{"reason", "handshake"}});
   }
 
   testing::TempDir dir_;
