@@ -4,6 +4,7 @@
 //   pepnet_ctl table_config --model_config=FILE [--seed=N]   (the servers' table config)
 //   pepnet_ctl free_ports --count=N [--host=H]                (N ports free now, one a line)
 //   pepnet_ctl tls_keys --out_dir=DIR [--days=N]              (a cluster's CA and certificate)
+//   pepnet_ctl report --run_dir=DIR [--out=FILE]              (one HTML page of a run's metrics)
 #include <arpa/inet.h>
 #include <gflags/gflags.h>
 #include <netinet/in.h>
@@ -21,6 +22,7 @@
 #include "proto/model_config.pb.h"
 #include "proto/ps.pb.h"
 #include "ps/table_config.h"
+#include "report/run_report.h"
 #include "tools/tls_keys.h"
 #include "worker/model_config.h"
 #include "worker/trainer.h"
@@ -37,6 +39,8 @@ DEFINE_int32(count, 1, "free_ports: how many ports.");
 DEFINE_string(host, "127.0.0.1", "free_ports: the address they must be free on.");
 DEFINE_string(out_dir, "", "tls_keys: where to write ca.pem, ca-key.pem, cert.pem, key.pem.");
 DEFINE_int32(days, 365, "tls_keys: how long the certificates are valid.");
+DEFINE_string(run_dir, "", "report: the run folder whose metrics.jsonl the page shows.");
+DEFINE_string(out, "", "report: where to write the page; empty = <run_dir>/report.html.");
 DEFINE_int32(partition_bits, 5,
              "table_config: 2^N independently locked partitions per shard (0-8); a small "
              "--memory_limit_bytes needs few.");
@@ -82,7 +86,8 @@ int main(int argc, char** argv) {
       "usage: pepnet_ctl stats --servers=host:port[,host:port...] [--json]\n"
       "       pepnet_ctl table_config --model_config=FILE [--seed=N] [--partition_bits=N]\n"
       "       pepnet_ctl free_ports --count=N [--host=H]\n"
-      "       pepnet_ctl tls_keys --out_dir=DIR [--days=N]";
+      "       pepnet_ctl tls_keys --out_dir=DIR [--days=N]\n"
+      "       pepnet_ctl report --run_dir=DIR [--out=FILE]";
   gflags::SetUsageMessage(usage);
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (argc == 2 && strcmp(argv[1], "free_ports") == 0) return FreePorts();
@@ -94,6 +99,14 @@ int main(int argc, char** argv) {
         "wrote %s/{ca.pem,ca-key.pem,cert.pem,key.pem}: give every process --tls_cert=%s/cert.pem "
         "--tls_key=%s/key.pem --tls_ca=%s/ca.pem; keep ca-key.pem with the operator\n",
         FLAGS_out_dir.c_str(), FLAGS_out_dir.c_str(), FLAGS_out_dir.c_str(), FLAGS_out_dir.c_str());
+    return 0;
+  }
+  if (argc == 2 && strcmp(argv[1], "report") == 0) {
+    if (FLAGS_run_dir.empty()) return Fail("report needs --run_dir");
+    const std::string out = FLAGS_out.empty() ? FLAGS_run_dir + "/report.html" : FLAGS_out;
+    pepnet::Status st = pepnet::WriteRunReport(pepnet::Env::Default(), FLAGS_run_dir, out);
+    if (!st.ok()) return Fail("report: " + st.ToString());
+    printf("wrote %s\n", out.c_str());
     return 0;
   }
   if (argc == 2 && strcmp(argv[1], "table_config") == 0) {
