@@ -68,6 +68,11 @@ AdminHooks HooksFor(std::string role, const ProcessStatus* status) {
   hooks.role = std::move(role);
   hooks.ready = [status] { return status->Ready(); };
   hooks.status = [status] { return status->Rows(); };
+  hooks.metrics = [status](StatSet* out) {
+    const StatSet mine = status->Stats();
+    out->mutable_stats()->insert(out->mutable_stats()->end(), mine.stats().begin(),
+                                 mine.stats().end());
+  };
   return hooks;
 }
 

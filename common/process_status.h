@@ -1,5 +1,6 @@
 // ProcessStatus: what a long-running process tells its admin endpoints (common/admin.h)
-// about itself: whether it is ready, why not, and a few rows for /statusz (its pass).
+// about itself: whether it is ready, why not, a few rows for /statusz (its pass) and its
+// figures for /metrics.
 // The process updates it at its milestones; the admin thread reads it. Thread-safe.
 #ifndef PEPNET_COMMON_PROCESS_STATUS_H_
 #define PEPNET_COMMON_PROCESS_STATUS_H_
@@ -9,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/stats.h"
 #include "common/status.h"
 
 namespace pepnet {
@@ -43,11 +45,22 @@ class ProcessStatus {
     std::lock_guard<std::mutex> lock(mu_);
     return rows_;
   }
+  // The figures /metrics serves besides the admin endpoints' own: replaced whole at
+  // each milestone (a pass's end, a progress report).
+  void SetStats(StatSet stats) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_ = std::move(stats);
+  }
+  StatSet Stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
 
  private:
   mutable std::mutex mu_;
   std::string why_not_ = "starting";
   std::vector<std::pair<std::string, std::string>> rows_;
+  StatSet stats_;
 };
 
 }  // namespace pepnet

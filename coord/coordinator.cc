@@ -13,9 +13,11 @@
 #include "common/checksum.h"
 #include "common/delete_reason.h"
 #include "common/frame_channel.h"
+#include "common/progress_line.h"
 #include "common/ps_client.h"
 #include "common/stats.h"
 #include "coord/coordinator_store.h"
+#include "coord/pass_report.h"
 #include "coord/worker_acceptor.h"
 #include "coord/worker_link.h"
 #include "proto/cluster.pb.h"
@@ -24,6 +26,7 @@
 #include "proto/publish.pb.h"
 #include "publish/manifest.h"
 #include "publish/version_writer.h"
+#include "worker/binned_auc.h"
 #include "worker/dense_state.h"
 #include "worker/metrics.h"
 #include "worker/model_config.h"
@@ -74,6 +77,7 @@ class Coordinator {
   Status Run() {
     PEPNET_RETURN_IF_ERROR(LoadModelConfigFile(o_.model_config, &model_));
     for (const auto& t : model_.task()) task_names_.push_back(t.name());
+    run_auc_.resize(task_names_.size());
     num_dense_ = DenseParamCount(model_);
     if (!o_.data_dir.empty()) {
       CoordinatorStore::Identity id;
@@ -280,6 +284,8 @@ class Coordinator {
     PEPNET_RETURN_IF_ERROR(PsClient::Connect(options, &client_));
     PEPNET_RETURN_IF_ERROR(ReportShards(committed));
     if (store_) AppendMetricsOnce(committed, store_->record().metrics_json());
+    // Through the committed pass only: a pass that failed after counting is counted again.
+    PEPNET_RETURN_IF_ERROR(RestoreRunAuc(store_ ? store_->record().run_auc() : std::string()));
     if (store_ && store_->record().committed_version() != 0 &&
         store_->record().committed_version() != store_->record().last_version()) {
       if (o_.publish_dir.empty()) {
@@ -454,6 +460,10 @@ class Coordinator {
       reply.set_finished(true);
       Broadcast(reply);
       fprintf(stderr, "pepnet_coord: every worker has finished; %u passes\n", pass - 1);
+      if (pass > 1) {
+        printf("%s\n", RunAucText(task_names_, run_auc_, pass - 1).c_str());
+        fflush(stdout);
+      }
       *finished = true;
       return Status::OK();
     }
@@ -475,6 +485,7 @@ class Coordinator {
     begin.set_pass_name(name);
     Broadcast(begin);
     const auto start = Clock::now();
+    progress_.BeginPass(pass, name, last_pass_samples_, /*exact=*/false);
     PEPNET_RETURN_IF_ERROR(RunSteps(pass));
 
     // End of pass: replicas, metrics, the shards' pass end, the commit, the publish.
@@ -527,14 +538,63 @@ class Coordinator {
       }
     }
     const uint64_t version = o_.publish_dir.empty() ? 0 : last_version_ + 1;
-    CommitSummary commit;
-    const std::string metrics_json = metrics.ToJson(pass);
-    PEPNET_RETURN_IF_ERROR(Commit(pass, name, dense_bytes, version, metrics_json, &commit));
-    AppendMetricsOnce(pass, metrics_json);
-    uint64_t rows = 0;
-    if (version) PEPNET_RETURN_IF_ERROR(Publish(pass, name, dense.params, &rows));
+    uint64_t samples = 0;
+    for (const CoordEnvelope& m : msgs) samples += m.header.samples();
+    const double trained_seconds = SecondsSince(start);
     std::vector<proto::ServerStats> stats;
     PEPNET_RETURN_IF_ERROR(client_->Stats(&stats));
+    const StatSet table = ShardTotal(stats);
+    // The run AUC through this pass, kept only once the pass is committed.
+    std::vector<BinnedAuc> run_auc = run_auc_;
+    for (size_t t = 0; t < run_auc.size(); ++t) {
+      for (uint32_t d = 0; d < model_.num_domains(); ++d) {
+        for (const Prediction& p : metrics.Predictions(t, d)) run_auc[t].Add(p.score, p.label > 0);
+      }
+    }
+    std::string run_auc_bytes;
+    for (const BinnedAuc& a : run_auc) run_auc_bytes += a.Serialize();
+    PassLine line(metrics.ToJson(pass));
+    line.Add("name", JsonString(name));
+    line.Add("samples", std::to_string(samples));
+    line.Add("seconds", JsonNumber(trained_seconds));
+    line.Add("samples_per_s", JsonNumber(trained_seconds > 0 ? samples / trained_seconds : 0));
+    line.Add("unix_ms", std::to_string(UnixMillis()));
+    line.Add("table", TableJson(table, stats.size()));
+    line.Add("run_auc", RunAucJson(task_names_, run_auc));
+    CommitSummary commit;
+    PEPNET_RETURN_IF_ERROR(
+        Commit(pass, name, dense_bytes, version, line.text(), run_auc_bytes, &commit));
+    run_auc_ = std::move(run_auc);
+    uint64_t rows = 0;
+    const auto publish_start = Clock::now();
+    if (version) PEPNET_RETURN_IF_ERROR(Publish(pass, name, dense.params, &rows));
+    const double publish_seconds = SecondsSince(publish_start);
+    if (commit.durable) {
+      line.Add("commit", "{\"seconds\":" + JsonNumber(commit.seconds) +
+                             ",\"rows_written\":" + std::to_string(commit.rows_written) +
+                             ",\"rows_deleted\":" + std::to_string(commit.rows_deleted) + "}");
+    }
+    if (version) {
+      line.Add("publish", "{\"seconds\":" + JsonNumber(publish_seconds) + ",\"version\":" +
+                              std::to_string(version) + ",\"rows\":" + std::to_string(rows) + "}");
+    }
+    AppendMetricsOnce(pass, line.text());
+    samples_total_ += samples;
+    if (o_.status) {
+      PassFigures f;
+      f.pass = pass;
+      f.samples = samples;
+      f.seconds = trained_seconds;
+      f.commit_seconds = commit.durable ? commit.seconds : -1;
+      f.publish_seconds = version ? publish_seconds : -1;
+      f.version = version;
+      f.samples_total = samples_total_;
+      StatSet figures;
+      AddPassFigures(f, metrics, task_names_, run_auc_, &figures);
+      o_.status->SetStats(std::move(figures));
+    }
+    last_pass_samples_ = samples;
+    progress_.Clear();
     PrintPassLine(metrics, pass, name, SecondsSince(start), stats, deleted, deleted_total, version,
                   rows, commit);
     proto::CoordMessage end;
@@ -553,6 +613,14 @@ class Coordinator {
       PEPNET_RETURN_IF_ERROR(Collect(
           proto::COORD_STEP, "pass " + std::to_string(pass) + " step " + std::to_string(step),
           o_.step_timeout_ms, &msgs));
+      uint64_t samples = 0, loss_count = 0;
+      double loss_sum = 0;
+      for (const CoordEnvelope& m : msgs) {
+        samples += m.header.samples();
+        loss_sum += m.header.loss_sum();
+        loss_count += m.header.loss_count();
+      }
+      progress_.Update(samples, loss_count ? loss_sum / loss_count : 0);
       bool any = false;
       for (int i = 0; i < o_.num_workers; ++i) {
         const CoordEnvelope& m = msgs[i];
@@ -608,7 +676,8 @@ class Coordinator {
   // every shard prepares, the dense checkpoint is written, the record names both (the
   // commit point), every shard commits.
   Status Commit(uint32_t pass, const std::string& name, const std::string& dense_bytes,
-                uint64_t version, const std::string& metrics_json, CommitSummary* out) {
+                uint64_t version, const std::string& metrics_json, const std::string& run_auc,
+                CommitSummary* out) {
     if (!durable_shards_) return Status::OK();
     const auto start = Clock::now();
     std::vector<proto::PrepareReply> prepared;
@@ -617,7 +686,7 @@ class Coordinator {
     if (store_) {
       PEPNET_RETURN_IF_ERROR(store_->WriteDense(pass, dense_bytes));
       PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_dense"));
-      PEPNET_RETURN_IF_ERROR(store_->Commit(pass, name, version, metrics_json));
+      PEPNET_RETURN_IF_ERROR(store_->Commit(pass, name, version, metrics_json, run_auc));
       PEPNET_RETURN_IF_ERROR(env_->StepPoint("coord.after_record"));
     }
     PEPNET_RETURN_IF_ERROR(client_->CommitPass(pass));
@@ -679,6 +748,23 @@ class Coordinator {
     return Status::OK();
   }
 
+  // The run AUC counters of the record (empty: none yet, every counter 0).
+  Status RestoreRunAuc(const std::string& bytes) {
+    run_auc_.assign(task_names_.size(), BinnedAuc());
+    if (bytes.empty()) return Status::OK();
+    const size_t each = bytes.size() / std::max<size_t>(1, run_auc_.size());
+    if (each * run_auc_.size() != bytes.size()) {
+      return Status::Corruption(o_.data_dir + ": run AUC counters of " +
+                                std::to_string(bytes.size()) + " bytes for " +
+                                std::to_string(run_auc_.size()) + " tasks");
+    }
+    for (size_t t = 0; t < run_auc_.size(); ++t) {
+      Status st = run_auc_[t].Deserialize(bytes.substr(t * each, each));
+      if (!st.ok()) return Status(st.code(), o_.data_dir + ": " + st.message());
+    }
+    return Status::OK();
+  }
+
   // Puts the pass's line into --metrics_out once: a restart after the commit adds the
   // line the record kept, and a pass trained again after a rollback was never committed,
   // never added. The file is rewritten whole and durably, so a crash leaves no half line.
@@ -691,9 +777,10 @@ class Coordinator {
     while (start < text.size()) {
       const size_t end = std::min(text.find('\n', start), text.size());
       const std::string line = text.substr(start, end - start);
-      if (line == json) return;  // there already
-      // Anything else of this pass is a line cut short by a crash.
-      if (line.compare(0, mark.size(), mark) != 0 && end < text.size()) kept += line + "\n";
+      // The pass's line is there already: the one written after its publish, or the
+      // record's (without the commit and publish times) after a crash before that.
+      if (line.compare(0, mark.size(), mark) == 0 && end < text.size()) return;
+      if (end < text.size()) kept += line + "\n";  // not a line cut short
       start = end + 1;
     }
     const Status st = WriteFileDurably(env_, o_.metrics_out, kept + json + "\n");
@@ -752,6 +839,10 @@ class Coordinator {
   Env* const env_;
   proto::ModelConfig model_;
   std::vector<std::string> task_names_;
+  std::vector<BinnedAuc> run_auc_;  // per task, through the last committed pass
+  uint64_t samples_total_ = 0;
+  uint64_t last_pass_samples_ = 0;  // the guess of the next pass's size
+  ProgressLine progress_{stderr, o_.progress_interval_s};
   size_t num_dense_ = 0;
   std::unique_ptr<CoordinatorStore> store_;
   std::unique_ptr<PsClient> client_;

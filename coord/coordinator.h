@@ -50,7 +50,10 @@ struct CoordinatorOptions {
   // Told when the coordinator is ready (listening and connected to every shard) and
   // which pass runs; borrowed, may be null.
   ProcessStatus* status = nullptr;
-  int admin_port = 0;         // for the listening line; 0: none
+  int admin_port = 0;  // for the listening line; 0: none
+  // Seconds between progress lines on stderr (common/progress_line.h): < 0 picks 2 s on
+  // a terminal and 30 s otherwise; 0: none.
+  double progress_interval_s = -1;
   Env* env = Env::Default();  // borrowed
   // The cluster's secret (docs/security.md): workers prove it to join, and the coordinator
   // proves it to the shards. Empty: none, and `host` must be loopback.

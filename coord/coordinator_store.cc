@@ -108,7 +108,7 @@ Status CoordinatorStore::WriteDense(uint32_t pass, const std::string& encoded) {
 }
 
 Status CoordinatorStore::Commit(uint32_t pass, const std::string& pass_name, uint64_t version,
-                                const std::string& metrics_json) {
+                                const std::string& metrics_json, const std::string& run_auc) {
   if (pending_name_ != DenseName(pass)) {
     return Status::Internal("commit of pass " + std::to_string(pass) + " without its dense state");
   }
@@ -121,6 +121,7 @@ Status CoordinatorStore::Commit(uint32_t pass, const std::string& pass_name, uin
   r.set_dense_checksum(ChecksumOf(pending_dense_.data(), pending_dense_.size()));
   r.set_committed_version(version);
   r.set_metrics_json(metrics_json);
+  r.set_run_auc(run_auc);
   r.set_commit_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::system_clock::now().time_since_epoch())
                            .count());

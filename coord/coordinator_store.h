@@ -43,9 +43,10 @@ class CoordinatorStore {
   // The dense half of phase one: writes the checkpoint of `pass`, which nothing names yet.
   Status WriteDense(uint32_t pass, const std::string& encoded);
   // The commit point: `pass` (folder `pass_name`, the dense state WriteDense wrote, its
-  // metrics line) is committed, to be published as `version` (0: nothing is published).
+  // metrics line, the run AUC counters through it) is committed, to be published as `version` (0:
+  // nothing is published).
   Status Commit(uint32_t pass, const std::string& pass_name, uint64_t version,
-                const std::string& metrics_json);
+                const std::string& metrics_json, const std::string& run_auc = "");
   // The committed pass's version is in place; `base` if it is a base.
   Status MarkPublished(uint64_t version, bool base);
 

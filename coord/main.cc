@@ -25,6 +25,9 @@ DEFINE_int32(base_every, 5, "A full base version every N passes; deltas in betwe
 DEFINE_uint64(seed, 1, "The servers' table seed (recorded in manifests for serving).");
 DEFINE_int32(step_timeout_s, 600, "A worker silent this long during a pass fails the pass.");
 DEFINE_string(metrics_out, "", "Append one JSON line of merged metrics per pass.");
+DEFINE_double(progress_interval_s, -1,
+              "Seconds between progress lines on stderr; -1: 2 on a terminal (one line "
+              "redrawn), 30 otherwise; 0: none.");
 DEFINE_string(data_dir, "",
               "Keep the run's record here (committed pass, pass folders done, versions, the "
               "dense checkpoint): a restarted coordinator resumes, and a dead worker or shard "
@@ -52,6 +55,7 @@ int main(int argc, char** argv) {
   o.table_seed = FLAGS_seed;
   o.step_timeout_ms = FLAGS_step_timeout_s * 1000;
   o.metrics_out = FLAGS_metrics_out;
+  o.progress_interval_s = FLAGS_progress_interval_s;
   o.data_dir = FLAGS_data_dir;
   o.recovery_timeout_ms = FLAGS_recovery_timeout_s * 1000;
   if (FLAGS_config.empty()) {

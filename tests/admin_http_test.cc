@@ -15,45 +15,18 @@
 
 #include "common/admin.h"
 #include "common/auth.h"
+#include "common/stats.h"
 #include "common/subprocess.h"
+#include "tests/http_util.h"
 #include "tests/test_util.h"
 
 namespace pepnet {
 namespace {
 
-// Everything the peer sends until it closes (or 10 s pass).
-std::string ReadAll(int fd) {
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
-
-struct Reply {
-  int status = 0;
-  std::string head, body;
-};
-
-Reply Exchange(uint16_t port, const std::string& request) {
-  Reply r;
-  const int fd = testing::ConnectToLoopback(port);
-  if (fd < 0) return r;
-  send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  const std::string all = ReadAll(fd);
-  close(fd);
-  const size_t split = all.find("\r\n\r\n");
-  r.head = all.substr(0, split);
-  if (split != std::string::npos) r.body = all.substr(split + 4);
-  if (all.rfind("HTTP/1.1 ", 0) == 0) r.status = std::stoi(all.substr(9, 3));
-  return r;
-}
-
-Reply Get(uint16_t port, const std::string& path) {
-  return Exchange(port, "GET " + path + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-}
+using testing::Exchange;
+using testing::ReadAll;
+using testing::Get;
+using testing::Reply;
 
 class AdminHttpTest : public ::testing::Test {
  protected:
@@ -194,9 +167,7 @@ TEST(AdminEndpointsTest, ReadyzNamesWhatIsMissing) {
   AdminHooks hooks;
   hooks.role = "worker 0/1";
   hooks.ready = [] { return Status::Unavailable("not connected to shard 1"); };
-  hooks.more["/metrics"] = [](const HttpRequest&) {
-    return HttpResponse{200, "text/plain; version=0.0.4", "pepnet_up 1\n"};
-  };
+  hooks.metrics = [](StatSet* out) { out->Gauge("pepnet_test_figure", "A test's figure.", 7); };
   std::unique_ptr<AdminEndpoints> admin;
   Status st = AdminEndpoints::StartFromFlags("test", "127.0.0.1", Secret(), hooks, &admin);
   ASSERT_TRUE(st.ok()) << st.ToString();
@@ -205,7 +176,14 @@ TEST(AdminEndpointsTest, ReadyzNamesWhatIsMissing) {
   EXPECT_EQ(r.body, "not ready: not connected to shard 1\n");
   EXPECT_NE(Get(admin->port(), "/statusz").body.find("no: not connected to shard 1"),
             std::string::npos);
-  EXPECT_EQ(Get(admin->port(), "/metrics").body, "pepnet_up 1\n");
+  r = Get(admin->port(), "/metrics");
+  EXPECT_NE(r.head.find("Content-Type: text/plain; version=0.0.4"), std::string::npos) << r.head;
+  EXPECT_NE(r.body.find("# TYPE pepnet_test_figure gauge\npepnet_test_figure 7\n"),
+            std::string::npos)
+      << r.body;
+  EXPECT_NE(r.body.find("pepnet_build_info{program=\"test\",role=\"worker 0/1\",version=\""),
+            std::string::npos)
+      << r.body;
 
   gflags::SetCommandLineOption("admin_port", "-1");
   std::unique_ptr<AdminEndpoints> none;

@@ -10,6 +10,7 @@
 
 #include "common/frame_channel.h"
 #include "common/ps_client.h"
+#include "common/stats.h"
 #include "proto/cluster.pb.h"
 #include "proto/model_config.pb.h"
 #include "worker/batch_prefetcher.h"
@@ -79,12 +80,23 @@ class CoordinatorReducer : public DenseReducer {
  public:
   explicit CoordinatorReducer(CoordinatorChannel* channel) : channel_(channel) {}
 
+  // What each step reports for the coordinator's progress line (borrowed; null: none).
+  void set_progress(const uint64_t* samples, const PassMetrics* metrics) {
+    samples_ = samples;
+    metrics_ = metrics;
+  }
+
   Status AllReduce(bool has_data, std::vector<float>* grads, bool* all_done) override {
     proto::CoordMessage m;
     m.set_type(proto::COORD_STEP);
     m.set_step(step_++);
     m.set_has_data(has_data);
     m.set_num_dense(has_data ? grads->size() : 0);
+    if (samples_ != nullptr) m.set_samples(*samples_);
+    if (metrics_ != nullptr) {
+      m.set_loss_sum(metrics_->loss_sum());
+      m.set_loss_count(metrics_->loss_count());
+    }
     PEPNET_RETURN_IF_ERROR(channel_->Send(m, grads->data(), has_data ? 4 * grads->size() : 0));
     proto::CoordMessage reply;
     PEPNET_RETURN_IF_ERROR(channel_->Receive(&reply, &payload_));
@@ -109,6 +121,8 @@ class CoordinatorReducer : public DenseReducer {
 
  private:
   CoordinatorChannel* channel_;
+  const uint64_t* samples_ = nullptr;
+  const PassMetrics* metrics_ = nullptr;
   uint64_t step_ = 0;
   PayloadBuffer payload_;
 };
@@ -186,7 +200,7 @@ class Session {
         return Status::OK();
       }
       if (o_.status) o_.status->Set("pass", std::to_string(reply.pass()) + " (" + folder + ")");
-      st = TrainPass(reply.pass(), folder, &trainer);
+      st = TrainPass(reply.pass(), folder, &trainer, &reducer);
       if (!st.ok()) return st;
     }
   }
@@ -202,7 +216,8 @@ class Session {
     }
   }
 
-  Status TrainPass(uint32_t pass, const std::string& folder, Trainer* trainer) {
+  Status TrainPass(uint32_t pass, const std::string& folder, Trainer* trainer,
+                   CoordinatorReducer* reducer) {
     const std::vector<std::string> all = PassSource::FilesOf(folder);
     std::vector<std::string> files;
     for (const std::string& f : PassSource::ShareOf(all, o_.worker_index, o_.num_workers)) {
@@ -213,6 +228,8 @@ class Session {
     PassMetrics metrics(task_names_, config_.num_domains());
     DataReader reader(&config_, files);
     uint64_t samples = 0;
+    reducer->set_progress(&samples, &metrics);
+    const auto start = std::chrono::steady_clock::now();
     Status st;
     {
       BatchPrefetcher prefetcher(&reader, config_.batch_size());
@@ -229,6 +246,7 @@ class Session {
     // Out of data: take part in the other workers' remaining steps.
     bool all_done = false;
     while (st.ok() && !all_done) st = trainer->IdleStep(&all_done);
+    reducer->set_progress(nullptr, nullptr);
     if (!st.ok()) {
       return Abort(st.WithContext("pass " + std::to_string(pass) + " (" + folder + ")"));
     }
@@ -238,6 +256,9 @@ class Session {
     end.set_worker_index(o_.worker_index);
     end.set_pass(pass);
     end.set_checksum(trainer->DenseChecksum());
+    end.set_samples(samples);
+    end.set_loss_sum(metrics.loss_sum());
+    end.set_loss_count(metrics.loss_count());
     std::string body = metrics.Serialize();
     end.set_prediction_bytes(body.size());
     if (o_.worker_index == 0) {
@@ -255,6 +276,23 @@ class Session {
     char checksum[32];
     snprintf(checksum, sizeof(checksum), "%016llx",
              static_cast<unsigned long long>(end.checksum()));
+    samples_total_ += samples;
+    if (o_.status) {
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      StatSet figures;
+      figures.Gauge("pepnet_worker_pass", "The last pass this worker trained.", pass);
+      figures.Gauge("pepnet_worker_pass_samples", "Samples of this worker's share of the pass.",
+                    samples);
+      figures.Counter("pepnet_worker_samples_total", "Samples this worker trained since start.",
+                      samples_total_);
+      figures.Gauge("pepnet_worker_samples_per_second", "This worker's samples/s in the last pass.",
+                    seconds > 0 ? samples / seconds : 0);
+      figures.Gauge("pepnet_worker_pass_logloss",
+                    "Mean log loss of this worker's predictions in the last pass.",
+                    metrics.running_loss());
+      o_.status->SetStats(std::move(figures));
+    }
     LOG(INFO) << "pass " << pass << " (" << folder << "): trained " << samples << " samples from "
               << files.size() << " files; dense checksum " << checksum << "; published version "
               << reply.version();
@@ -278,6 +316,7 @@ class Session {
   const ClusterWorkerOptions& o_;
   std::vector<std::string> task_names_;
   std::unique_ptr<CoordinatorChannel> coord_;
+  uint64_t samples_total_ = 0;
 };
 
 }  // namespace

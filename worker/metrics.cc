@@ -49,6 +49,11 @@ double Gauc(const std::vector<Prediction>& p) {
   return weight > 0 ? weighted / weight : std::numeric_limits<double>::quiet_NaN();
 }
 
+double LogLoss(const Prediction& x) {
+  const double q = std::min(std::max(double(x.score), 1e-7), 1 - 1e-7);
+  return x.label > 0 ? -std::log(q) : -std::log(1 - q);
+}
+
 MetricSummary Summarize(const std::vector<Prediction>& p) {
   MetricSummary s;
   s.samples = p.size();
@@ -59,8 +64,7 @@ MetricSummary Summarize(const std::vector<Prediction>& p) {
   }
   double loss = 0, positives = 0, scores = 0;
   for (const Prediction& x : p) {
-    const double q = std::min(std::max(double(x.score), 1e-7), 1 - 1e-7);
-    loss -= x.label > 0 ? std::log(q) : std::log(1 - q);
+    loss += LogLoss(x);
     positives += x.label > 0;
     scores += x.score;
   }
@@ -79,10 +83,14 @@ PassMetrics::PassMetrics(std::vector<std::string> task_names, uint32_t num_domai
 
 void PassMetrics::Clear() {
   by_task_domain_.assign(task_names_.size(), std::vector<std::vector<Prediction>>(num_domains_));
+  loss_sum_ = 0;
+  loss_count_ = 0;
 }
 
 void PassMetrics::Add(int task, uint32_t domain, const Prediction& p) {
   by_task_domain_[task][domain].push_back(p);
+  loss_sum_ += LogLoss(p);
+  ++loss_count_;
 }
 
 void PassMetrics::Merge(const PassMetrics& other) {

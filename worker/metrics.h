@@ -34,6 +34,8 @@ struct MetricSummary {
 };
 
 MetricSummary Summarize(const std::vector<Prediction>& predictions);
+// The prediction's log loss, its score clamped to [1e-7, 1 - 1e-7].
+double LogLoss(const Prediction& p);
 
 class PassMetrics {
  public:
@@ -49,6 +51,15 @@ class PassMetrics {
   void Clear();
 
   MetricSummary Task(int task) const;
+  uint32_t num_domains() const { return num_domains_; }
+  const std::vector<Prediction>& Predictions(int task, uint32_t domain) const {
+    return by_task_domain_[task][domain];
+  }
+  // The mean log loss over every task's predictions added so far (this process's, not
+  // merged ones): the running loss a progress line shows. 0 before the first.
+  double running_loss() const { return loss_count_ ? loss_sum_ / loss_count_ : 0; }
+  double loss_sum() const { return loss_sum_; }
+  uint64_t loss_count() const { return loss_count_; }
   MetricSummary TaskDomain(int task, uint32_t domain) const;
 
   // One line of JSON: {"pass": P, "tasks": {"name": {...,"domains": [...]}}}.
@@ -60,6 +71,8 @@ class PassMetrics {
   std::vector<std::string> task_names_;
   uint32_t num_domains_;
   std::vector<std::vector<std::vector<Prediction>>> by_task_domain_;  // [task][domain]
+  double loss_sum_ = 0;
+  uint64_t loss_count_ = 0;
 };
 
 }  // namespace pepnet

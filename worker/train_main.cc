@@ -7,6 +7,7 @@
 #include <fstream>
 #include <memory>
 
+#include "common/progress_line.h"
 #include "common/ps_client.h"
 #include "common/tls_flags.h"
 #include "proto/model_config.pb.h"
@@ -26,6 +27,9 @@ DEFINE_int32(passes, 1, "How many times the data is streamed.");
 DEFINE_uint64(seed, 1, "Seed of the dense initialization and of local embedding rows.");
 DEFINE_int32(threads, 2, "Threads of the training step (the batch's rows are split over them).");
 DEFINE_string(metrics_out, "", "Append one JSON line of metrics per pass to this file.");
+DEFINE_double(progress_interval_s, -1,
+              "Seconds between progress lines on stderr; -1: 2 on a terminal (one line "
+              "redrawn), 30 otherwise; 0: none.");
 
 namespace {
 
@@ -83,9 +87,13 @@ int main(int argc, char** argv) {
   pepnet::Trainer trainer(config, store.get(), FLAGS_seed, FLAGS_threads);
   std::vector<std::string> task_names;
   for (const auto& t : config.task()) task_names.push_back(t.name());
+  pepnet::ProgressLine progress(stderr, FLAGS_progress_interval_s);
+  uint64_t pass_samples = 0;  // every pass streams the same files: known after the first
   for (int pass = 0; pass < FLAGS_passes; ++pass) {
     pepnet::PassMetrics metrics(task_names, config.num_domains());
     pepnet::DataReader reader(&config, files);
+    progress.BeginPass(pass, FLAGS_data, pass_samples, /*exact=*/true);
+    uint64_t samples = 0;
     {
       // Parsing runs ahead on its own thread.
       pepnet::BatchPrefetcher prefetcher(&reader, config.batch_size());
@@ -95,8 +103,12 @@ int main(int argc, char** argv) {
         st = prefetcher.Next(&batch, &done);
         if (st.ok()) st = trainer.TrainBatch(batch, &metrics);
         if (!st.ok()) return Fail("pass " + std::to_string(pass) + ": " + st.ToString());
+        samples += batch.size;
+        progress.Update(samples, metrics.running_loss());
       }
     }
+    pass_samples = samples;
+    progress.Clear();
     printf("%s", metrics.ToText(pass).c_str());
     if (reader.stats().malformed > 0) {
       printf("pass %d: %llu malformed lines skipped (first: %s)\n", pass,
