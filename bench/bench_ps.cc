@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,9 +21,11 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <thread>
 #include <unordered_set>
 
 #include "common/hash.h"
+#include "common/http_get.h"
 #include "common/ps_client.h"
 #include "common/stats.h"
 #include "common/subprocess.h"
@@ -50,6 +53,12 @@ DEFINE_uint64(memory_limit_bytes, 0,
               "--memory_limit_bytes of the server started here (0 = none); with a limit under "
               "the universe's size every phase evicts steadily.");
 DEFINE_uint64(seed, 1, "Seed of the key and gradient generator.");
+DEFINE_uint64(fill_rows, 0,
+              "Rows created before timing (keys of ranks 0..N-1), to measure on a big table.");
+DEFINE_int32(scrape_ms, 0,
+             "Scrape the started server's /metrics every this many ms while the pulls and "
+             "pushes are timed (0: never); reports the scrapes' times and the longest a "
+             "stats read held a table partition.");
 DEFINE_bool(tls, false,
             "Every connection inside TLS: what encryption costs the request path. With no "
             "--tls_cert (and no --secret_file) a throwaway CA, certificate (and secret) are "
@@ -136,6 +145,7 @@ int main(int argc, char** argv) {
   pepnet::Subprocess server;
   std::string servers = FLAGS_servers;
   std::string tmpdir;
+  uint16_t admin_port = 0;
   if (servers.empty()) {
     char tmpl[] = "/tmp/pepnet_bench_ps.XXXXXX";
     if (mkdtemp(tmpl) == nullptr) return Fail("cannot create a temporary directory");
@@ -150,7 +160,8 @@ int main(int argc, char** argv) {
         "--port_file=" + port_file,
         "--table_config=" + config,
         "--threads=" + std::to_string(FLAGS_server_threads),
-        "--memory_limit_bytes=" + std::to_string(FLAGS_memory_limit_bytes)};
+        "--memory_limit_bytes=" + std::to_string(FLAGS_memory_limit_bytes),
+        "--admin_port_file=" + tmpdir + "/admin_port"};
     if (FLAGS_durable) argv.push_back("--data_dir=" + tmpdir + "/data");
     if (FLAGS_tls && FLAGS_secret_file.empty()) {
       FLAGS_secret_file = tmpdir + "/secret";
@@ -181,6 +192,11 @@ int main(int argc, char** argv) {
     st = pepnet::WaitForPortFile(port_file, 10000, &server, &port);
     if (!st.ok()) return Fail(st.ToString() + " (see " + tmpdir + "/server.log)");
     servers = "127.0.0.1:" + std::to_string(port);
+    st = pepnet::WaitForPortFile(tmpdir + "/admin_port", 10000, &server, &admin_port);
+    if (!st.ok()) return Fail(st.ToString());
+  }
+  if (FLAGS_scrape_ms > 0 && admin_port == 0) {
+    return Fail("--scrape_ms scrapes the server this program starts: no --servers");
   }
 
   pepnet::ClientOptions options;
@@ -230,6 +246,39 @@ int main(int argc, char** argv) {
   auto push = [&](int i) {
     return client->Push(keys_for(i), n, grads.data(), shows.data(), clicks.data());
   };
+  for (uint64_t first = 0; first < FLAGS_fill_rows; first += 65536) {
+    std::vector<uint64_t> keys;
+    for (uint64_t r = first; r < std::min<uint64_t>(FLAGS_fill_rows, first + 65536); ++r) {
+      keys.push_back(KeyOfRank(r, client->slot_bits()));
+    }
+    std::vector<float> out;
+    if (!(st = client->Wait(client->Pull(keys.data(), keys.size(), &out))).ok()) {
+      return Fail("filling the table: " + st.ToString());
+    }
+  }
+  if (FLAGS_fill_rows > 0) {
+    printf("filled the table with %llu rows\n", (unsigned long long)FLAGS_fill_rows);
+  }
+  // Scrapes while the phases run, each timed from the request to the last byte.
+  std::atomic<bool> scraping{FLAGS_scrape_ms > 0};
+  std::vector<double> scrape_ms;
+  std::string scrape_error;
+  std::thread scraper([&] {
+    while (scraping.load()) {
+      const auto start = std::chrono::steady_clock::now();
+      int code = 0;
+      std::string body;
+      const pepnet::Status s = pepnet::HttpGet(admin_port, "/metrics", 10000, &code, &body);
+      if (!s.ok() || code != 200) {
+        scrape_error = s.ok() ? "HTTP " + std::to_string(code) : s.ToString();
+        return;
+      }
+      scrape_ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count());
+      std::this_thread::sleep_for(std::chrono::milliseconds(FLAGS_scrape_ms));
+    }
+  });
   Phase warm;
   const int total = FLAGS_requests * FLAGS_rounds;
   if (!(st = RunPipelined(FLAGS_requests, pull, client.get(), &warm)).ok()) {
@@ -249,6 +298,10 @@ int main(int argc, char** argv) {
   }
   std::sort(pull_rates.begin(), pull_rates.end());
   std::sort(push_rates.begin(), push_rates.end());
+  scraping = false;
+  scraper.join();
+  if (!scrape_error.empty()) return Fail("scraping /metrics: " + scrape_error);
+  std::sort(scrape_ms.begin(), scrape_ms.end());
 
   std::vector<pepnet::proto::ServerStats> stats;
   st = client->Stats(&stats);
@@ -263,6 +316,13 @@ int main(int argc, char** argv) {
   const uint64_t max_bytes = cluster.Value("pepnet_table_max_used_bytes");
   const uint64_t limit = cluster.Value("pepnet_table_memory_limit_bytes");
   const uint64_t worst_pause_ns = 1e9 * cluster.Value("pepnet_table_worst_new_row_pause_seconds");
+  const double stats_pause_ms = 1e3 * cluster.Value("pepnet_table_worst_stats_pause_seconds");
+  if (!scrape_ms.empty()) {
+    printf(
+        "scrapes of /metrics: %zu, %.2f ms median, %.2f ms worst; a stats read held a "
+        "partition for at most %.3f ms\n",
+        scrape_ms.size(), scrape_ms[scrape_ms.size() / 2], scrape_ms.back(), stats_pause_ms);
+  }
   const double pull_rps = pull_rates[pull_rates.size() / 2];
   const double push_rps = push_rates[push_rates.size() / 2];
   // Bytes moved per row: pull sends a key and gets a row; push sends key, row, show, click.
@@ -290,10 +350,12 @@ int main(int argc, char** argv) {
       "{\"pull_rows_per_s\": %.0f, \"push_rows_per_s\": %.0f, \"pull_mb_per_s\": %.1f, "
       "\"push_mb_per_s\": %.1f, \"payload_bytes_per_row\": %.2f, \"bytes_per_row\": %.2f, "
       "\"rows\": %llu, \"memory_limit_bytes\": %llu, \"max_bytes_used\": %llu, "
-      "\"rows_deleted\": %llu, \"worst_eviction_pause_ms\": %.3f, \"tls\": %s}\n",
+      "\"rows_deleted\": %llu, \"worst_eviction_pause_ms\": %.3f, \"tls\": %s, "
+      "\"scrapes\": %zu, \"scrape_max_ms\": %.2f, \"stats_worst_pause_ms\": %.3f}\n",
       pull_rps, push_rps, pull_mbps, push_mbps, payload_per_row, bytes_per_row,
       (unsigned long long)rows, (unsigned long long)limit, (unsigned long long)max_bytes,
-      (unsigned long long)deleted, worst_pause_ns / 1e6, options.secret.tls() ? "true" : "false");
+      (unsigned long long)deleted, worst_pause_ns / 1e6, options.secret.tls() ? "true" : "false",
+      scrape_ms.size(), scrape_ms.empty() ? 0.0 : scrape_ms.back(), stats_pause_ms);
   client.reset();
   if (server.running()) {
     server.Signal(SIGTERM);

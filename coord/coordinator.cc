@@ -569,10 +569,15 @@ class Coordinator {
     const auto publish_start = Clock::now();
     if (version) PEPNET_RETURN_IF_ERROR(Publish(pass, name, dense.params, &rows));
     const double publish_seconds = SecondsSince(publish_start);
+    // Again after the commit: its bytes on disk.
+    stats.clear();
+    PEPNET_RETURN_IF_ERROR(client_->Stats(&stats));
     if (commit.durable) {
+      const uint64_t disk = ShardTotal(stats).Value("pepnet_storage_disk_bytes");
       line.Add("commit", "{\"seconds\":" + JsonNumber(commit.seconds) +
                              ",\"rows_written\":" + std::to_string(commit.rows_written) +
-                             ",\"rows_deleted\":" + std::to_string(commit.rows_deleted) + "}");
+                             ",\"rows_deleted\":" + std::to_string(commit.rows_deleted) +
+                             ",\"bytes_on_disk\":" + std::to_string(disk) + "}");
     }
     if (version) {
       line.Add("publish", "{\"seconds\":" + JsonNumber(publish_seconds) + ",\"version\":" +

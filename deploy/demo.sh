@@ -2,8 +2,9 @@
 # The demo: on a fresh Debian 12 machine, installs what is missing, builds, generates 5
 # passes of synthetic data, and streams them through a local cluster of 2 shard servers,
 # the pass coordinator and 2 workers, every pass committed to their data folders. Prints
-# each pass's AUC per task, the table size and the commit, then where the published model
-# is and how to score with it.
+# each pass's AUC per task, the table size and the commit, where shard 0's /metrics is
+# while the cluster runs, then the run report's path, where the published model is and
+# how to score with it.
 #
 #   deploy/demo.sh [RUN_DIR]      (default: demo-run)
 set -euo pipefail
@@ -19,7 +20,26 @@ echo "== generating 5 passes of synthetic data into $RUN/data"
 echo "== training: 2 servers + 2 workers (logs in $RUN, durable state in $RUN/state)"
 "$ROOT/deploy/local/run_cluster.sh" --config="$ROOT/configs/demo.pbtxt" --pass_root="$RUN/data" \
   --servers=2 --workers=2 --max_passes=5 --run_dir="$RUN" --publish_dir="$RUN/model" --base_every=5 \
-  --data_dir="$RUN/state"
+  --data_dir="$RUN/state" &
+cluster=$!
+trap 'kill $cluster 2>/dev/null' INT TERM
+# While the cluster runs: where its Prometheus metrics are, and a few of them.
+for _ in $(seq 300); do [ -s "$RUN/ps-0.admin_port" ] && break; sleep 0.1; done
+if [ -s "$RUN/ps-0.admin_port" ]; then
+  metrics="http://127.0.0.1:$(cat "$RUN/ps-0.admin_port")/metrics"
+  echo "== shard 0's metrics while it runs: $metrics (every process has one: $RUN/*.admin_port)"
+  if command -v curl > /dev/null; then
+    sleep 1  # the shards' first figures
+    curl -s "$metrics" | grep -E '^pepnet_table_(rows|used_bytes) ' || true
+  fi
+fi
+wait $cluster
+trap - INT TERM
+echo
+"$BIN/pepnet_ctl" report --run_dir="$RUN" --out="$RUN/report.html" > /dev/null
+echo "== the run report: $RUN/report.html"
+echo "(one self-contained page: AUC and logloss per task and domain, samples/s, table size,"
+echo " deletions, commit and publish times; open it in a browser)"
 echo
 echo "== the published model: $RUN/model (newest version: $(ls "$RUN/model" | tail -n 1))"
 echo "Score data with it:"

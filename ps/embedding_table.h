@@ -75,6 +75,7 @@ struct TableStatsSnapshot {
   // memory limit, and rebuilding the row's index when due.
   uint64_t worst_eviction_pause_ns = 0;
   uint64_t worst_pass_end_pause_ns = 0;  // longest a partition was locked by EndPass
+  uint64_t worst_stats_pause_ns = 0;     // longest a partition was locked by Stats
   uint32_t pass = 0;
 };
 
@@ -307,6 +308,7 @@ class EmbeddingTable {
   std::atomic<uint64_t> max_bytes_used_{0};
   std::atomic<uint64_t> worst_eviction_pause_ns_{0};
   std::atomic<uint64_t> worst_pass_end_pause_ns_{0};
+  mutable std::atomic<uint64_t> worst_stats_pause_ns_{0};
 };
 
 // The counters and eviction cursor (PartitionState) are what a commit stores of the

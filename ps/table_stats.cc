@@ -28,6 +28,7 @@ TableStatsSnapshot EmbeddingTable::Stats() const {
   for (uint32_t p = 0; p < num_partitions_; ++p) {
     const Partition& part = partitions_[p];
     std::lock_guard<std::mutex> lock(part.mu);
+    const auto held = std::chrono::steady_clock::now();
     st.rows_created += part.rows_created;
     st.rows_erased += part.rows_erased;
     st.cap_refused += part.cap_refused;
@@ -67,6 +68,11 @@ TableStatsSnapshot EmbeddingTable::Stats() const {
       }
       first = i - shard->rows();
     }
+    // How long a scrape holds up the partition's requests (docs/benchmarks.md).
+    const uint64_t ns = NanosSince(held);
+    uint64_t worst = worst_stats_pause_ns_.load(std::memory_order_relaxed);
+    while (ns > worst && !worst_stats_pause_ns_.compare_exchange_weak(worst, ns)) {
+    }
   }
   for (const SlotStatsSnapshot& s : st.slots) st.rows += s.rows;
   if (!scores.empty()) {
@@ -81,6 +87,7 @@ TableStatsSnapshot EmbeddingTable::Stats() const {
   st.max_bytes_used = max_bytes_used();
   st.worst_eviction_pause_ns = worst_eviction_pause_ns_.load(std::memory_order_relaxed);
   st.worst_pass_end_pause_ns = worst_pass_end_pause_ns_.load(std::memory_order_relaxed);
+  st.worst_stats_pause_ns = worst_stats_pause_ns_.load(std::memory_order_relaxed);
   st.pass = pass();
   return st;
 }
@@ -149,6 +156,11 @@ void AddTableStats(const TableStatsSnapshot& t, StatSet* out) {
              "Longest a partition was locked by a pass end, since start.",
              t.worst_pass_end_pause_ns / 1e9)
       .Json("worst_pass_end_pause_ns", 1e9)
+      .Total(StatTotal::kMax);
+  out->Gauge("pepnet_table_worst_stats_pause_seconds",
+             "Longest a stats read (a scrape, STATS) held one partition, since start.",
+             t.worst_stats_pause_ns / 1e9)
+      .Json("worst_stats_pause_ns", 1e9)
       .Total(StatTotal::kMax);
   out->Gauge("pepnet_table_pass", "The pass the table is in.", t.pass)
       .Json("pass")
