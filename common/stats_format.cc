@@ -101,6 +101,8 @@ Json ToJson(const proto::ServerStats& header, const StatSet& set) {
     if (fresh) slots.push_back(Json{{"slot", Number(std::atof(slot.c_str()))}});
     Put(&slots[it->second], s.json, value);
   }
+  // Keys scripts read are there even when empty (the total has no quantiles).
+  if (!out.contains("score_quantiles")) out["score_quantiles"] = Json::array();
   if (!out.contains("slots")) out["slots"] = Json::array();
   return out;
 }

@@ -403,53 +403,46 @@ void RequestHandler::FillStats(proto::ServerStats* out) const {
 
 void RequestHandler::CollectStats(StatSet* out) const {
   AddTableStats(table_->Stats(), out);
-  const auto get = [](const std::atomic<uint64_t>& c) {
-    return static_cast<double>(c.load(std::memory_order_relaxed));
-  };
   const ServerCounters& c = counters_;
   const char* kRequests = "Pull and push requests served.";
   const char* kRows = "Rows (keys) of the pull and push requests served.";
-  out->Counter("pepnet_ps_requests_total", kRequests, get(c.pull_requests))
-      .Label("type", "pull")
-      .Json("pull_requests");
-  out->Counter("pepnet_ps_rows_total", kRows, get(c.pull_rows))
-      .Label("type", "pull")
-      .Json("pull_rows");
-  out->Counter("pepnet_ps_requests_total", kRequests, get(c.push_requests))
-      .Label("type", "push")
-      .Json("push_requests");
-  out->Counter("pepnet_ps_rows_total", kRows, get(c.push_rows))
-      .Label("type", "push")
-      .Json("push_rows");
-  out->Counter("pepnet_ps_bad_requests_total", "Requests answered with an error.",
-               get(c.bad_requests))
-      .Json("bad_requests");
-  out->Counter("pepnet_ps_connections_accepted_total", "Connections accepted since start.",
-               get(c.connections))
-      .Json("connections_accepted");
+  const char* kRefused = "Peers refused: a failed handshake, a deadline, a privileged request.";
+  const char* kPushes = "Pushes refused for their numbers (docs/security.md).";
+  struct Counted {
+    const char *name, *help, *label, *value;  // label null: none
+    const std::atomic<uint64_t>& counter;
+    const char* json;
+  };
+  const Counted counted[] = {
+      {"pepnet_ps_requests_total", kRequests, "type", "pull", c.pull_requests, "pull_requests"},
+      {"pepnet_ps_rows_total", kRows, "type", "pull", c.pull_rows, "pull_rows"},
+      {"pepnet_ps_requests_total", kRequests, "type", "push", c.push_requests, "push_requests"},
+      {"pepnet_ps_rows_total", kRows, "type", "push", c.push_rows, "push_rows"},
+      {"pepnet_ps_bad_requests_total", "Requests answered with an error.", nullptr, nullptr,
+       c.bad_requests, "bad_requests"},
+      {"pepnet_ps_connections_accepted_total", "Connections accepted since start.", nullptr,
+       nullptr, c.connections, "connections_accepted"},
+      {"pepnet_ps_refused_total", kRefused, "reason", "handshake", c.auth_failures,
+       "auth_failures"},
+      {"pepnet_ps_refused_total", kRefused, "reason", "deadline", c.timeouts, "timeouts"},
+      {"pepnet_ps_refused_total", kRefused, "reason", "privileged", c.rejected_privileged,
+       "rejected_privileged"},
+      {"pepnet_ps_rejected_pushes_total", kPushes, "reason", "nonfinite", c.rejected_nonfinite,
+       "rejected_nonfinite"},
+      {"pepnet_ps_rejected_pushes_total", kPushes, "reason", "out_of_range",
+       c.rejected_out_of_range, "rejected_out_of_range"},
+      {"pepnet_ps_rejected_pushes_total", kPushes, "reason", "counts", c.rejected_counts,
+       "rejected_counts"},
+  };
+  for (const Counted& k : counted) {
+    Stat& stat =
+        out->Counter(k.name, k.help, static_cast<double>(k.counter.load(std::memory_order_relaxed)))
+            .Json(k.json);
+    if (k.label != nullptr) stat.Label(k.label, k.value);
+  }
   out->Gauge("pepnet_ps_connections", "Connections open now.",
              static_cast<double>(c.open_connections.load(std::memory_order_relaxed)))
       .Json("connections_open");
-  const char* kRefused = "Peers refused: a failed handshake, a deadline, a privileged request.";
-  out->Counter("pepnet_ps_refused_total", kRefused, get(c.auth_failures))
-      .Label("reason", "handshake")
-      .Json("auth_failures");
-  out->Counter("pepnet_ps_refused_total", kRefused, get(c.timeouts))
-      .Label("reason", "deadline")
-      .Json("timeouts");
-  out->Counter("pepnet_ps_refused_total", kRefused, get(c.rejected_privileged))
-      .Label("reason", "privileged")
-      .Json("rejected_privileged");
-  const char* kPushes = "Pushes refused for their numbers (docs/security.md).";
-  out->Counter("pepnet_ps_rejected_pushes_total", kPushes, get(c.rejected_nonfinite))
-      .Label("reason", "nonfinite")
-      .Json("rejected_nonfinite");
-  out->Counter("pepnet_ps_rejected_pushes_total", kPushes, get(c.rejected_out_of_range))
-      .Label("reason", "out_of_range")
-      .Json("rejected_out_of_range");
-  out->Counter("pepnet_ps_rejected_pushes_total", kPushes, get(c.rejected_counts))
-      .Label("reason", "counts")
-      .Json("rejected_counts");
   out->Gauge("pepnet_process_uptime_seconds", "Seconds since the process started.",
              std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count())
       .Json("uptime_s")

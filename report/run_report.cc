@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/delete_reason.h"
+#include "common/http_server.h"  // HtmlEscape
 
 namespace pepnet {
 namespace report_assets {
@@ -442,32 +443,6 @@ class ReportData {
 
 // --- The page ------------------------------------------------------------------------------
 
-std::string EscapeHtml(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 // JSON that can stand inside <script>: no "<" at all, so that neither "</script" nor
 // "<!--" in a task name can end or change the element (JSON reads \u003c as "<").
 std::string ScriptSafeJson(const Json& value) {
@@ -514,7 +489,7 @@ Status RenderRunReport(const std::string& jsonl, const std::string& source,
   std::vector<Json> lines;
   PEPNET_RETURN_IF_ERROR(ParseLines(jsonl, source, &lines));
   const Json data = ReportData(lines).Build(source, title);
-  *html = FillTemplate(report_assets::kReportTemplate, {{"@TITLE@", EscapeHtml(title)},
+  *html = FillTemplate(report_assets::kReportTemplate, {{"@TITLE@", HtmlEscape(title)},
                                                         {"@CHART_JS@", report_assets::kChartJs},
                                                         {"@REPORT_DATA@", ScriptSafeJson(data)}});
   return Status::OK();
