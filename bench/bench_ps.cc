@@ -263,7 +263,16 @@ int main(int argc, char** argv) {
   std::atomic<bool> scraping{FLAGS_scrape_ms > 0};
   std::vector<double> scrape_ms;
   std::string scrape_error;
-  std::thread scraper([&] {
+  // Joined on every way out of main, a failed phase included.
+  struct Joiner {
+    std::atomic<bool>* running;
+    std::thread thread;
+    ~Joiner() {
+      running->store(false);
+      if (thread.joinable()) thread.join();
+    }
+  } scraper{&scraping, {}};
+  scraper.thread = std::thread([&] {
     while (scraping.load()) {
       const auto start = std::chrono::steady_clock::now();
       int code = 0;
@@ -299,7 +308,7 @@ int main(int argc, char** argv) {
   std::sort(pull_rates.begin(), pull_rates.end());
   std::sort(push_rates.begin(), push_rates.end());
   scraping = false;
-  scraper.join();
+  scraper.thread.join();
   if (!scrape_error.empty()) return Fail("scraping /metrics: " + scrape_error);
   std::sort(scrape_ms.begin(), scrape_ms.end());
 
@@ -312,7 +321,7 @@ int main(int argc, char** argv) {
   const uint64_t payload =
       cluster.Value("pepnet_table_category_bytes", {{"category", "payload"}}) +
       cluster.Value("pepnet_table_category_bytes", {{"category", "optimizer"}});
-  const uint64_t deleted = cluster.Value("pepnet_table_rows_deleted_total");
+  const uint64_t deleted = cluster.Value("pepnet_table_deleted_rows");
   const uint64_t max_bytes = cluster.Value("pepnet_table_max_used_bytes");
   const uint64_t limit = cluster.Value("pepnet_table_memory_limit_bytes");
   const uint64_t worst_pause_ns = 1e9 * cluster.Value("pepnet_table_worst_new_row_pause_seconds");

@@ -85,7 +85,8 @@ Json ToJson(const proto::ServerStats& header, const StatSet& set) {
   std::map<std::string, size_t> slot_at;
   for (const Stat& s : set.stats()) {
     if (s.json.empty()) continue;
-    const Json value = Number(s.value * s.json_scale);
+    // A key in a smaller unit (nanoseconds, milliseconds) holds whole numbers.
+    const Json value = Number(s.json_scale == 1 ? s.value : std::round(s.value * s.json_scale));
     if (EndsWith(s.json, "[]")) {  // {"q": label, "score": value} per quantile
       Json& list = out[s.json.substr(0, s.json.size() - 2)];
       list.push_back(Json{{"q", Number(std::atof(s.LabelValue("q").c_str()))}, {"score", value}});

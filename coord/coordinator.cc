@@ -13,6 +13,7 @@
 #include "common/checksum.h"
 #include "common/delete_reason.h"
 #include "common/frame_channel.h"
+#include "common/json_text.h"
 #include "common/progress_line.h"
 #include "common/ps_client.h"
 #include "common/stats.h"
@@ -117,6 +118,7 @@ class Coordinator {
     // One epoch per membership of the cluster: the first, and one after every recovery.
     for (;;) {
       Status st = RunEpoch(listener.get());
+      progress_.Clear();  // what follows is not mixed into a redrawn progress line
       if (st.ok()) return st;
       const bool recover = store_ && Recoverable(st);
       Report(false, (recover ? "recovering from: " : "failed: ") + st.message());
@@ -776,16 +778,19 @@ class Coordinator {
   void AppendMetricsOnce(uint32_t pass, const std::string& json) {
     if (o_.metrics_out.empty() || json.empty()) return;
     const std::string mark = "{\"pass\":" + std::to_string(pass) + ",";
+    // The record keeps the line without its commit and publish keys, which come last: a
+    // line that begins as `json` does (without its closing brace) is this pass's already.
+    const std::string stem = json.substr(0, json.size() - 1);
     std::string text, kept;
     env_->ReadFile(o_.metrics_out, &text);  // absent: a new file
     size_t start = 0;
     while (start < text.size()) {
       const size_t end = std::min(text.find('\n', start), text.size());
       const std::string line = text.substr(start, end - start);
-      // The pass's line is there already: the one written after its publish, or the
-      // record's (without the commit and publish times) after a crash before that.
-      if (line.compare(0, mark.size(), mark) == 0 && end < text.size()) return;
-      if (end < text.size()) kept += line + "\n";  // not a line cut short
+      if (line.compare(0, stem.size(), stem) == 0 && end < text.size()) return;
+      // Another line of this pass is an earlier run's, or the record's shorter one.
+      const bool replaced = line.compare(0, mark.size(), mark) == 0;
+      if (!replaced && end < text.size()) kept += line + "\n";  // not a line cut short
       start = end + 1;
     }
     const Status st = WriteFileDurably(env_, o_.metrics_out, kept + json + "\n");
@@ -808,7 +813,7 @@ class Coordinator {
     uint64_t evicted = 0;
     for (const Stat& st : total.stats()) {
       const std::string& reason = st.LabelValue("reason");
-      if (st.name == "pepnet_table_pass_deleted_rows" &&
+      if (st.name == "pepnet_table_slot_pass_deleted_rows" &&
           (reason == DeleteReasonName(DeleteReason::kMemory) ||
            reason == DeleteReasonName(DeleteReason::kCap))) {
         evicted += static_cast<uint64_t>(st.value);

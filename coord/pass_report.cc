@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "common/delete_reason.h"
+#include "common/json_text.h"
 #include "common/stats.h"
 #include "worker/binned_auc.h"
 #include "worker/metrics.h"
@@ -15,30 +16,6 @@ void PassLine::Add(const std::string& key, const std::string& json_value) {
   // The object's closing brace moves behind the new key.
   if (!text_.empty() && text_.back() == '}') text_.pop_back();
   text_ += (text_.size() > 1 ? ",\"" : "\"") + key + "\":" + json_value + "}";
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      snprintf(buf, sizeof(buf), "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
-std::string JsonNumber(double v) {
-  if (!std::isfinite(v)) return "null";
-  char buf[40];
-  snprintf(buf, sizeof(buf), "%.6g", v);
-  return buf;
 }
 
 int64_t UnixMillis() {
@@ -56,7 +33,7 @@ std::string TableJson(const StatSet& total, size_t shards) {
     const char* reason = DeleteReasonName(static_cast<DeleteReason>(r));
     double n = 0;
     for (const Stat& s : total.stats()) {
-      if (s.name == "pepnet_table_pass_deleted_rows" && s.LabelValue("reason") == reason) {
+      if (s.name == "pepnet_table_slot_pass_deleted_rows" && s.LabelValue("reason") == reason) {
         n += s.value;
       }
     }

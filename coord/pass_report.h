@@ -25,8 +25,6 @@ class PassLine {
   std::string text_;
 };
 
-std::string JsonString(const std::string& s);
-std::string JsonNumber(double v);  // null when not finite
 int64_t UnixMillis();
 
 // {"shards":N,"rows":..,"bytes_used":..,"memory_limit_bytes":..,"max_bytes_used":..,

@@ -20,7 +20,7 @@ echo "== generating 5 passes of synthetic data into $RUN/data"
 echo "== training: 2 servers + 2 workers (logs in $RUN, durable state in $RUN/state)"
 "$ROOT/deploy/local/run_cluster.sh" --config="$ROOT/configs/demo.pbtxt" --pass_root="$RUN/data" \
   --servers=2 --workers=2 --max_passes=5 --run_dir="$RUN" --publish_dir="$RUN/model" --base_every=5 \
-  --data_dir="$RUN/state" --memory_limit_bytes=8388608 &
+  --data_dir="$RUN/state" --memory_limit_bytes=16777216 &
 cluster=$!
 trap 'kill $cluster 2>/dev/null' INT TERM
 # While the cluster runs: where its Prometheus metrics are, and a few of them.

@@ -396,13 +396,36 @@ void RequestHandler::FillStats(proto::ServerStats* out) const {
   out->set_shard_id(shard_id_);
   out->set_num_shards(num_shards_);
   out->set_durable(store_ != nullptr);
+  // Under the shared table lock Handle holds.
   StatSet set;
-  CollectStats(&set);
+  CollectStatsLocked(&set);
+  AddRequestStats(&set);
   StatsToProto(set, out);
 }
 
 void RequestHandler::CollectStats(StatSet* out) const {
+  // Never waits: a prepare, commit or rollback holds the table (and the store) alone for
+  // as long as it takes, and a scrape must not stall the admin threads behind it.
+  std::shared_lock<std::shared_mutex> lock(table_mu_, std::try_to_lock);
+  const bool table_readable = lock.owns_lock() && fatal_.ok();
+  out->Gauge("pepnet_ps_stats_busy",
+             "1 when the table's figures are left out of this scrape: a commit or rollback "
+             "holds the table, or the table was lost.",
+             table_readable ? 0 : 1);
+  if (table_readable) CollectStatsLocked(out);
+  AddRequestStats(out);
+}
+
+void RequestHandler::CollectStatsLocked(StatSet* out) const {
   AddTableStats(table_->Stats(), out);
+  if (store_ != nullptr) {
+    proto::StorageStats st;
+    store_->Stats(&st);
+    AddStorageStats(st, out);
+  }
+}
+
+void RequestHandler::AddRequestStats(StatSet* out) const {
   const ServerCounters& c = counters_;
   const char* kRequests = "Pull and push requests served.";
   const char* kRows = "Rows (keys) of the pull and push requests served.";
@@ -454,11 +477,6 @@ void RequestHandler::CollectStats(StatSet* out) const {
     out->Histogram("pepnet_ps_request_duration_seconds",
                    "Time from a parsed request to its reply, by request type.", c.latency[t])
         .Label("type", type);
-  }
-  if (store_ != nullptr) {
-    proto::StorageStats st;
-    store_->Stats(&st);
-    AddStorageStats(st, out);
   }
 }
 

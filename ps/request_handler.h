@@ -92,8 +92,10 @@ class RequestHandler {
   // The STATS reply: the shard's identity and its stats registry.
   void FillStats(proto::ServerStats* stats) const;
   // Every figure of the shard (the table's, the requests', the storage's): what STATS,
-  // `pepnet_ctl stats` and /metrics report. Reads each table partition under its lock in
-  // turn; thread-safe.
+  // `pepnet_ctl stats` and /metrics report, for a reader outside a request (/metrics).
+  // Reads each table partition under its lock in turn. Thread-safe and never waits: while
+  // a commit or rollback holds the table, or after the table was lost, the table's and
+  // storage's figures are left out and `pepnet_ps_stats_busy` is 1.
   void CollectStats(StatSet* out) const;
   ServerCounters& counters() { return counters_; }
 
@@ -109,6 +111,10 @@ class RequestHandler {
   // COMMIT_PASS and ROLLBACK_PASS, under the exclusive lock.
   Status HandleRecovery(const proto::RequestHeader& request);
   void FillPing(proto::ResponseHeader* reply) const;
+  // The table's and storage's figures; the caller holds table_mu_ (shared is enough).
+  void CollectStatsLocked(StatSet* out) const;
+  // The request counters and latency histograms: atomics, no lock.
+  void AddRequestStats(StatSet* out) const;
   std::string Shard() const { return "shard " + std::to_string(shard_id_); }
   // The gradients, shows and clicks of a push are finite and within their bounds.
   Status CheckPushNumbers(const uint64_t* keys, uint64_t n, const float* grads, uint64_t v,

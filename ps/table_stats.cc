@@ -113,30 +113,35 @@ void AddTableStats(const TableStatsSnapshot& t, StatSet* out) {
         .Label("category", name)
         .Json(std::string(name) + "_bytes");
   }
-  out->Counter("pepnet_table_rows_created_total", "Rows created since start.", t.rows_created)
+  // Counts of the table's life, not of this process's: they are part of a committed pass,
+  // so a rollback puts them back to the pass's (gauges, not counters, for Prometheus).
+  out->Gauge("pepnet_table_created_rows",
+             "Rows created over the table's life (a rollback restores the committed count).",
+             t.rows_created)
       .Json("rows_created");
-  out->Counter("pepnet_table_rows_deleted_total",
-               "Rows deleted by the memory-control policies since start, every reason.",
-               t.rows_deleted)
+  out->Gauge("pepnet_table_deleted_rows",
+             "Rows deleted by the memory-control policies over the table's life, every reason.",
+             t.rows_deleted)
       .Json("rows_deleted");
-  out->Counter("pepnet_table_rows_erased_total", "Rows erased on request since start.",
-               t.rows_erased)
+  out->Gauge("pepnet_table_erased_rows", "Rows erased on request over the table's life.",
+             t.rows_erased)
       .Json("rows_erased");
-  const char* kRefusedHelp = "New rows refused since start: their slot at its cap, or no memory.";
-  out->Counter("pepnet_table_new_rows_refused_total", kRefusedHelp, t.cap_refused)
+  const char* kRefusedHelp =
+      "New rows refused over the table's life: their slot at its cap, or no memory.";
+  out->Gauge("pepnet_table_refused_new_rows", kRefusedHelp, t.cap_refused)
       .Label("cause", "cap")
       .Json("cap_refused");
-  out->Counter("pepnet_table_new_rows_refused_total", kRefusedHelp, t.memory_refused)
+  out->Gauge("pepnet_table_refused_new_rows", kRefusedHelp, t.memory_refused)
       .Label("cause", "memory")
       .Json("memory_refused");
-  out->Counter("pepnet_admission_admitted_total", "Keys admitted by the admission filter.",
-               t.admission.admitted)
+  out->Gauge("pepnet_admission_admitted_keys", "Keys admitted by the admission filter.",
+             t.admission.admitted)
       .Json("admission.admitted");
-  out->Counter("pepnet_admission_pushes_dropped_total", "Pushes dropped for keys not yet admitted.",
-               t.admission.pushes_dropped)
+  out->Gauge("pepnet_admission_dropped_pushes", "Pushes dropped for keys not yet admitted.",
+             t.admission.pushes_dropped)
       .Json("admission.pushes_dropped");
-  out->Counter("pepnet_admission_pulls_default_total",
-               "Pulls answered with zeros for keys not yet admitted.", t.admission.pulls_default)
+  out->Gauge("pepnet_admission_default_pulls",
+             "Pulls answered with zeros for keys not yet admitted.", t.admission.pulls_default)
       .Json("admission.pulls_default");
   for (const auto& [q, score] : t.score_quantiles) {
     char label[16];
@@ -180,16 +185,16 @@ void AddTableStats(const TableStatsSnapshot& t, StatSet* out) {
         .Json("bytes");
     for (int r = 0; r < kNumDeleteReasons; ++r) {
       const char* reason = DeleteReasonName(static_cast<DeleteReason>(r));
-      out->Gauge("pepnet_table_pass_deleted_rows", "Rows deleted since the pass began, by reason.",
-                 s.deleted_pass[r])
+      out->Gauge("pepnet_table_slot_pass_deleted_rows",
+                 "Rows deleted since the pass began, by reason.", s.deleted_pass[r])
           .Label("slot", slot)
           .Label("reason", reason)
           .Json(std::string("deleted_pass.") + reason);
     }
     for (int r = 0; r < kNumDeleteReasons; ++r) {
       const char* reason = DeleteReasonName(static_cast<DeleteReason>(r));
-      out->Counter("pepnet_table_deleted_rows_total", "Rows deleted since start, by reason.",
-                   s.deleted_total[r])
+      out->Gauge("pepnet_table_slot_deleted_rows",
+                 "Rows of the slot deleted over the table's life, by reason.", s.deleted_total[r])
           .Label("slot", slot)
           .Label("reason", reason)
           .Json(std::string("deleted_total.") + reason);

@@ -99,17 +99,17 @@ class EvictionFloodTest : public ::testing::Test {
     // bytes per row vary a little with the build).
     EXPECT_GT(v("pepnet_table_rows"), 85000u);
     EXPECT_LT(v("pepnet_table_rows"), 110000u);
-    EXPECT_EQ(s.Value("pepnet_table_new_rows_refused_total", {{"cause", "memory"}}), 0);
+    EXPECT_EQ(s.Value("pepnet_table_refused_new_rows", {{"cause", "memory"}}), 0);
     uint64_t memory_deletions = 0;
     for (const Stat& st : s.stats()) {
-      if (st.name == "pepnet_table_deleted_rows_total" && st.LabelValue("reason") == "memory") {
+      if (st.name == "pepnet_table_slot_deleted_rows" && st.LabelValue("reason") == "memory") {
         memory_deletions += st.value;
       }
     }
-    const uint64_t rows = v("pepnet_table_rows"), deleted = v("pepnet_table_rows_deleted_total");
+    const uint64_t rows = v("pepnet_table_rows"), deleted = v("pepnet_table_deleted_rows");
     const double pause_ms = 1e3 * s.Value("pepnet_table_worst_new_row_pause_seconds");
     EXPECT_EQ(memory_deletions, deleted);
-    EXPECT_EQ(rows, v("pepnet_table_rows_created_total") - deleted);
+    EXPECT_EQ(rows, v("pepnet_table_created_rows") - deleted);
     EXPECT_GT(pause_ms, 0);
     printf(
         "[%s] rows %llu, bytes %llu (max %llu, sampled max %llu over %llu samples), "

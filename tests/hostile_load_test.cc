@@ -262,7 +262,7 @@ TEST_F(HostileLoadTest, HonestClientsSeeNoErrorsAndMemoryStaysWithinTheLimit) {
   uint64_t deleted = 0, auth = 0, timeouts = 0, refused = 0;
   for (const auto& reply : stats) {
     const StatSet s = StatsFromProto(reply);
-    deleted += s.Value("pepnet_table_rows_deleted_total");
+    deleted += s.Value("pepnet_table_deleted_rows");
     auth += s.Value("pepnet_ps_refused_total", {{"reason", "handshake"}});
     timeouts += s.Value("pepnet_ps_refused_total", {{"reason", "deadline"}});
     refused += s.Value("pepnet_ps_refused_total", {{"reason", "privileged"}});

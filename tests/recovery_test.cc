@@ -109,11 +109,11 @@ struct Fixture {
     for (const auto& reply : stats) {
       const StatSet s = StatsFromProto(reply);
       for (const Stat& st : s.stats()) {
-        if (st.name != "pepnet_table_deleted_rows_total") continue;
+        if (st.name != "pepnet_table_slot_deleted_rows") continue;
         if (st.LabelValue("reason") == "memory") memory += st.value;
         if (st.LabelValue("reason") == "cap") cap += st.value;
       }
-      dropped += s.Value("pepnet_admission_pushes_dropped_total");
+      dropped += s.Value("pepnet_admission_dropped_pushes");
       EXPECT_EQ(s.Value("pepnet_storage_committed_pass"), kPasses);
     }
     EXPECT_GT(memory, 0u) << "no eviction under the memory limit";

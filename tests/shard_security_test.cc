@@ -394,8 +394,8 @@ TEST_P(ShardSecurityTest, RowsCreatedByPullsStayWithinTheMemoryLimit) {
   }
   const StatSet table = Stats();
   EXPECT_LE(table.Value("pepnet_table_max_used_bytes"), kMemoryLimit);
-  EXPECT_GT(table.Value("pepnet_table_rows_deleted_total"), 0);
-  EXPECT_GT(table.Value("pepnet_table_rows_created_total"), 600000);
+  EXPECT_GT(table.Value("pepnet_table_deleted_rows"), 0);
+  EXPECT_GT(table.Value("pepnet_table_created_rows"), 600000);
 }
 
 INSTANTIATE_TEST_SUITE_P(PlainAndTls, ShardSecurityTest, ::testing::Bool(),

@@ -1,5 +1,6 @@
 #include "worker/binned_auc.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -7,9 +8,13 @@
 namespace pepnet {
 
 void BinnedAuc::Add(float score, bool positive) {
-  if (!(score >= 0)) score = 0;  // NaN and below 0 go to the first bucket
-  int b = static_cast<int>(score * kBins);
-  if (b >= kBins) b = kBins - 1;
+  // NaN and below 0 go to the first bucket, 1 and above (infinity too) to the last.
+  int b = 0;
+  if (score >= 1) {
+    b = kBins - 1;
+  } else if (score > 0) {
+    b = std::min(kBins - 1, static_cast<int>(score * kBins));
+  }
   ++(positive ? pos_ : neg_)[b];
 }
 

@@ -29,7 +29,7 @@ class BinnedAuc {
   double ErrorBound() const;
   uint64_t samples() const;
 
-  // Fixed-size little-endian counters, for a record that survives restarts.
+  // Fixed-size counters (host byte order), for a record that survives restarts.
   std::string Serialize() const;
   Status Deserialize(const std::string& bytes);
 

@@ -1,12 +1,13 @@
 #include "worker/metrics.h"
 
-#include <cstring>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <unordered_map>
+
+#include "common/json_text.h"
 
 namespace pepnet {
 
@@ -148,17 +149,11 @@ MetricSummary PassMetrics::TaskDomain(int task, uint32_t domain) const {
 
 namespace {
 
-std::string Num(double v) {
-  if (std::isnan(v)) return "null";
-  char buf[32];
-  snprintf(buf, sizeof(buf), "%.6g", v);
-  return buf;
-}
-
 std::string SummaryJson(const MetricSummary& s) {
-  return "\"samples\":" + std::to_string(s.samples) + ",\"auc\":" + Num(s.auc) +
-         ",\"gauc\":" + Num(s.gauc) + ",\"logloss\":" + Num(s.logloss) +
-         ",\"positive_rate\":" + Num(s.positive_rate) + ",\"mean_score\":" + Num(s.mean_score);
+  return "\"samples\":" + std::to_string(s.samples) + ",\"auc\":" + JsonNumber(s.auc) +
+         ",\"gauc\":" + JsonNumber(s.gauc) + ",\"logloss\":" + JsonNumber(s.logloss) +
+         ",\"positive_rate\":" + JsonNumber(s.positive_rate) +
+         ",\"mean_score\":" + JsonNumber(s.mean_score);
 }
 
 }  // namespace
@@ -167,7 +162,7 @@ std::string PassMetrics::ToJson(int64_t pass) const {
   std::string out = "{\"pass\":" + std::to_string(pass) + ",\"tasks\":{";
   for (size_t t = 0; t < task_names_.size(); ++t) {
     if (t) out += ",";
-    out += "\"" + task_names_[t] + "\":{" + SummaryJson(Task(t)) + ",\"domains\":[";
+    out += JsonString(task_names_[t]) + ":{" + SummaryJson(Task(t)) + ",\"domains\":[";
     for (uint32_t d = 0; d < num_domains_; ++d) {
       if (d) out += ",";
       out += "{\"domain\":" + std::to_string(d) + "," + SummaryJson(TaskDomain(t, d)) + "}";

@@ -102,7 +102,10 @@ int main(int argc, char** argv) {
       while (!done) {
         st = prefetcher.Next(&batch, &done);
         if (st.ok()) st = trainer.TrainBatch(batch, &metrics);
-        if (!st.ok()) return Fail("pass " + std::to_string(pass) + ": " + st.ToString());
+        if (!st.ok()) {
+          progress.Clear();
+          return Fail("pass " + std::to_string(pass) + ": " + st.ToString());
+        }
         samples += batch.size;
         progress.Update(samples, metrics.running_loss());
       }
