@@ -1,6 +1,7 @@
-// /metrics of real processes: a shard's exposition says what `pepnet_ctl stats --json`
-// says after known pushes (one registry feeds both), and every process's exposition
-// (shard, coordinator, worker, during a real run) passes `promtool check metrics`.
+// The admin endpoints of real processes: a shard's /metrics says what `pepnet_ctl stats
+// --json` says after known pushes (one registry feeds both); every process of a real run
+// (shard, coordinator, worker) answers /healthz, /readyz, /statusz and /metrics, and its
+// exposition passes `promtool check metrics`.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -132,7 +133,7 @@ TEST(MetricsEndpointTest, ShardMetricsSayWhatCtlStatsSays) {
   EXPECT_EQ(m["pepnet_build_info{program=\"pepnet_ps\",role=\"shard 0/1\",version=\"0.1.0\"}"], 1);
 }
 
-TEST(MetricsEndpointTest, CoordinatorAndWorkerMetricsDuringARun) {
+TEST(MetricsEndpointTest, EveryProcessServesItsEndpointsDuringARun) {
   testing::TempDir dir;
   const std::string data = dir.File("data");
   testing::GenerateData(dir, data, 0, 1, 3000);
@@ -154,14 +155,25 @@ TEST(MetricsEndpointTest, CoordinatorAndWorkerMetricsDuringARun) {
   ASSERT_TRUE(testing::LogEventually(dir.File("run/coord.out"), "pass 1 (", 120000))
       << testing::ReadFile(dir.File("launcher.log"));
 
-  const std::pair<const char*, const char*> processes[] = {
-      {"coord", "pepnet_coord_pass_auc{task=\"like\"}"},
-      {"worker-0", "pepnet_worker_pass_samples"},
-      {"ps-0", "pepnet_table_rows"}};
-  for (const auto& [name, figure] : processes) {
+  struct Process {
+    const char *name, *figure, *role;
+  };
+  const Process processes[] = {{"coord", "pepnet_coord_pass_auc{task=\"like\"}", "coordinator"},
+                               {"worker-0", "pepnet_worker_pass_samples", "worker 0/1"},
+                               {"ps-0", "pepnet_table_rows", "shard 0/1"}};
+  for (const auto& [name, figure, role] : processes) {
     SCOPED_TRACE(name);
     const uint16_t port = ReadPort(dir.File(std::string("run/") + name + ".admin_port"));
     ASSERT_NE(port, 0);
+    // Every endpoint of every long-running process, while the run waits for its next pass.
+    EXPECT_EQ(testing::Get(port, "/healthz").body, "ok\n");
+    const testing::Reply ready = testing::Get(port, "/readyz");
+    EXPECT_EQ(ready.status, 200) << ready.body;
+    const testing::Reply status = testing::Get(port, "/statusz");
+    EXPECT_EQ(status.status, 200);
+    EXPECT_NE(status.body.find(std::string("<td>role</td><td>") + role), std::string::npos)
+        << status.body;
+    EXPECT_EQ(testing::Get(port, "/no-such-path").status, 404);
     // A worker sets its figures once the coordinator's reply to its pass end arrives,
     // after the summary line: poll until the figure is there.
     testing::Reply r;
