@@ -168,7 +168,7 @@ NAMES+=("coordinator")
 port=$(wait_port "$RUN_DIR/coord.port" 30) || { echo "run_cluster: the coordinator did not start; see $RUN_DIR/coord.log" >&2; tail -n 2 "$RUN_DIR/coord.log" >&2; stop_all; exit 1; }
 PORTS[$SERVERS]=$port
 echo "run_cluster: servers $SERVER_LIST, coordinator 127.0.0.1:$port, logs in $RUN_DIR${DATA_DIR:+, state in $DATA_DIR}" >&2
-echo "run_cluster: admin HTTP (/healthz, /readyz, /statusz) of shard 0 on http://127.0.0.1:$(cat "$RUN_DIR/ps-0.admin_port" 2>/dev/null)/; every process's port in $RUN_DIR/*.admin_port" >&2
+echo "run_cluster: admin HTTP (/healthz, /readyz, /statusz, /metrics) of shard 0 on http://127.0.0.1:$(cat "$RUN_DIR/ps-0.admin_port" 2>/dev/null)/; every process's port in $RUN_DIR/*.admin_port" >&2
 SOURCE=(--pass_root="$PASS_ROOT")
 [ -n "$PASSES" ] && SOURCE=(--passes="$PASSES")
 start_worker() {  # worker index
