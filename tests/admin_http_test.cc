@@ -24,8 +24,8 @@ namespace pepnet {
 namespace {
 
 using testing::Exchange;
-using testing::ReadAll;
 using testing::Get;
+using testing::ReadAll;
 using testing::Reply;
 
 class AdminHttpTest : public ::testing::Test {
