@@ -190,9 +190,6 @@ void AddTableStats(const TableStatsSnapshot& t, StatSet* out) {
           .Label("slot", slot)
           .Label("reason", reason)
           .Json(std::string("deleted_pass.") + reason);
-    }
-    for (int r = 0; r < kNumDeleteReasons; ++r) {
-      const char* reason = DeleteReasonName(static_cast<DeleteReason>(r));
       out->Gauge("pepnet_table_slot_deleted_rows",
                  "Rows of the slot deleted over the table's life, by reason.", s.deleted_total[r])
           .Label("slot", slot)

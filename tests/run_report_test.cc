@@ -170,6 +170,21 @@ class RunReportTest : public ::testing::Test {
 
   // Expects the page drew exactly `points` per chart and that the charts in `absent` say
   // their data is not in the file; and that it loaded nothing.
+  // Points of the quality charts over the fixture: "follow" pass 1 has no AUC, overall and
+  // in domain 0, a gap, not a point.
+  static std::map<std::string, int> QualityPoints() {
+    const int values = kPasses * static_cast<int>(kTasks.size());
+    const int per_domain = kPasses * kDomains;
+    return {{"auc", values - 1},
+            {"logloss", values},
+            {"domain-auc-0", per_domain},
+            {"domain-auc-1", per_domain},
+            {"domain-auc-2", per_domain - 1},
+            {"domain-logloss-0", per_domain},
+            {"domain-logloss-1", per_domain},
+            {"domain-logloss-2", per_domain}};
+  }
+
   Json ExpectRendered(const std::string& dom, const std::map<std::string, int>& points,
                       const std::vector<std::string>& absent) {
     const Json check = RenderCheck(dom);
@@ -198,28 +213,16 @@ TEST_F(RunReportTest, EveryChartDrawsEveryPointOfTheFileAndThePageLoadsNothing) 
                       "img-src data:\">"),
             std::string::npos);
   const std::string dom = RenderDom(dir_, page);
-  const int values = kPasses * static_cast<int>(kTasks.size());
-  const int per_domain = kPasses * kDomains;
-  const Json check =
-      ExpectRendered(dom,
-                     {// "follow" pass 1 has no AUC, overall and in domain 0: a gap, not a point.
-                      {"auc", values - 1},
-                      {"logloss", values},
-                      {"domain-auc-0", per_domain},
-                      {"domain-auc-1", per_domain},
-                      {"domain-auc-2", per_domain - 1},
-                      {"domain-logloss-0", per_domain},
-                      {"domain-logloss-1", per_domain},
-                      {"domain-logloss-2", per_domain},
-                      {"samples-per-s", kPasses},
-                      {"table-rows", kPasses},
-                      // bytes used, the high-water mark and the memory limit
-                      {"table-bytes", 3 * kPasses},
-                      // five reasons, a bar each per pass (zero-high bars included)
-                      {"deletions", 5 * kPasses},
-                      // publish from pass 2 on
-                      {"commit-publish", kPasses + kPasses - 1}},
-                     {});
+  std::map<std::string, int> charts = QualityPoints();
+  charts.insert({{"samples-per-s", kPasses},
+                 {"table-rows", kPasses},
+                 // bytes used, the high-water mark and the memory limit
+                 {"table-bytes", 3 * kPasses},
+                 // five reasons, a bar each per pass (zero-high bars included)
+                 {"deletions", 5 * kPasses},
+                 // publish from pass 2 on
+                 {"commit-publish", kPasses + kPasses - 1}});
+  const Json check = ExpectRendered(dom, charts, {});
   EXPECT_EQ(check["charts"]["auc"]["datasets"], 3);
   EXPECT_EQ(check["charts"]["deletions"]["datasets"], 5);
 
@@ -244,16 +247,7 @@ TEST_F(RunReportTest, PartsARunDoesNotWriteAreSaidToBeAbsent) {
   memory_only.commit = false;
   memory_only.first_published_pass = 0;
   const std::string dom = RenderDom(dir_, Report(Fixture(memory_only)));
-  const int values = kPasses * static_cast<int>(kTasks.size());
-  const int per_domain = kPasses * kDomains;
-  std::map<std::string, int> quality = {{"auc", values - 1},
-                                        {"logloss", values},
-                                        {"domain-auc-0", per_domain},
-                                        {"domain-auc-1", per_domain},
-                                        {"domain-auc-2", per_domain - 1},
-                                        {"domain-logloss-0", per_domain},
-                                        {"domain-logloss-1", per_domain},
-                                        {"domain-logloss-2", per_domain}};
+  const std::map<std::string, int> quality = QualityPoints();
   std::map<std::string, int> charts = quality;
   charts.insert({{"samples-per-s", kPasses},
                  {"table-rows", kPasses},
