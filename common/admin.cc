@@ -48,7 +48,7 @@ std::string FlagRows() {
   std::string rows;
   for (const auto& f : flags) {
     bool ours = false;
-    for (const char* dir : {"ps/", "coord/", "worker/", "common/", "tools/", "bench/"}) {
+    for (const char* dir : {"ps/", "coord/", "worker/", "common/", "tools/", "bench/", "serve/"}) {
       ours |= f.filename.find(dir) != std::string::npos;
     }
     if (!ours) continue;
@@ -85,27 +85,7 @@ AdminEndpoints::~AdminEndpoints() {
   if (server_) server_->Stop();
 }
 
-Status AdminEndpoints::StartFromFlags(const std::string& program, const std::string& process_host,
-                                      const Secret& secret, AdminHooks hooks,
-                                      std::unique_ptr<AdminEndpoints>* out) {
-  out->reset();
-  if (FLAGS_admin_port == -1) return Status::OK();
-  const std::string host = FLAGS_admin_host.empty() ? process_host : FLAGS_admin_host;
-  PEPNET_RETURN_IF_ERROR(
-      CheckListenSecurity(host, secret, FLAGS_admin_host.empty() ? "--host" : "--admin_host"));
-  if (FLAGS_admin_port < 0 || FLAGS_admin_port > 65535) {
-    return Status::InvalidArgument("--admin_port must be -1 (none) or in [0, 65535]");
-  }
-  if (FLAGS_admin_timeout_ms < 1) return Status::InvalidArgument("--admin_timeout_ms must be >= 1");
-  HttpServerOptions options;
-  options.host = host;
-  options.port = FLAGS_admin_port;
-  options.request_timeout_ms = FLAGS_admin_timeout_ms;
-  options.what = "--admin_port";
-  std::unique_ptr<AdminEndpoints> admin(new AdminEndpoints());
-  admin->where_ = program + " " + hooks.role;
-  admin->server_ = std::make_unique<HttpServer>(options);
-  HttpServer* server = admin->server_.get();
+void AddAdminHandlers(const std::string& program, AdminHooks hooks, HttpServer* server) {
   const auto start = std::chrono::steady_clock::now();
   server->Handle("/healthz", [](const HttpRequest&) {
     return HttpResponse{200, "text/plain", "ok\n"};
@@ -153,9 +133,33 @@ Status AdminEndpoints::StartFromFlags(const std::string& program, const std::str
     if (metrics) metrics(&set);
     return HttpResponse{200, kPrometheusContentType, FormatPrometheus(set)};
   });
+  for (auto& [path, handler] : hooks.more) server->Handle(path, std::move(handler));
+}
+
+Status AdminEndpoints::StartFromFlags(const std::string& program, const std::string& process_host,
+                                      const Secret& secret, AdminHooks hooks,
+                                      std::unique_ptr<AdminEndpoints>* out) {
+  out->reset();
+  if (FLAGS_admin_port == -1) return Status::OK();
+  const std::string host = FLAGS_admin_host.empty() ? process_host : FLAGS_admin_host;
+  PEPNET_RETURN_IF_ERROR(
+      CheckListenSecurity(host, secret, FLAGS_admin_host.empty() ? "--host" : "--admin_host"));
+  if (FLAGS_admin_port < 0 || FLAGS_admin_port > 65535) {
+    return Status::InvalidArgument("--admin_port must be -1 (none) or in [0, 65535]");
+  }
+  if (FLAGS_admin_timeout_ms < 1) return Status::InvalidArgument("--admin_timeout_ms must be >= 1");
+  HttpServerOptions options;
+  options.host = host;
+  options.port = FLAGS_admin_port;
+  options.request_timeout_ms = FLAGS_admin_timeout_ms;
+  options.what = "--admin_port";
+  std::unique_ptr<AdminEndpoints> admin(new AdminEndpoints());
+  admin->where_ = program + " " + hooks.role;
+  admin->server_ = std::make_unique<HttpServer>(options);
+  HttpServer* server = admin->server_.get();
   admin->host_ = host;
   admin->more_ = !hooks.more.empty();
-  for (auto& [path, handler] : hooks.more) server->Handle(path, std::move(handler));
+  AddAdminHandlers(program, std::move(hooks), server);
   PEPNET_RETURN_IF_ERROR(server->Start());
   if (!FLAGS_admin_port_file.empty()) {
     Status st = WriteFileDurably(Env::Default(), FLAGS_admin_port_file,

@@ -45,6 +45,10 @@ struct AdminHooks {
 // Hooks that read `status` (borrowed; it must outlive the endpoints).
 AdminHooks HooksFor(std::string role, const ProcessStatus* status);
 
+// Installs /healthz, /readyz, /statusz, /metrics and hooks.more on `server` (before its
+// Start): for a process whose own port serves them (pepnet_serve).
+void AddAdminHandlers(const std::string& program, AdminHooks hooks, HttpServer* server);
+
 class AdminEndpoints {
  public:
   // Serves the endpoints on --admin_host (empty: `process_host`) as --admin_port and

@@ -203,4 +203,28 @@ Status CheckListenSecurity(const std::string& host, const Secret& secret, const 
   return Status::OK();
 }
 
+std::string ServeToken(const Secret& secret) {
+  static const char kLabel[] = "pepnet-serve token v1";
+  unsigned char mac[kMac];
+  unsigned int len = kMac;
+  HMAC(EVP_sha256(), secret.key().data(), static_cast<int>(secret.key().size()),
+       reinterpret_cast<const unsigned char*>(kLabel), sizeof(kLabel) - 1, mac, &len);
+  static const char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) {
+    hex += kHex[mac[i] >> 4];
+    hex += kHex[mac[i] & 15];
+  }
+  return hex;
+}
+
+bool BearerMatches(const std::string& authorization, const std::string& token) {
+  static const std::string kBearer = "Bearer ";
+  if (authorization.size() != kBearer.size() + token.size() ||
+      authorization.compare(0, kBearer.size(), kBearer) != 0) {
+    return false;
+  }
+  return CRYPTO_memcmp(authorization.data() + kBearer.size(), token.data(), token.size()) == 0;
+}
+
 }  // namespace pepnet

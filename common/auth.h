@@ -112,6 +112,14 @@ class ClientHandshake {
   unsigned char nonce_[32];
 };
 
+// The bearer token of pepnet_serve's scoring API (docs/security.md): HMAC-SHA256 of the
+// secret over a fixed label, in hex. A client that holds it may score, and nothing else:
+// the token does not give away the secret.
+std::string ServeToken(const Secret& secret);
+// Whether an Authorization header carries `token` ("Bearer <token>"), compared in constant
+// time.
+bool BearerMatches(const std::string& authorization, const std::string& token);
+
 // Whether `host` is a loopback address: 127.0.0.0/8, ::1 or "localhost".
 bool IsLoopbackHost(const std::string& host);
 

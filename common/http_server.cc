@@ -84,6 +84,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (q != std::string::npos) request.query = target.substr(q + 1);
     request.body = req.body();
     request.peer = peer_;
+    request.authorization = std::string(req[http::field::authorization]);
     HttpResponse response;
     auto it = handlers_->find(request.path);
     const bool head = req.method() == http::verb::head;

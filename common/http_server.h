@@ -24,6 +24,7 @@ struct HttpRequest {
   std::string query;   // after '?', undecoded; empty when none
   std::string body;
   std::string peer;  // address:port
+  std::string authorization;  // the Authorization header; empty when none
 };
 
 struct HttpResponse {

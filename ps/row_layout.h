@@ -86,6 +86,18 @@ struct RowLayout {
   float* Accumulator(char* row) const { return Weights(row) + dim; }
   const float* Accumulator(const char* row) const { return Weights(row) + dim; }
 
+  // The weights a new row of `key` starts from: uniform in [-range, range) from a stream
+  // seeded by (key, seed) alone. Serving computes them for keys the model lacks.
+  static void InitWeights(uint64_t key, uint64_t seed, uint32_t dim, float range, float* w) {
+    uint64_t state = Mix64(key ^ Mix64(seed));
+    for (uint32_t d = 0; d < dim; ++d) {
+      state = Mix64(state);
+      // 24 random bits -> [0, 1) exactly representable, then to [-range, range).
+      float unit = static_cast<float>(state >> 40) * (1.0f / 16777216.0f);
+      w[d] = (2.0f * unit - 1.0f) * range;
+    }
+  }
+
   // Fills a new row: weights uniform in [-init_range, init_range] from a stream seeded by
   // (key, seed) alone, so replaying a stream rebuilds the same table on any shard count.
   void InitRow(char* row, uint64_t key, uint64_t seed, uint16_t pass) const {
@@ -94,15 +106,7 @@ struct RowLayout {
     meta.created_pass = pass;
     meta.last_update_pass = pass;
     std::memcpy(row + kMetaOffset, &meta, sizeof(meta));
-    float* w = Weights(row);
-    uint64_t state = Mix64(key ^ Mix64(seed));
-    const float range = adagrad.init_range;
-    for (uint32_t d = 0; d < dim; ++d) {
-      state = Mix64(state);
-      // 24 random bits -> [0, 1) exactly representable, then to [-range, range).
-      float unit = static_cast<float>(state >> 40) * (1.0f / 16777216.0f);
-      w[d] = (2.0f * unit - 1.0f) * range;
-    }
+    InitWeights(key, seed, dim, adagrad.init_range, Weights(row));
     float* acc = Accumulator(row);
     for (uint32_t i = 0; i < acc_floats; ++i) acc[i] = adagrad.initial_accumulator;
   }

@@ -121,29 +121,42 @@ Status LoadPublishedVersion(const PublishedVersion& v, PublishedModel* out) {
   PEPNET_RETURN_IF_ERROR(EmbeddingTable::Create(table_options, &out->table));
   for (size_t i = 0; i < v.manifests.size(); ++i) {
     const proto::ModelManifest& m = v.manifests[i];
-    for (const proto::RowFile& f : m.rows()) {
-      const std::string path = v.publish_dir + "/" + v.folders[i] + "/" + f.path();
-      PEPNET_RETURN_IF_ERROR(CheckRowFileSize(path, f));
-      RowFileInfo info;
-      PEPNET_RETURN_IF_ERROR(ReadRowFile(
-          path, f.checksum(),
-          [&](uint64_t key) { return out->table->Erase(key).WithContext(path); },
-          [&](uint64_t key, const float* w, uint32_t dim) {
-            return out->table->SetWeights(key, w, dim).WithContext(path);
-          },
-          &info));
-      if (info.rows != f.rows() || info.deleted != f.deleted()) {
-        return Status::Corruption(v.folders[i] + "/" + f.path() + ": " + std::to_string(info.rows) +
-                                  " rows and " + std::to_string(info.deleted) +
-                                  " deleted keys, the manifest says " + std::to_string(f.rows()) +
-                                  " and " + std::to_string(f.deleted()));
-      }
-    }
+    PEPNET_RETURN_IF_ERROR(ReadVersionRows(
+        v.publish_dir + "/" + v.folders[i], m,
+        [&](uint64_t key, const std::string& path) {
+          return out->table->Erase(key).WithContext(path);
+        },
+        [&](uint64_t key, const float* w, uint32_t dim, const std::string& path) {
+          return out->table->SetWeights(key, w, dim).WithContext(path);
+        }));
     out->versions_applied.push_back(m.version());
   }
   PEPNET_RETURN_IF_ERROR(ReadDenseFile(v.publish_dir + "/" + v.folders.back() + "/" + kDenseFile,
                                        top.dense_floats(), top.dense_checksum(), &out->dense));
   out->manifest.reset(new proto::ModelManifest(top));
+  return Status::OK();
+}
+
+Status ReadVersionRows(
+    const std::string& version_dir, const proto::ModelManifest& manifest,
+    const std::function<Status(uint64_t, const std::string&)>& on_deleted,
+    const std::function<Status(uint64_t, const float*, uint32_t, const std::string&)>& on_row) {
+  const std::string folder = version_dir.substr(version_dir.find_last_of('/') + 1);
+  for (const proto::RowFile& f : manifest.rows()) {
+    const std::string path = version_dir + "/" + f.path();
+    PEPNET_RETURN_IF_ERROR(CheckRowFileSize(path, f));
+    RowFileInfo info;
+    PEPNET_RETURN_IF_ERROR(ReadRowFile(
+        path, f.checksum(), [&](uint64_t key) { return on_deleted(key, path); },
+        [&](uint64_t key, const float* w, uint32_t dim) { return on_row(key, w, dim, path); },
+        &info));
+    if (info.rows != f.rows() || info.deleted != f.deleted()) {
+      return Status::Corruption(folder + "/" + f.path() + ": " + std::to_string(info.rows) +
+                                " rows and " + std::to_string(info.deleted) +
+                                " deleted keys, the manifest says " + std::to_string(f.rows()) +
+                                " and " + std::to_string(f.deleted()));
+    }
+  }
   return Status::OK();
 }
 

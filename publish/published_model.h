@@ -11,6 +11,7 @@
 #define PEPNET_PUBLISH_PUBLISHED_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +52,16 @@ Status FindPublishedVersion(const std::string& publish_dir, uint64_t version,
 // Its rows (row files checked against their manifest's bytes, counts and checksum) and
 // its dense parameters (ReadDenseFile).
 Status LoadPublishedVersion(const PublishedVersion& version, PublishedModel* out);
+// The row files of one version (in `version_dir`, "DIR/v-00000004"), shard by shard: each
+// file's size checked against its manifest before it is read, then every deleted key and
+// every row passed on with the file's path, then its counts compared with the manifest's.
+// A file's checksum is known only at its end (ReadRowFile): on an error, drop what the
+// callbacks built.
+Status ReadVersionRows(
+    const std::string& version_dir, const proto::ModelManifest& manifest,
+    const std::function<Status(uint64_t key, const std::string& path)>& on_deleted,
+    const std::function<Status(uint64_t key, const float* weights, uint32_t dim,
+                               const std::string& path)>& on_row);
 // Both steps, for a caller that checks the model itself afterwards.
 Status LoadPublishedModel(const std::string& publish_dir, uint64_t version, PublishedModel* out);
 

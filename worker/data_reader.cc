@@ -11,8 +11,8 @@
 #include <unordered_map>
 
 #include "proto/model_config.pb.h"
-#include "worker/feature_hash.h"
 #include "worker/model_config.h"
+#include "worker/sample_encoder.h"
 
 namespace pepnet {
 namespace {
@@ -21,17 +21,6 @@ namespace {
 constexpr int kLoggedPerFile = 10;
 // The error rate is checked before a file ends once this many lines were read.
 constexpr uint64_t kEarlyCheckLines = 1000;
-
-bool ParseDouble(const char* p, size_t n, double* out) {
-  if (n == 0 || n > 63) return false;
-  char buf[64];
-  std::memcpy(buf, p, n);
-  buf[n] = '\0';
-  char* end;
-  errno = 0;
-  *out = std::strtod(buf, &end);
-  return end == buf + n && errno == 0 && std::isfinite(*out);
-}
 
 }  // namespace
 
@@ -108,11 +97,13 @@ struct DataReader::Columns {
   size_t num_fields = 0;
   std::vector<int> slot, task;
   int domain = -1, user = -1;
-  std::unordered_map<std::string, uint32_t> domain_index;  // from data.domain_value
 };
 
 DataReader::DataReader(const proto::ModelConfig* config, std::vector<std::string> files)
-    : config_(config), files_(std::move(files)) {}
+    : config_(config),
+      files_(std::move(files)),
+      encoder_(new SampleEncoder(config)),
+      cells_(new SampleCells(*config)) {}
 
 DataReader::~DataReader() = default;
 
@@ -177,22 +168,18 @@ Status DataReader::OpenNextFile() {
       }
     }
   }
-  for (int i = 0; i < d.domain_value_size(); ++i) c->domain_index[d.domain_value(i)] = i;
   columns_ = std::move(c);
   return Status::OK();
 }
 
 Status DataReader::ParseLine(const std::string& line, Batch* batch) {
-  const proto::DataFormat& d = config_->data();
-  const char delim = d.delimiter()[0];
+  const char delim = config_->data().delimiter()[0];
   fields_.clear();
-  field_sizes_.clear();
   size_t start = 0;
   while (true) {
     const size_t end = line.find(delim, start);
     const size_t stop = end == std::string::npos ? line.size() : end;
-    fields_.push_back(line.data() + start);
-    field_sizes_.push_back(stop - start);
+    fields_.emplace_back(line.data() + start, stop - start);
     if (end == std::string::npos) break;
     start = end + 1;
   }
@@ -201,116 +188,13 @@ Status DataReader::ParseLine(const std::string& line, Batch* batch) {
     return Status::InvalidArgument("has " + std::to_string(fields_.size()) + " fields, expected " +
                                    std::to_string(c.num_fields));
   }
-  // Everything is checked before anything is appended, so a bad line leaves no trace.
-  const int num_tasks = config_->task_size();
-  float labels[64];
-  uint8_t mask[64];
-  if (num_tasks > 64) return Status::InvalidArgument("more than 64 tasks");
-  for (int t = 0; t < num_tasks; ++t) {
-    const int f = c.task[t];
-    mask[t] = field_sizes_[f] != 0;
-    labels[t] = 0;
-    double v;
-    if (mask[t]) {
-      if (!ParseDouble(fields_[f], field_sizes_[f], &v)) {
-        return Status::InvalidArgument("label of task '" + config_->task(t).name() + "' is '" +
-                                       std::string(fields_[f], field_sizes_[f]) +
-                                       "', not a number");
-      }
-      labels[t] = v > 0 ? 1.0f : 0.0f;
-    }
-  }
-  const std::string domain_text(fields_[c.domain], field_sizes_[c.domain]);
-  uint32_t domain;
-  if (!c.domain_index.empty()) {
-    auto it = c.domain_index.find(domain_text);
-    if (it == c.domain_index.end()) {
-      return Status::InvalidArgument("domain '" + domain_text + "' is not in data.domain_value");
-    }
-    domain = it->second;
-  } else {
-    double v;
-    if (!ParseDouble(domain_text.data(), domain_text.size(), &v) || v != std::floor(v) || v < 0 ||
-        v >= config_->num_domains()) {
-      return Status::InvalidArgument("domain '" + domain_text + "' is not an integer in [0, " +
-                                     std::to_string(config_->num_domains()) + ")");
-    }
-    domain = static_cast<uint32_t>(v);
-  }
-  // Bucketed values are checked before keys are appended, for the same reason.
-  const uint32_t slot_bits = config_->slot_bits();
-  const char sep = d.multi_value_separator()[0];
-  for (int s = 0; s < config_->slot_size(); ++s) {
-    const proto::SlotSpec& spec = config_->slot(s);
-    const int f = c.slot[s];
-    if (spec.multi_valued() && !spec.has_bucketing()) {
-      // Each value may become a row on the shards: a cell is capped like a line is.
-      uint64_t values = 0;
-      for (size_t p = 0; p <= field_sizes_[f];) {
-        const char* hit =
-            static_cast<const char*>(std::memchr(fields_[f] + p, sep, field_sizes_[f] - p));
-        const size_t q = hit ? static_cast<size_t>(hit - fields_[f]) : field_sizes_[f];
-        values += q > p;
-        p = q + 1;
-      }
-      if (values > d.max_values_per_cell()) {
-        return Status::InvalidArgument(
-            "slot '" + spec.name() + "' has " + std::to_string(values) +
-            " values, over data.max_values_per_cell=" + std::to_string(d.max_values_per_cell()));
-      }
-    }
-    if (!spec.has_bucketing()) continue;
-    double v;
-    if (field_sizes_[f] != 0 && !ParseDouble(fields_[f], field_sizes_[f], &v)) {
-      return Status::InvalidArgument("slot '" + spec.name() + "' value '" +
-                                     std::string(fields_[f], field_sizes_[f]) +
-                                     "' is not a number");
-    }
-  }
-  for (int s = 0; s < config_->slot_size(); ++s) {
-    const proto::SlotSpec& spec = config_->slot(s);
-    const int f = c.slot[s];
-    const char* cell = fields_[f];
-    const size_t size = field_sizes_[f];
-    std::vector<uint64_t>& keys = batch->slot_keys[s];
-    if (size == 0) {
-      // A missing value: no key for this slot.
-    } else if (spec.has_bucketing()) {
-      double v = 0;  // checked above
-      ParseDouble(cell, size, &v);
-      const proto::Bucketing& b = spec.bucketing();
-      int64_t bucket;
-      if (b.has_log_base()) {
-        // The small nudge keeps exact powers (999 -> log10(1000) = 3) in their own bucket
-        // despite rounding in the division.
-        bucket =
-            v < 0 ? -1
-                  : static_cast<int64_t>(std::floor(std::log1p(v) / std::log(b.log_base()) + 1e-9));
-      } else {
-        bucket =
-            std::upper_bound(b.boundary().begin(), b.boundary().end(), v) - b.boundary().begin();
-      }
-      scratch_ = "bucket:" + std::to_string(bucket);
-      keys.push_back(FeatureKeyOf(spec.id(), scratch_.data(), scratch_.size(), slot_bits));
-    } else if (spec.multi_valued()) {
-      size_t p = 0;
-      while (p <= size) {
-        const char* hit = static_cast<const char*>(std::memchr(cell + p, sep, size - p));
-        const size_t q = hit ? static_cast<size_t>(hit - cell) : size;
-        if (q > p) keys.push_back(FeatureKeyOf(spec.id(), cell + p, q - p, slot_bits));
-        p = q + 1;
-      }
-    } else {
-      keys.push_back(FeatureKeyOf(spec.id(), cell, size, slot_bits));
-    }
-    batch->slot_offsets[s].push_back(static_cast<uint32_t>(keys.size()));
-  }
-  batch->labels.insert(batch->labels.end(), labels, labels + num_tasks);
-  batch->label_mask.insert(batch->label_mask.end(), mask, mask + num_tasks);
-  batch->domain.push_back(domain);
-  batch->user.push_back(c.user < 0 ? 0 : HashBytes(fields_[c.user], field_sizes_[c.user]));
-  ++batch->size;
-  return Status::OK();
+  SampleCells& cells = *cells_;
+  for (size_t s = 0; s < c.slot.size(); ++s) cells.slot[s] = fields_[c.slot[s]];
+  for (size_t t = 0; t < c.task.size(); ++t) cells.task[t] = fields_[c.task[t]];
+  cells.domain = fields_[c.domain];
+  cells.has_user = c.user >= 0;
+  if (cells.has_user) cells.user = fields_[c.user];
+  return encoder_->Append(cells, batch);
 }
 
 Status DataReader::CheckErrorRate(bool at_end) const {

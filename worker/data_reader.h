@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -21,6 +22,8 @@ namespace pepnet {
 namespace proto {
 class ModelConfig;
 }
+class SampleEncoder;
+struct SampleCells;
 
 // Samples in slot-major (CSR) layout: sample i's keys of slot s are
 // slot_keys[s][slot_offsets[s][i] .. slot_offsets[s][i + 1]).
@@ -76,9 +79,9 @@ class DataReader {
   std::unique_ptr<Columns> columns_;
   uint64_t file_lines_ = 0, file_malformed_ = 0;
   ReaderStats stats_;
-  std::vector<const char*> fields_;
-  std::vector<size_t> field_sizes_;
-  std::string scratch_;
+  std::unique_ptr<SampleEncoder> encoder_;
+  std::unique_ptr<SampleCells> cells_;
+  std::vector<std::string_view> fields_;
 };
 
 }  // namespace pepnet

@@ -197,19 +197,8 @@ void Trainer::ForwardRows(const Batch& batch, Member* m, const float* task_norma
   const int rows = static_cast<int>(m->row_end - m->row_begin);
   m->slot_emb.resize(num_slots);
   for (int s = 0; s < num_slots; ++s) {
-    const int dim = dims_[s];
-    const std::vector<uint32_t>& off = batch.slot_offsets[s];
-    const uint32_t* pos = position_.data() + slot_key_base_[s];
-    Matrix<float>& emb = m->slot_emb[s];
-    emb.setZero(rows, dim);
-    for (int r = 0; r < rows; ++r) {
-      const size_t i = m->row_begin + r;
-      for (uint32_t k = off[i]; k < off[i + 1]; ++k) {
-        emb.row(r) +=
-            Eigen::Map<const RowVector<float>>(values_.data() + value_offset_[pos[k]], dim);
-      }
-      if (mean_pooling_[s] && off[i + 1] > off[i] + 1) emb.row(r) /= float(off[i + 1] - off[i]);
-    }
+    PoolSlotRows(batch.slot_offsets[s], position_.data() + slot_key_base_[s], value_offset_.data(),
+                 values_.data(), dims_[s], mean_pooling_[s], m->row_begin, rows, &m->slot_emb[s]);
   }
   m->labels = Eigen::Map<const Matrix<float>>(batch.labels.data() + m->row_begin * num_tasks, rows,
                                               num_tasks);
@@ -425,8 +414,13 @@ Status Trainer::LoadParams(const float* values, size_t n) {
                                    " floats given, the model has " +
                                    std::to_string(adam_.num_values()));
   }
+  UnflattenParams(values, &params_);
+  return Status::OK();
+}
+
+void UnflattenParams(const float* values, PepNetParams<float>* params) {
   size_t at = 0;
-  params_.ForEach(
+  params->ForEach(
       [&](const std::string&, Matrix<float>* x) {
         std::copy(values + at, values + at + x->size(), x->data());
         at += x->size();
@@ -435,7 +429,19 @@ Status Trainer::LoadParams(const float* values, size_t n) {
         std::copy(values + at, values + at + x->size(), x->data());
         at += x->size();
       });
-  return Status::OK();
+}
+
+void PoolSlotRows(const std::vector<uint32_t>& offsets, const uint32_t* positions,
+                  const size_t* value_offset, const float* values, int dim, bool mean,
+                  size_t row_begin, int rows, Matrix<float>* emb) {
+  emb->setZero(rows, dim);
+  for (int r = 0; r < rows; ++r) {
+    const size_t i = row_begin + r;
+    for (uint32_t k = offsets[i]; k < offsets[i + 1]; ++k) {
+      emb->row(r) += Eigen::Map<const RowVector<float>>(values + value_offset[positions[k]], dim);
+    }
+    if (mean && offsets[i + 1] > offsets[i] + 1) emb->row(r) /= float(offsets[i + 1] - offsets[i]);
+  }
 }
 
 }  // namespace pepnet

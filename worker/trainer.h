@@ -73,6 +73,17 @@ ModelShape ShapeOf(const proto::ModelConfig& config);
 // Floats of dense parameters of that model.
 size_t DenseParamCount(const proto::ModelConfig& config);
 
+// Replaces `params` (shaped for the model) with values in PepNetParams::ForEach order, as
+// many as the model has (DenseParamCount).
+void UnflattenParams(const float* values, PepNetParams<float>* params);
+
+// Pooled embeddings of one slot for samples [row_begin, row_begin + rows) of a batch:
+// row r of *emb is the sum (or, with `mean`, the mean) of the rows of its keys, key k's
+// row at values + value_offset[positions[k]]; `offsets` is the batch's slot_offsets.
+void PoolSlotRows(const std::vector<uint32_t>& offsets, const uint32_t* positions,
+                  const size_t* value_offset, const float* values, int dim, bool mean,
+                  size_t row_begin, int rows, Matrix<float>* emb);
+
 // For a training process's main(): keeps freed buffers in the heap instead of returning
 // them to the kernel. Eigen's products allocate their multi-megabyte packing buffers per
 // call; with glibc's defaults those come and go by mmap, and the page faults cost a few
