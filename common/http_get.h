@@ -1,6 +1,6 @@
-// A minimal blocking HTTP/1.1 GET over loopback TCP, for tools and benchmarks that read
-// an admin endpoint (pepnet_bench_ps's scrapes of /metrics). Not a general client: one
-// request per connection, the whole response read until the server closes.
+// One blocking HTTP/1.1 GET over loopback TCP on a connection of its own, for tools and
+// benchmarks that read an admin endpoint (pepnet_bench_ps's scrapes of /metrics); see
+// common/http_client.h for a kept-alive connection.
 #ifndef PEPNET_COMMON_HTTP_GET_H_
 #define PEPNET_COMMON_HTTP_GET_H_
 
