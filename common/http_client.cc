@@ -92,14 +92,13 @@ Status HttpClient::Fill(size_t n, const char* what, bool* closed) {
 }
 
 Status HttpClient::Request(const std::string& method, const std::string& path,
-                           const std::string& body, HttpReply* reply,
-                           const std::string& headers) {
+                           const std::string& body, HttpReply* reply, const std::string& headers) {
   deadline_ms_ = NowMs() + timeout_ms_;
   const std::string what = method + " " + path;
   std::string request = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers;
   if (method == "POST" || !body.empty()) {
-    request += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-               "\r\n";
+    request +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   }
   request += "\r\n" + body;
   // A kept-alive connection the server has closed meanwhile fails on its first use: that

@@ -23,7 +23,7 @@ struct HttpRequest {
   std::string path;    // the target up to '?'
   std::string query;   // after '?', undecoded; empty when none
   std::string body;
-  std::string peer;  // address:port
+  std::string peer;           // address:port
   std::string authorization;  // the Authorization header; empty when none
 };
 

@@ -90,9 +90,8 @@ void LiveModel::Apply(const StagedDelta& delta, std::shared_ptr<const PepNetPara
     table_->Install(&room);
     for (uint64_t key : delta.deleted) table_->Erase(key);
     for (size_t i = 0; i < delta.keys.size(); ++i) {
-      const Status st =
-          table_->Set(delta.keys[i], delta.weights.data() + delta.offset[i],
-                      static_cast<uint32_t>(delta.offset[i + 1] - delta.offset[i]));
+      const Status st = table_->Set(delta.keys[i], delta.weights.data() + delta.offset[i],
+                                    static_cast<uint32_t>(delta.offset[i + 1] - delta.offset[i]));
       CHECK(st.ok()) << "a staged delta row does not fit the table: " << st.ToString();
     }
     dense_.swap(dense);

@@ -26,8 +26,7 @@ constexpr char kModel[] = "model";
 constexpr char kSequence[] = "sequence";
 
 double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
@@ -78,10 +77,10 @@ std::shared_ptr<ServedVersion> DescribeVersion(const std::string& dir,
 
 void LogLive(const ServedVersion& v) {
   LOG(INFO) << "serving version " << v.version << " (" << (v.is_base ? "base" : "delta")
-            << " of pass " << v.pass << " '" << v.pass_name << "': " << v.rows_changed
-            << " rows, " << v.keys_deleted << " deleted keys; read in " << v.read_seconds
-            << " s, switched in " << v.switch_seconds << " s, "
-            << (v.live_unix_s - v.published_unix_s) << " s after its publish)";
+            << " of pass " << v.pass << " '" << v.pass_name << "': " << v.rows_changed << " rows, "
+            << v.keys_deleted << " deleted keys; read in " << v.read_seconds << " s, switched in "
+            << v.switch_seconds << " s, " << (v.live_unix_s - v.published_unix_s)
+            << " s after its publish)";
 }
 
 }  // namespace
@@ -302,7 +301,7 @@ Status ModelUpdater::PollOnce() {
       if (first_look) {
         Refuse(v, kSequence,
                Status::InvalidArgument("it appeared after version " +
-                                          std::to_string(live->version) + " went live"));
+                                       std::to_string(live->version) + " went live"));
       }
       continue;
     }
@@ -322,9 +321,11 @@ Status ModelUpdater::PollOnce() {
     }
     if (ModelConfigFingerprint(c.manifest.model()) != ModelConfigFingerprint(*live->model)) {
       Refuse(v, kModel,
-             Status::InvalidArgument(c.dir + ": trained with another model config than the "
-                                        "live version " + std::to_string(live->version) +
-                                        " (restart pepnet_serve to serve another model)"));
+             Status::InvalidArgument(c.dir +
+                                     ": trained with another model config than the "
+                                     "live version " +
+                                     std::to_string(live->version) +
+                                     " (restart pepnet_serve to serve another model)"));
       continue;
     }
     candidates.push_back(std::move(c));
@@ -345,16 +346,15 @@ Status ModelUpdater::PollOnce() {
     if (c.manifest.parent_version() != live->version) {
       Refuse(c.version, kSequence,
              Status::InvalidArgument("a delta of version " +
-                                        std::to_string(c.manifest.parent_version()) +
-                                        ", the live version is " + std::to_string(live->version)));
+                                     std::to_string(c.manifest.parent_version()) +
+                                     ", the live version is " + std::to_string(live->version)));
       continue;
     }
     if (c.manifest.table_seed() != live->table_seed) {
       Refuse(c.version, kModel,
-             Status::InvalidArgument(c.dir + ": table seed " +
-                                        std::to_string(c.manifest.table_seed()) +
-                                        ", the live version's is " +
-                                        std::to_string(live->table_seed)));
+             Status::InvalidArgument(
+                 c.dir + ": table seed " + std::to_string(c.manifest.table_seed()) +
+                 ", the live version's is " + std::to_string(live->table_seed)));
       continue;
     }
     st = ApplyDelta(c);

@@ -32,7 +32,9 @@ class ScoreRequestParser::Handler : public nlohmann::json_sax<nlohmann::json> {
       c.slots.push_back(s);
       c.multi |= config->slot(s).multi_valued();
     }
-    for (int t = 0; t < config->task_size(); ++t) use(TaskColumn(*config, t)).tasks.push_back(t);
+    // Label columns are known (a ranking service may send the logged row as it is) and
+    // ignored: serving has no labels.
+    for (int t = 0; t < config->task_size(); ++t) use(TaskColumn(*config, t));
     use(config->data().domain_column()).domain = true;
     if (config->data().has_user_column()) use(config->data().user_column()).user = true;
     for (const std::string& name : config->data().column()) use(name);
@@ -160,7 +162,7 @@ class ScoreRequestParser::Handler : public nlohmann::json_sax<nlohmann::json> {
   enum State { kTop, kTopKey, kSamplesValue, kSamples, kSampleKey, kValue, kArray, kDone };
   struct Column {
     std::string name;
-    std::vector<int> slots, tasks;
+    std::vector<int> slots;
     bool domain = false, user = false, multi = false;
     bool set = false;  // in this sample
     std::string text;  // this sample's cell
@@ -202,9 +204,8 @@ class ScoreRequestParser::Handler : public nlohmann::json_sax<nlohmann::json> {
     if (state_ == kArray) {
       if (text == nullptr || size == 0) return true;  // a missing value among the values
       if (std::string_view(text, size).find(separator_) != std::string_view::npos) {
-        return Fail(Where() + ": value '" + std::string(text, size) +
-                    "' holds the separator '" + std::string(1, separator_) +
-                    "' (data.multi_value_separator)");
+        return Fail(Where() + ": value '" + std::string(text, size) + "' holds the separator '" +
+                    std::string(1, separator_) + "' (data.multi_value_separator)");
       }
       if (!column_->text.empty()) column_->text += separator_;
       column_->text.append(text, size);
@@ -217,7 +218,6 @@ class ScoreRequestParser::Handler : public nlohmann::json_sax<nlohmann::json> {
     for (Column& c : columns_) {
       if (!c.set) c.text.clear();
       for (int s : c.slots) cells_.slot[s] = c.text;
-      for (int t : c.tasks) cells_.task[t] = c.text;
       if (c.domain) cells_.domain = c.text;
       if (c.user) cells_.user = c.text;
     }

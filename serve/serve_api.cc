@@ -18,8 +18,7 @@ namespace {
 constexpr char kJson[] = "application/json";
 
 double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::string ErrorBody(const std::string& message) {
@@ -92,8 +91,8 @@ HttpResponse ServeApi::Score(const HttpRequest& request) {
     return Reply(405, ErrorBody(request.method + " /v1/score: POST a JSON body"));
   }
   std::shared_ptr<const ServedVersion> live = live_->version();
-  if (!live) return Reply(503, ErrorBody("no model version is loaded yet: " +
-                                         updater_->not_ready_reason()));
+  if (!live)
+    return Reply(503, ErrorBody("no model version is loaded yet: " + updater_->not_ready_reason()));
   std::shared_ptr<Frontend> f = FrontendFor(*live->model);
   std::unique_ptr<ScoreRequestParser> parser = f->TakeParser();
   Batch batch;
@@ -103,8 +102,8 @@ HttpResponse ServeApi::Score(const HttpRequest& request) {
   std::vector<float> scores;
   std::shared_ptr<const ServedVersion> version;
   st = f->scorer.Score(*live_, batch, &scores, &version);
-  if (!st.ok()) return Reply(st.code() == Status::kUnavailable ? 503 : 500,
-                             ErrorBody(st.message()));
+  if (!st.ok())
+    return Reply(st.code() == Status::kUnavailable ? 503 : 500, ErrorBody(st.message()));
   const size_t num_tasks = f->task_keys.size();
   std::string body = "{\"version\": " + std::to_string(version->version) + ", \"predictions\": [";
   body.reserve(body.size() + batch.size * num_tasks * 24);
@@ -113,7 +112,8 @@ HttpResponse ServeApi::Score(const HttpRequest& request) {
     for (size_t t = 0; t < num_tasks; ++t) {
       const float p = scores[i * num_tasks + t];
       if (!std::isfinite(p)) {
-        return Reply(500, ErrorBody("sample " + std::to_string(i) + ": a score that is not finite"));
+        return Reply(500,
+                     ErrorBody("sample " + std::to_string(i) + ": a score that is not finite"));
       }
       if (t) body += ", ";
       body += f->task_keys[t];
@@ -132,8 +132,8 @@ HttpResponse ServeApi::Model(const HttpRequest& request) {
   }
   std::shared_ptr<const ServedVersion> v = live_->version();
   if (!v) {
-    return HttpResponse{503, kJson,
-                        ErrorBody("no model version is loaded yet: " + updater_->not_ready_reason())};
+    return HttpResponse{
+        503, kJson, ErrorBody("no model version is loaded yet: " + updater_->not_ready_reason())};
   }
   uint64_t rows = 0, bytes = 0;
   live_->Size(&rows, &bytes);

@@ -237,8 +237,8 @@ uint64_t ServingTable::rows() const {
 uint64_t ServingTable::bytes() const {
   uint64_t n = sizeof(*this) + 4 * slot_index_.capacity();
   for (const auto& s : slots_) {
-    n += sizeof(Slot) + 8 * s->keys.capacity() + 4 * s->weights.capacity() +
-         4 * s->index.capacity();
+    n +=
+        sizeof(Slot) + 8 * s->keys.capacity() + 4 * s->weights.capacity() + 4 * s->index.capacity();
   }
   return n;
 }

@@ -5,6 +5,7 @@
 //   pepnet_ctl free_ports --count=N [--host=H]                (N ports free now, one a line)
 //   pepnet_ctl tls_keys --out_dir=DIR [--days=N]              (a cluster's CA and certificate)
 //   pepnet_ctl report --run_dir=DIR [--out=FILE]              (one HTML page of a run's metrics)
+//   pepnet_ctl serve_token --secret_file=FILE                 (the bearer token of pepnet_serve)
 #include <arpa/inet.h>
 #include <gflags/gflags.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <memory>
 
+#include "common/auth.h"
 #include "common/ps_client.h"
 #include "common/stats_format.h"
 #include "common/tls_flags.h"
@@ -87,7 +89,8 @@ int main(int argc, char** argv) {
       "       pepnet_ctl table_config --model_config=FILE [--seed=N] [--partition_bits=N]\n"
       "       pepnet_ctl free_ports --count=N [--host=H]\n"
       "       pepnet_ctl tls_keys --out_dir=DIR [--days=N]\n"
-      "       pepnet_ctl report --run_dir=DIR [--out=FILE]";
+      "       pepnet_ctl report --run_dir=DIR [--out=FILE]\n"
+      "       pepnet_ctl serve_token --secret_file=FILE";
   gflags::SetUsageMessage(usage);
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (argc == 2 && strcmp(argv[1], "free_ports") == 0) return FreePorts();
@@ -107,6 +110,14 @@ int main(int argc, char** argv) {
     pepnet::Status st = pepnet::WriteRunReport(pepnet::Env::Default(), FLAGS_run_dir, out);
     if (!st.ok()) return Fail("report: " + st.ToString());
     printf("wrote %s\n", out.c_str());
+    return 0;
+  }
+  if (argc == 2 && strcmp(argv[1], "serve_token") == 0) {
+    if (FLAGS_secret_file.empty()) return Fail("serve_token needs --secret_file");
+    pepnet::Secret secret;
+    pepnet::Status st = pepnet::Secret::Load(FLAGS_secret_file, &secret);
+    if (!st.ok()) return Fail(st.message());
+    printf("%s\n", pepnet::ServeToken(secret).c_str());
     return 0;
   }
   if (argc == 2 && strcmp(argv[1], "table_config") == 0) {
