@@ -4,7 +4,8 @@
 # the pass coordinator and 2 workers, every pass committed to their data folders. Prints
 # each pass's AUC per task, the table size and the commit, where shard 0's /metrics is
 # while the cluster runs, then the run report's path, where the published model is and
-# how to score with it.
+# how to score with it: in batch (pepnet_predict) and online (pepnet_serve, which took
+# every version as it was published).
 #
 #   deploy/demo.sh [RUN_DIR]      (default: demo-run)
 set -euo pipefail
@@ -17,12 +18,18 @@ rm -rf "$RUN"
 mkdir -p "$RUN"
 echo "== generating 5 passes of synthetic data into $RUN/data"
 "$BIN/pepnet_datagen" --out_dir="$RUN/data" --passes=5 --files_per_pass=2 --rows_per_file=20000
+# Online serving beside the cluster: it waits for the first version, then takes each one
+# as it is published.
+"$BIN/pepnet_serve" --model_dir="$RUN/model" --port=0 --port_file="$RUN/serve-port.txt" \
+  > "$RUN/serve.log" 2>&1 &
+serve=$!
+trap 'kill $serve 2>/dev/null' EXIT
 echo "== training: 2 servers + 2 workers (logs in $RUN, durable state in $RUN/state)"
 "$ROOT/deploy/local/run_cluster.sh" --config="$ROOT/configs/demo.pbtxt" --pass_root="$RUN/data" \
   --servers=2 --workers=2 --max_passes=5 --run_dir="$RUN" --publish_dir="$RUN/model" --base_every=5 \
   --data_dir="$RUN/state" --memory_limit_bytes=16777216 &
 cluster=$!
-trap 'kill $cluster 2>/dev/null' INT TERM
+trap 'kill $cluster $serve 2>/dev/null' INT TERM
 # While the cluster runs: where its Prometheus metrics are, and a few of them.
 for _ in $(seq 300); do [ -s "$RUN/ps-0.admin_port" ] && break; sleep 0.1; done
 if [ -s "$RUN/ps-0.admin_port" ]; then
@@ -48,3 +55,20 @@ echo "  $BIN/pepnet_predict --model_dir=$RUN/model --data=$RUN/data/pass-00004/p
   --out="$RUN/scores.csv"
 head -n 4 "$RUN/scores.csv"
 echo "(one line per sample: the probability of each task; all in $RUN/scores.csv)"
+echo
+# One HTTP request over bash's /dev/tcp (no client needed): METHOD PATH [BODY].
+http() {
+  exec 3<> "/dev/tcp/127.0.0.1/$(cat "$RUN/serve-port.txt")"
+  printf '%s %s HTTP/1.1\r\nHost: demo\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' \
+    "$1" "$2" "${#3}" "$3" >&3
+  sed -n '/^\r$/,$p' <&3 | tail -n +2
+  exec 3<&-
+}
+newest=$(ls "$RUN/model" | tail -n 1)
+for _ in $(seq 100); do grep -q "serving version ${newest#v-0*}" "$RUN/serve.log" && break; sleep 0.1; done
+echo "== online serving: pepnet_serve on port $(cat "$RUN/serve-port.txt") took $(grep -c 'serving version' "$RUN/serve.log") versions as they were published (log: $RUN/serve.log)"
+echo "GET /v1/model:"
+http GET /v1/model ""
+body='{"samples": [{"domain": 1, "user": "u3466", "item": "i1338", "author": "a96", "history": ["i9223", "i379"], "topic": "t6", "hour": 13, "age": 20}, {"domain": 0, "user": "u17", "item": "i42", "hour": "9"}]}'
+echo "POST /v1/score $body:"
+http POST /v1/score "$body"
