@@ -265,6 +265,10 @@ Status ModelUpdater::PollOnce() {
   if (options_.pin_version != 0) {
     if (live) return Status::OK();
     const uint64_t pin = options_.pin_version;
+    if (refused_versions_.count(pin)) {
+      return Status::Corruption("--model_version=" + std::to_string(pin) +
+                                " was refused: " + last_refusal());
+    }
     if (std::find(versions.begin(), versions.end(), pin) == versions.end()) {
       return Status::NotFound("--model_version=" + std::to_string(pin) + ": no version " +
                               std::to_string(pin) + " under " + dir);

@@ -1,5 +1,6 @@
-// A plain HTTP/1.1 client for tests of the admin endpoints: one request on a fresh
-// loopback connection, read until the server closes.
+// A plain HTTP/1.1 client for tests of the admin endpoints (one request on a fresh
+// loopback connection, read until the server closes), and promtool's check of a
+// /metrics exposition.
 #ifndef PEPNET_TESTS_HTTP_UTIL_H_
 #define PEPNET_TESTS_HTTP_UTIL_H_
 
@@ -45,6 +46,22 @@ inline Reply Exchange(uint16_t port, const std::string& request) {
 
 inline Reply Get(uint16_t port, const std::string& path) {
   return Exchange(port, "GET " + path + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+}
+
+// promtool's verdict on an exposition: "" when it passes.
+inline std::string PromtoolProblems(const TempDir& dir, const std::string& exposition,
+                                    const std::string& name) {
+  const std::string file = dir.File(name + ".prom");
+  WriteFile(file, exposition);
+  std::string out;
+  const int code = RunCommand(
+      {"/bin/sh", "-c",
+       "command -v promtool >/dev/null || { echo 'promtool is not installed (Debian package "
+       "prometheus; deploy/install_deps.sh --test installs it)'; exit 2; }; promtool check "
+       "metrics < '" +
+           file + "'"},
+      dir, &out);
+  return code == 0 ? "" : "exit " + std::to_string(code) + ": " + out;
 }
 
 }  // namespace testing

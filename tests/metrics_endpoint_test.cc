@@ -33,22 +33,6 @@ std::map<std::string, double> ParseExposition(const std::string& text) {
   return out;
 }
 
-// promtool's verdict on an exposition: "" when it passes.
-std::string PromtoolProblems(const testing::TempDir& dir, const std::string& exposition,
-                             const std::string& name) {
-  const std::string file = dir.File(name + ".prom");
-  testing::WriteFile(file, exposition);
-  std::string out;
-  const int code = testing::RunCommand(
-      {"/bin/sh", "-c",
-       "command -v promtool >/dev/null || { echo 'promtool is not installed (Debian package "
-       "prometheus; deploy/install_deps.sh --test installs it)'; exit 2; }; promtool check "
-       "metrics < '" +
-           file + "'"},
-      dir, &out);
-  return code == 0 ? "" : "exit " + std::to_string(code) + ": " + out;
-}
-
 uint16_t ReadPort(const std::string& file) {
   const std::string text = testing::ReadFile(file);
   return text.empty() ? 0 : static_cast<uint16_t>(std::stoi(text));
@@ -91,7 +75,7 @@ TEST(MetricsEndpointTest, ShardMetricsSayWhatCtlStatsSays) {
   ASSERT_EQ(scrape.status, 200) << scrape.head;
   EXPECT_NE(scrape.head.find("Content-Type: text/plain; version=0.0.4"), std::string::npos)
       << scrape.head;
-  EXPECT_EQ(PromtoolProblems(dir, scrape.body, "shard"), "") << scrape.body;
+  EXPECT_EQ(testing::PromtoolProblems(dir, scrape.body, "shard"), "") << scrape.body;
 
   const nlohmann::json stats = nlohmann::json::parse(json_text).at("shards").at(0);
   std::map<std::string, double> m = ParseExposition(scrape.body);
@@ -183,7 +167,7 @@ TEST(MetricsEndpointTest, EveryProcessServesItsEndpointsDuringARun) {
       usleep(20000);
     }
     ASSERT_EQ(r.status, 200) << r.head;
-    EXPECT_EQ(PromtoolProblems(dir, r.body, name), "") << r.body;
+    EXPECT_EQ(testing::PromtoolProblems(dir, r.body, name), "") << r.body;
     const std::map<std::string, double> m = ParseExposition(r.body);
     ASSERT_TRUE(m.count(figure)) << figure << "\n" << r.body;
     if (std::string(name) == "coord") {

@@ -23,6 +23,7 @@
 #include "common/auth.h"
 #include "common/http_client.h"
 #include "proto/publish.pb.h"
+#include "tests/http_util.h"
 #include "tests/publish_util.h"
 #include "tests/test_util.h"
 #include "worker/feature_hash.h"
@@ -383,6 +384,7 @@ TEST_F(ServeUpdatesTest, BadRequestsGetA4xxNamingTheField) {
       << metrics;
   EXPECT_NE(metrics.find("pepnet_serve_requests_total{code=\"405\"} 1"), std::string::npos);
   EXPECT_NE(metrics.find("pepnet_serve_model_version 1"), std::string::npos);
+  EXPECT_EQ(testing::PromtoolProblems(dir_, metrics, "serve"), "") << metrics;
 }
 
 TEST_F(ServeUpdatesTest, BadVersionsAreRefusedAndTheLiveOneKeepsServing) {
