@@ -27,6 +27,10 @@ class WriteLock {
   pthread_rwlock_t* l_;
 };
 
+double NowUnix() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -76,6 +80,7 @@ void LiveModel::Install(std::unique_ptr<ServingTable> table,
     table_.swap(table);
     dense_.swap(dense);
     version->switch_seconds = SecondsSince(start);
+    version->live_unix_s = NowUnix();
     version_ = std::move(version);
   }
   // `table` and `dense` now hold the old version's, freed here, outside the lock.
@@ -83,8 +88,10 @@ void LiveModel::Install(std::unique_ptr<ServingTable> table,
 
 void LiveModel::Apply(const StagedDelta& delta, std::shared_ptr<const PepNetParams<float>> dense,
                       std::shared_ptr<ServedVersion> version) {
+  auto start = std::chrono::steady_clock::now();
   ServingTable::Reservation room = table_->Reserve(delta.keys.data(), delta.keys.size());
-  const auto start = std::chrono::steady_clock::now();
+  version->read_seconds += SecondsSince(start);
+  start = std::chrono::steady_clock::now();
   {
     WriteLock lock(&lock_);
     table_->Install(&room);
@@ -96,6 +103,7 @@ void LiveModel::Apply(const StagedDelta& delta, std::shared_ptr<const PepNetPara
     }
     dense_.swap(dense);
     version->switch_seconds = SecondsSince(start);
+    version->live_unix_s = NowUnix();
     version_ = std::move(version);
   }
 }

@@ -42,7 +42,7 @@ struct ServedVersion {
   uint64_t keys_deleted = 0;
   double published_unix_s = 0;  // when the version folder was renamed into place
   double live_unix_s = 0;       // when it went live here
-  double read_seconds = 0;      // reading and checking its files
+  double read_seconds = 0;      // reading and checking its files, making room for its rows
   double switch_seconds = 0;    // holding the write lock
   std::shared_ptr<const proto::ModelConfig> model;
 };
@@ -72,13 +72,14 @@ class LiveModel {
   void Size(uint64_t* rows, uint64_t* bytes) const;
 
   // Makes `table` live with `dense` (a new base, or the first version). The old table is
-  // freed after the lock is released. Sets version->switch_seconds.
+  // freed after the lock is released. Sets version->switch_seconds and live_unix_s.
   void Install(std::unique_ptr<ServingTable> table,
                std::shared_ptr<const PepNetParams<float>> dense,
                std::shared_ptr<ServedVersion> version);
   // Applies `delta` to the live table in place and swaps in `dense`, all under the write
   // lock. The delta's rows must fit the table (ServingTable::DimOf): checked while it was
-  // staged. Room for its new rows is made before the lock is taken.
+  // staged. Room for its new rows is made before the lock is taken (added to
+  // version->read_seconds); sets switch_seconds and live_unix_s.
   void Apply(const StagedDelta& delta, std::shared_ptr<const PepNetParams<float>> dense,
              std::shared_ptr<ServedVersion> version);
   // The live table, for the updating thread only (reads without the lock: nobody else

@@ -25,10 +25,6 @@ constexpr char kCorrupt[] = "corrupt";
 constexpr char kModel[] = "model";
 constexpr char kSequence[] = "sequence";
 
-double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -196,9 +192,9 @@ Status ModelUpdater::LoadChain(uint64_t version) {
   std::shared_ptr<const PepNetParams<float>> dense;
   PEPNET_RETURN_IF_ERROR(ReadDense(top_dir, top, &dense));
   std::shared_ptr<ServedVersion> v = DescribeVersion(top_dir, top);
+  table->Fit();
   v->rows_changed = table->rows();
   v->read_seconds = SecondsSince(start);
-  v->live_unix_s = NowUnix();
   live_->Install(std::move(table), std::move(dense), v);
   LogLive(*v);
   std::lock_guard<std::mutex> lock(mu_);
@@ -232,7 +228,6 @@ Status ModelUpdater::ApplyDelta(const Candidate& c) {
   PEPNET_RETURN_IF_ERROR(ReadDense(c.dir, c.manifest, &dense));
   std::shared_ptr<ServedVersion> v = DescribeVersion(c.dir, c.manifest);
   v->read_seconds = SecondsSince(start);
-  v->live_unix_s = NowUnix();
   live_->Apply(delta, std::move(dense), v);
   LogLive(*v);
   std::lock_guard<std::mutex> lock(mu_);

@@ -117,7 +117,9 @@ ServingTable::Reservation ServingTable::Reserve(const uint64_t* keys, size_t n) 
     const size_t need = s.keys.size() + added[i];
     Reservation::Part& part = r.parts_[i];
     if (need > s.keys.capacity()) {
-      const size_t capacity = std::max(need, 2 * s.keys.capacity());
+      // Growth by a quarter, not doubling: the spare room is memory every row pays for,
+      // and the copy is made outside the lock anyway.
+      const size_t capacity = std::max(need, s.keys.capacity() + s.keys.capacity() / 4 + 1024);
       part.rows = true;
       part.keys.reserve(capacity);
       part.keys = s.keys;
@@ -225,6 +227,13 @@ void ServingTable::Read(uint64_t key, float* out) const {
     std::memset(out, 0, 4 * size_t{s->dim});
   } else {
     RowLayout::InitWeights(key, seed_, s->dim, s->init_range, out);
+  }
+}
+
+void ServingTable::Fit() {
+  for (auto& s : slots_) {
+    s->keys.shrink_to_fit();
+    s->weights.shrink_to_fit();
   }
 }
 

@@ -1,8 +1,9 @@
 // ServingTable: the embedding rows of a served model, weights only (no AdaGrad state, no
 // show/click counters, no pass numbers): per slot, the rows' keys and weights in two dense
 // arrays and an open-addressing index (linear probing) of 4-byte row numbers. A row costs
-// 8 + 4 * dim bytes plus its index entries (at most 4 / 0.4 bytes: the index doubles at
-// 80% load) — reported by bytes(), which counts every allocated byte.
+// 8 + 4 * dim bytes, plus 5 to 10 bytes of index (it doubles at 80% load), plus the
+// arrays' spare room: none after a load (Fit), at most a quarter more after deltas have
+// added rows. bytes() counts every allocated byte.
 //
 // A key the model lacks reads what pepnet_predict reads for it (docs/publish-format.md):
 // in a slot with admission zeros, otherwise the weights a server would create it with,
@@ -65,6 +66,9 @@ class ServingTable {
   // Writes the key's DimOf floats to `out` (the key must be of a slot of the model).
   void Read(uint64_t key, float* out) const;
   bool Contains(uint64_t key) const;
+
+  // Drops the arrays' spare room (a copy: for a table not yet live, after a load).
+  void Fit();
 
   uint64_t rows() const;
   uint64_t bytes() const;
