@@ -50,6 +50,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_util.h"
 #include "common/env.h"
 #include "common/http_client.h"
 #include "common/json_text.h"
@@ -124,17 +125,6 @@ bool ParseList(const std::string& s, std::vector<int64_t>* out) {
   return !out->empty();
 }
 
-std::string DefaultConfigPath() {
-  for (const std::string& p :
-       {std::string("configs/bench.pbtxt"), ExecutableDir() + "/../../configs/bench.pbtxt"}) {
-    if (FILE* f = fopen(p.c_str(), "r")) {
-      fclose(f);
-      return p;
-    }
-  }
-  return "configs/bench.pbtxt";
-}
-
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -144,27 +134,6 @@ double Median(std::vector<double> v) {
 double Quantile(const std::vector<double>& v, double q) {
   return v.empty() ? 0 : v[static_cast<size_t>(q * (v.size() - 1) + 0.5)];
 }
-
-// Ranks 0..n-1 with P(r) ~ (r+1)^-s, scattered over the ids by a permutation.
-class ZipfIds {
- public:
-  ZipfIds(uint64_t n, double s, std::mt19937_64* rng) : cdf_(n), perm_(n) {
-    double sum = 0;
-    for (uint64_t r = 0; r < n; ++r) cdf_[r] = sum += std::pow(r + 1.0, -s);
-    for (double& c : cdf_) c /= sum;
-    for (uint64_t r = 0; r < n; ++r) perm_[r] = r;
-    std::shuffle(perm_.begin(), perm_.end(), *rng);
-  }
-  uint64_t operator()(std::mt19937_64* rng) const {
-    const double u = std::uniform_real_distribution<double>(0, 1)(*rng);
-    const size_t r = std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin();
-    return perm_[std::min(r, perm_.size() - 1)];
-  }
-
- private:
-  std::vector<double> cdf_;
-  std::vector<uint64_t> perm_;
-};
 
 // What requests send and what the table holds. Each column a slot reads, other than the
 // domain column, takes the values 0..ids-1; the rows are every slot's key of every id

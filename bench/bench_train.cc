@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/subprocess.h"
 #include "proto/model_config.pb.h"
 #include "worker/data_reader.h"
@@ -54,38 +55,6 @@ std::vector<int> IntList(const std::string& s) {
   }
   return out;
 }
-
-std::string DefaultConfigPath() {
-  for (const std::string& p :
-       {std::string("configs/bench.pbtxt"), ExecutableDir() + "/../../configs/bench.pbtxt"}) {
-    if (FILE* f = fopen(p.c_str(), "r")) {
-      fclose(f);
-      return p;
-    }
-  }
-  return "configs/bench.pbtxt";
-}
-
-// Samples ranks 0..n-1 with P(r) ~ (r+1)^-s, then scatters them over the IDs.
-class ZipfIds {
- public:
-  ZipfIds(int n, double s, std::mt19937_64* rng) : cdf_(n), perm_(n) {
-    double sum = 0;
-    for (int r = 0; r < n; ++r) cdf_[r] = sum += std::pow(r + 1.0, -s);
-    for (double& c : cdf_) c /= sum;
-    for (int r = 0; r < n; ++r) perm_[r] = r;
-    std::shuffle(perm_.begin(), perm_.end(), *rng);
-  }
-  int operator()(std::mt19937_64* rng) const {
-    const double u = std::uniform_real_distribution<double>(0, 1)(*rng);
-    const size_t r = std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin();
-    return perm_[std::min(r, perm_.size() - 1)];
-  }
-
- private:
-  std::vector<double> cdf_;
-  std::vector<int> perm_;
-};
 
 // Vocabularies by role, as in the reference: domain = the domain count, user 100k,
 // item 200k, author 20k, others 1k.

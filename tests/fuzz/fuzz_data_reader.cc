@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "proto/model_config.pb.h"
+#include "tests/fuzz/batch_check.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "worker/data_reader.h"
 #include "worker/model_config.h"
@@ -39,23 +40,6 @@ void Expect(bool ok, const std::string& what) {
   abort();
 }
 
-// What every batch promises its consumers (the trainer indexes with these).
-void CheckBatch(const proto::ModelConfig& config, const Batch& b) {
-  Expect(b.slot_offsets.size() == static_cast<size_t>(config.slot_size()), "slot count");
-  for (int s = 0; s < config.slot_size(); ++s) {
-    const auto& offsets = b.slot_offsets[s];
-    Expect(offsets.size() == b.size + 1 && offsets.front() == 0 &&
-               offsets.back() == b.slot_keys[s].size(),
-           "slot offsets");
-    for (size_t i = 0; i < b.size; ++i) Expect(offsets[i] <= offsets[i + 1], "offsets descend");
-  }
-  Expect(b.labels.size() == b.size * config.task_size() && b.label_mask.size() == b.labels.size(),
-         "labels");
-  Expect(b.domain.size() == b.size && b.user.size() == b.size, "domains or users");
-  for (uint32_t d : b.domain) Expect(d < config.num_domains(), "domain out of range");
-  for (float l : b.labels) Expect(l == 0 || l == 1, "label not 0 or 1");
-}
-
 }  // namespace
 }  // namespace pepnet
 
@@ -78,7 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t calls = 0; !done; ++calls) {
     Expect(calls <= 1100 * size + 2, "Next() returns without consuming the input");
     if (!reader.Next(config.batch_size(), &batch, &done).ok()) break;
-    CheckBatch(config, batch);
+    fuzz::CheckBatch("data reader", config, batch);
   }
   return 0;
 }
