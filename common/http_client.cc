@@ -75,7 +75,9 @@ Status HttpClient::Fill(size_t n, const char* what, bool* closed) {
   while (buffer_.size() < n) {
     const int64_t left = deadline_ms_ - NowMs();
     pollfd p{fd_, POLLIN, 0};
-    if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) {
+    const int ready = left > 0 ? poll(&p, 1, static_cast<int>(left)) : 0;
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) {
       Close();
       return Status::DeadlineExceeded(std::string(what) + ": no whole reply in " +
                                       std::to_string(timeout_ms_) + " ms");
@@ -114,12 +116,12 @@ Status HttpClient::Request(const std::string& method, const std::string& path,
       if (n <= 0) break;
       sent += static_cast<size_t>(n);
     }
+    // A server may answer before it has read the whole request (413 for a body too
+    // large) and close: its reply is read even when the send broke off.
     size_t split = std::string::npos;
     bool closed = false;
-    if (sent == request.size()) {
-      while ((split = buffer_.find("\r\n\r\n")) == std::string::npos && !closed) {
-        PEPNET_RETURN_IF_ERROR(Fill(buffer_.size() + 1, what.c_str(), &closed));
-      }
+    while ((split = buffer_.find("\r\n\r\n")) == std::string::npos && !closed) {
+      PEPNET_RETURN_IF_ERROR(Fill(buffer_.size() + 1, what.c_str(), &closed));
     }
     if (split == std::string::npos) {
       Close();
@@ -134,6 +136,11 @@ Status HttpClient::Request(const std::string& method, const std::string& path,
     reply->status = std::atoi(head.c_str() + 9);
     const std::string length = HeaderValue(head, "content-length");
     const size_t start = split + 4;
+    if (method == "HEAD") {  // a length, but no body
+      reply->body.clear();
+      buffer_.clear();
+      return Status::OK();
+    }
     if (length.empty()) {
       // No length: the body runs to the close.
       while (!closed) PEPNET_RETURN_IF_ERROR(Fill(buffer_.size() + 1, what.c_str(), &closed));

@@ -28,7 +28,11 @@ Status ListVersions(const std::string& publish_dir, std::vector<std::string>* fo
   if (d == nullptr) return Status::NotFound("cannot read the model folder " + publish_dir);
   while (dirent* e = readdir(d)) {
     const std::string name = e->d_name;
-    if (name.rfind("v-", 0) == 0 && name.find('.') == std::string::npos) folders->push_back(name);
+    // "v-" and the version's digits: "v-00000005.tmp" is unfinished, "v-00000005-old" a
+    // copy someone made; neither is a version.
+    const bool digits =
+        name.size() > 2 && name.find_first_not_of("0123456789", 2) == std::string::npos;
+    if (name.rfind("v-", 0) == 0 && digits) folders->push_back(name);
   }
   closedir(d);
   std::sort(folders->begin(), folders->end());

@@ -22,7 +22,8 @@ std::string VersionFolder(uint64_t version);
 // "rows-3.bin".
 std::string RowFileName(uint32_t shard);
 
-// The version folders under `publish_dir`, oldest first (unfinished ".tmp" ones skipped).
+// The version folders under `publish_dir`, oldest first: "v-" and digits only (unfinished
+// ".tmp" ones and other names skipped).
 Status ListVersions(const std::string& publish_dir, std::vector<std::string>* folders);
 
 // Bounds of a manifest (ValidateManifest): shards of one cluster.

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -71,41 +72,67 @@ Status FindPublishedVersion(const std::string& publish_dir, uint64_t version,
   std::vector<std::string> folders;
   PEPNET_RETURN_IF_ERROR(ListVersions(publish_dir, &folders));
   if (folders.empty()) return Status::NotFound("no model version under " + publish_dir);
-  std::vector<proto::ModelManifest> manifests(folders.size());
-  int target = -1;
-  for (size_t i = 0; i < folders.size(); ++i) {
-    const std::string dir = publish_dir + "/" + folders[i];
-    PEPNET_RETURN_IF_ERROR(ReadManifest(dir, &manifests[i]));
+  size_t at = folders.size() - 1;
+  if (version != 0) {
+    auto it = std::lower_bound(folders.begin(), folders.end(), VersionFolder(version));
+    if (it == folders.end() || *it != VersionFolder(version)) {
+      return Status::NotFound("no version " + std::to_string(version) + " under " + publish_dir);
+    }
+    at = static_cast<size_t>(it - folders.begin());
+  }
+  // Only the chain's manifests are read, from the version back to its base: a broken
+  // folder outside it (an old version half removed, a refused one, a stray copy) does not
+  // stop the load of a version that does not need it.
+  std::vector<std::string> chain_folders;
+  std::vector<proto::ModelManifest> chain;
+  for (;;) {
+    const std::string dir = publish_dir + "/" + folders[at];
+    proto::ModelManifest m;
+    PEPNET_RETURN_IF_ERROR(ReadManifest(dir, &m));
     // The chain is found by version number: a manifest must be the folder's version.
-    if (VersionFolder(manifests[i].version()) != folders[i]) {
+    if (VersionFolder(m.version()) != folders[at]) {
       return Status::Corruption(dir + "/" + kManifestFile + ": version " +
-                                std::to_string(manifests[i].version()) + " in folder " +
-                                folders[i]);
+                                std::to_string(m.version()) + " in folder " + folders[at]);
     }
-    if (version == 0 || manifests[i].version() == version) target = static_cast<int>(i);
-  }
-  if (target < 0) {
-    return Status::NotFound("no version " + std::to_string(version) + " under " + publish_dir);
-  }
-  const proto::ModelManifest& top = manifests[target];
-  int base = -1;
-  for (int i = 0; i <= target; ++i) {
-    if (manifests[i].version() == top.base_version()) base = i;
-  }
-  if (base < 0 || !manifests[base].is_base()) {
-    return Status::NotFound("version " + std::to_string(top.version()) + " needs base version " +
-                            std::to_string(top.base_version()) + ", absent from " + publish_dir);
-  }
-  for (int i = base + 1; i <= target; ++i) {
-    if (manifests[i].parent_version() != manifests[i - 1].version()) {
-      return Status::Corruption(folders[i] + ": parent version " +
-                                std::to_string(manifests[i].parent_version()) + " is not " +
-                                folders[i - 1]);
+    chain_folders.insert(chain_folders.begin(), folders[at]);
+    chain.insert(chain.begin(), std::move(m));
+    const proto::ModelManifest& top = chain.back();
+    const proto::ModelManifest& here = chain.front();
+    if (here.version() == top.base_version()) {
+      if (!here.is_base()) {
+        return Status::NotFound("version " + std::to_string(top.version()) +
+                                " needs base version " + std::to_string(top.base_version()) +
+                                ", absent from " + publish_dir);
+      }
+      break;
     }
+    // A delta applies to the version just before it in the folder.
+    if (here.is_base()) {
+      return Status::Corruption(folders[at] + ": a base, but version " +
+                                std::to_string(top.version()) + " applies to base version " +
+                                std::to_string(top.base_version()));
+    }
+    const std::string parent = VersionFolder(here.parent_version());
+    if (here.parent_version() < top.base_version() ||
+        !std::binary_search(folders.begin(), folders.begin() + at, parent)) {
+      return Status::NotFound("version " + std::to_string(top.version()) + " needs " +
+                              (here.parent_version() == top.base_version()
+                                   ? "base version " + std::to_string(top.base_version())
+                                   : "version " + std::to_string(here.parent_version()) +
+                                         " (of its chain to base " +
+                                         std::to_string(top.base_version()) + ")") +
+                              ", absent from " + publish_dir);
+    }
+    if (parent != folders[at - 1]) {
+      return Status::Corruption(folders[at] + ": parent version " +
+                                std::to_string(here.parent_version()) + " is not " +
+                                folders[at - 1]);
+    }
+    --at;
   }
   out->publish_dir = publish_dir;
-  out->folders.assign(folders.begin() + base, folders.begin() + target + 1);
-  out->manifests.assign(manifests.begin() + base, manifests.begin() + target + 1);
+  out->folders = std::move(chain_folders);
+  out->manifests = std::move(chain);
   return Status::OK();
 }
 

@@ -43,10 +43,11 @@ struct PublishedModel {
   ~PublishedModel();
 };
 
-// The chain of version `version` (0 = the newest) under `publish_dir`: every version's
-// manifest is read and checked (ValidateManifest, publish/manifest.h), each must be the
-// version its folder names, the base must be present and a base, and every version
-// after it must name the one before as its parent.
+// The chain of version `version` (0 = the newest) under `publish_dir`, read from the
+// version back to its base and nothing else (a broken folder outside the chain does not
+// matter): every manifest of it is read and checked (ValidateManifest,
+// publish/manifest.h), each must be the version its folder names, each delta must name
+// the folder before it as its parent, and the base must be present and a base.
 Status FindPublishedVersion(const std::string& publish_dir, uint64_t version,
                             PublishedVersion* out);
 // Its rows (row files checked against their manifest's bytes, counts and checksum) and

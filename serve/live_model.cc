@@ -65,10 +65,11 @@ std::shared_ptr<const ServedVersion> LiveModel::version() const {
   return version_;
 }
 
-void LiveModel::Size(uint64_t* rows, uint64_t* bytes) const {
+std::shared_ptr<const ServedVersion> LiveModel::Snapshot(uint64_t* rows, uint64_t* bytes) const {
   ReadLock lock(&lock_);
   *rows = table_ ? table_->rows() : 0;
   *bytes = table_ ? table_->bytes() : 0;
+  return version_;
 }
 
 void LiveModel::Install(std::unique_ptr<ServingTable> table,

@@ -67,9 +67,10 @@ class LiveModel {
   bool Read(const std::function<void(const ServingTable&)>& fn,
             std::shared_ptr<const PepNetParams<float>>* dense,
             std::shared_ptr<const ServedVersion>* version) const;
-  // The live version (null while none), its table's rows and bytes.
+  // The live version (null while none).
   std::shared_ptr<const ServedVersion> version() const;
-  void Size(uint64_t* rows, uint64_t* bytes) const;
+  // The live version and its table's rows and bytes, read together.
+  std::shared_ptr<const ServedVersion> Snapshot(uint64_t* rows, uint64_t* bytes) const;
 
   // Makes `table` live with `dense` (a new base, or the first version). The old table is
   // freed after the lock is released. Sets version->switch_seconds and live_unix_s.

@@ -79,6 +79,13 @@ void LogLive(const ServedVersion& v) {
             << " s after its publish)";
 }
 
+// The reason a chain that would not load is refused for: another model (the chain's own
+// versions disagree), or else what it is, corrupt (a file or manifest that fails its
+// checks, or a chain with a version missing).
+const char* ReasonOf(const Status& st) {
+  return st.code() == Status::kInvalidArgument ? kModel : kCorrupt;
+}
+
 }  // namespace
 
 struct ModelUpdater::Candidate {
@@ -175,8 +182,8 @@ Status ModelUpdater::LoadChain(uint64_t version) {
     const proto::ModelManifest& m = chain.manifests[i];
     const std::string dir = chain.publish_dir + "/" + chain.folders[i];
     if (ModelConfigFingerprint(m.model()) != fingerprint || m.table_seed() != top.table_seed()) {
-      return Status::Corruption(dir + ": another model config or table seed than version " +
-                                std::to_string(top.version()) + " it leads to");
+      return Status::InvalidArgument(dir + ": another model config or table seed than version " +
+                                     std::to_string(top.version()) + " it leads to");
     }
     PEPNET_RETURN_IF_ERROR(ReadVersionRows(
         dir, m,
@@ -270,7 +277,7 @@ Status ModelUpdater::PollOnce() {
     }
     st = LoadChain(pin);
     if (!st.ok()) {
-      Refuse(pin, kCorrupt, st);
+      Refuse(pin, ReasonOf(st), st);
       return Status(st.code(), "--model_version=" + std::to_string(pin) + ": " + st.message());
     }
     return Status::OK();
@@ -285,7 +292,7 @@ Status ModelUpdater::PollOnce() {
         seen_.insert(versions.begin(), versions.end());
         return Status::OK();
       }
-      Refuse(*it, kCorrupt, st);
+      Refuse(*it, ReasonOf(st), st);
     }
     NoteNotReady(versions.empty() ? "no model version under " + dir + " yet"
                                   : "every version under " + dir + " was refused");
@@ -339,7 +346,7 @@ Status ModelUpdater::PollOnce() {
     live = live_->version();
     if (c.manifest.is_base()) {
       st = LoadChain(c.version);
-      if (!st.ok()) Refuse(c.version, kCorrupt, st);
+      if (!st.ok()) Refuse(c.version, ReasonOf(st), st);
       continue;
     }
     if (c.manifest.parent_version() != live->version) {

@@ -130,13 +130,12 @@ HttpResponse ServeApi::Model(const HttpRequest& request) {
   if (request.method != "GET" && request.method != "HEAD") {
     return HttpResponse{405, kJson, ErrorBody(request.method + " /v1/model: GET it")};
   }
-  std::shared_ptr<const ServedVersion> v = live_->version();
+  uint64_t rows = 0, bytes = 0;
+  std::shared_ptr<const ServedVersion> v = live_->Snapshot(&rows, &bytes);
   if (!v) {
     return HttpResponse{
         503, kJson, ErrorBody("no model version is loaded yet: " + updater_->not_ready_reason())};
   }
-  uint64_t rows = 0, bytes = 0;
-  live_->Size(&rows, &bytes);
   const double now = NowUnix();
   std::string body = "{";
   auto field = [&](const char* key, const std::string& value) {
@@ -182,11 +181,10 @@ void ServeApi::AddStats(StatSet* out) const {
                samples_.load(std::memory_order_relaxed));
   out->Histogram("pepnet_serve_request_duration_seconds",
                  "Time to answer /v1/score, from its whole request to its reply.", latency_);
-  std::shared_ptr<const ServedVersion> v = live_->version();
+  uint64_t rows = 0, bytes = 0;
+  std::shared_ptr<const ServedVersion> v = live_->Snapshot(&rows, &bytes);
   out->Gauge("pepnet_serve_ready", "1 once a model version is live.", v ? 1 : 0);
   if (v) {
-    uint64_t rows = 0, bytes = 0;
-    live_->Size(&rows, &bytes);
     out->Gauge("pepnet_serve_model_version", "The live model version.", v->version);
     out->Gauge("pepnet_serve_model_pass", "The training pass of the live version.", v->pass);
     out->Gauge("pepnet_serve_model_rows", "Embedding rows of the live model.", rows);

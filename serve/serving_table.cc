@@ -116,7 +116,7 @@ ServingTable::Reservation ServingTable::Reserve(const uint64_t* keys, size_t n) 
     const Slot& s = *slots_[i];
     const size_t need = s.keys.size() + added[i];
     Reservation::Part& part = r.parts_[i];
-    if (need > s.keys.capacity()) {
+    if (need > s.keys.capacity() || need * s.dim > s.weights.capacity()) {
       // Growth by a quarter, not doubling: the spare room is memory every row pays for,
       // and the copy is made outside the lock anyway.
       const size_t capacity = std::max(need, s.keys.capacity() + s.keys.capacity() / 4 + 1024);

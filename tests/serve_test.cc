@@ -458,13 +458,28 @@ TEST_F(ServeUpdatesTest, BadVersionsAreRefusedAndTheLiveOneKeepsServing) {
   Publish(6, true, 6, 0.3f);
   ASSERT_TRUE(WaitForVersion(port, 6)) << testing::ReadFile(serve.log());
   EXPECT_NE(Call(port, "POST", "/v1/score", body).body, before);
-  // A version that appears below the live one is out of sequence.
-  ASSERT_TRUE(Train(7, 0.3f).ok());
-  ASSERT_TRUE(stage_.Publish(7, true, 7, Dense(0.3f)).ok());
-  ASSERT_EQ(rename((stage + "/" + VersionFolder(7)).c_str(),
-                   (dir_.File("pub") + "/" + VersionFolder(7)).c_str()),
-            0);
-  ASSERT_TRUE(WaitForVersion(port, 7));
+  // A version that appears below the live one is out of sequence: 8 comes after 9.
+  ASSERT_TRUE(Train(8, 0.4f).ok());
+  ASSERT_TRUE(stage_.Publish(8, false, 6, Dense(0.4f)).ok());
+  Publish(9, true, 9, 0.5f);
+  ASSERT_TRUE(WaitForVersion(port, 9)) << testing::ReadFile(serve.log());
+  MoveIntoPlace(8);
+  ASSERT_TRUE(wait_refused("sequence", 2)) << testing::ReadFile(serve.log());
+  EXPECT_EQ(LiveVersion(port), 9u);
+
+  // A folder whose manifest is garbage stops nothing after it: the next base is taken,
+  // and a process started now loads the newest version, whose chain does not need it.
+  mkdir((dir_.File("pub") + "/" + VersionFolder(10)).c_str(), 0755);
+  testing::WriteFile(dir_.File("pub") + "/" + VersionFolder(10) + "/manifest.pbtxt", "garbage {");
+  ASSERT_TRUE(wait_refused("corrupt", 3)) << testing::ReadFile(serve.log());
+  Publish(11, true, 11, 0.6f);
+  Publish(12, false, 11, 0.7f);
+  ASSERT_TRUE(WaitForVersion(port, 12)) << testing::ReadFile(serve.log());
+  ServeProcess restarted;
+  ASSERT_TRUE(restarted.Start(dir_, dir_.File("pub")).ok()) << testing::ReadFile(restarted.log());
+  EXPECT_EQ(LiveVersion(restarted.port()), 12u);
+  EXPECT_EQ(Call(restarted.port(), "POST", "/v1/score", body).body,
+            Call(port, "POST", "/v1/score", body).body);
 }
 
 TEST_F(ServeUpdatesTest, APinnedVersionStaysAndAnOlderOneIsLoadedWhole) {
