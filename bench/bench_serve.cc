@@ -329,15 +329,7 @@ class Publisher {
     m.set_base_version(1);
     m.set_table_seed(FLAGS_seed);
     *m.mutable_model() = config_;
-    proto::RowFile* f = m.add_rows();
-    f->set_shard(0);
-    f->set_path(RowFileName(0));
-    f->set_rows(info.rows);
-    f->set_bytes(info.bytes);
-    f->set_checksum(info.checksum);
-    f->set_deleted(info.deleted);
-    m.set_total_rows(info.rows);
-    m.set_total_deleted(info.deleted);
+    AddRowFile(0, info, &m);
     PEPNET_RETURN_IF_ERROR(writer.Finish(dense_.data(), dense_.size(), &m));
     version_ = version;
     *rows = info.rows;

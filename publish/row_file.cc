@@ -14,7 +14,9 @@
 
 #include "common/checksum.h"
 #include "common/hash.h"
+#include "proto/publish.pb.h"
 #include "ps/embedding_table.h"
+#include "publish/manifest.h"
 
 namespace pepnet {
 namespace {
@@ -116,6 +118,18 @@ Status WriteRowFile(Env* env, const EmbeddingTable& table, bool all, uint32_t pa
   info->bytes = out.bytes();
   info->checksum = out.checksum();
   return Status::OK();
+}
+
+void AddRowFile(uint32_t shard, const RowFileInfo& info, proto::ModelManifest* manifest) {
+  proto::RowFile* f = manifest->add_rows();
+  f->set_shard(shard);
+  f->set_path(RowFileName(shard));
+  f->set_rows(info.rows);
+  f->set_bytes(info.bytes);
+  f->set_checksum(info.checksum);
+  f->set_deleted(info.deleted);
+  manifest->set_total_rows(manifest->total_rows() + info.rows);
+  manifest->set_total_deleted(manifest->total_deleted() + info.deleted);
 }
 
 Status ReadRowFile(const std::string& path, uint64_t expected_checksum,

@@ -16,7 +16,9 @@
 #include "common/status.h"
 
 namespace pepnet {
-
+namespace proto {
+class ModelManifest;
+}
 class EmbeddingTable;
 
 struct RowFileInfo {
@@ -31,6 +33,10 @@ struct RowFileInfo {
 // fsync, rename and an fsync of the folder, every step checked; errors name the path.
 Status WriteRowFile(Env* env, const EmbeddingTable& table, bool all, uint32_t pass,
                     const std::string& path, RowFileInfo* info);
+
+// Lists shard `shard`'s row file (RowFileName) of `info` in `manifest`, and adds its rows
+// and deleted keys to the manifest's totals.
+void AddRowFile(uint32_t shard, const RowFileInfo& info, proto::ModelManifest* manifest);
 
 // Reads a row file, calling on_deleted(key) per deleted key and then on_row(key,
 // weights, dim) per row (stopping at the first error either returns).

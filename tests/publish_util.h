@@ -86,15 +86,7 @@ class TestPublisher {
     m.set_base_version(base);
     m.set_table_seed(7);
     *m.mutable_model() = model_;
-    proto::RowFile* f = m.add_rows();
-    f->set_shard(0);
-    f->set_path(RowFileName(0));
-    f->set_rows(info.rows);
-    f->set_bytes(info.bytes);
-    f->set_checksum(info.checksum);
-    f->set_deleted(info.deleted);
-    m.set_total_rows(info.rows);
-    m.set_total_deleted(info.deleted);
+    AddRowFile(0, info, &m);
     return writer.Finish(dense.data(), dense.size(), &m);
   }
 
