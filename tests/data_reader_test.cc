@@ -155,8 +155,9 @@ TEST_F(DataReaderTest, OverlongLinesAndCellsAreMalformed) {
   EXPECT_EQ(stats.malformed, 2u);
   EXPECT_EQ(b.slot_keys[2].size(), 101u);  // u1's 100 values and u4's one
   EXPECT_EQ(b.user[1], HashBytes("u4", 2));
-  EXPECT_EQ(stats.first_error,
-            f + ":3: slot 'hist' (column 'hist') has 101 values, over data.max_values_per_cell=100");
+  EXPECT_EQ(
+      stats.first_error,
+      f + ":3: slot 'hist' (column 'hist') has 101 values, over data.max_values_per_cell=100");
 
   // A line that is only long (no newline, 1 MiB) is read to its end and named.
   testing::WriteFile(f, "user,domain,hist,click,liked,age,views\n" + std::string(1 << 20, 'x'));
