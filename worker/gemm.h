@@ -5,7 +5,7 @@
 // float runs on oneDNN's sgemm, double (the gradient checks) on Eigen. oneDNN won on every
 // product shape of the bench model against Eigen, OpenBLAS and libxsmm, one thread per
 // product, and gives bit-identical results from run to run and whatever the other threads
-// do (pepnet_bench_gemm, docs/benchmarks.md#gemm).
+// do (pepnet_bench_gemm, docs/benchmarks.md, "GEMM libraries").
 //
 // Thread-safe. Each calling thread runs its products alone (its OpenMP team is set to one
 // thread on its first call): the trainer parallelizes over rows itself.
