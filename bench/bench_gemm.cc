@@ -81,14 +81,18 @@ struct Library {
   std::function<void()> per_thread_setup;
 };
 
+using PepnetGemm = void (*)(bool, bool, int, int, int, float, const float*, int, const float*, int,
+                            float, float*, int);
+GemmFn OfPepnetGemm(PepnetGemm gemm) {
+  return [gemm](const Shape& s, const float* a, const float* b, float* c) {
+    gemm(s.ta, s.tb, s.m, s.n, s.k, 1.f, a, s.ta ? s.m : s.k, b, s.tb ? s.k : s.n, 0.f, c, s.n);
+  };
+}
+
 std::vector<Library> Libraries() {
   std::vector<Library> libs;
-  libs.push_back({"eigen",
-                  [](const Shape& s, const float* a, const float* b, float* c) {
-                    EigenGemm<float>(s.ta, s.tb, s.m, s.n, s.k, 1.f, a, s.ta ? s.m : s.k, b,
-                                     s.tb ? s.k : s.n, 0.f, c, s.n);
-                  },
-                  [] {}});
+  // Eigen, and what the trainer runs: oneDNN's sgemm, one thread per caller.
+  libs.push_back({"eigen", OfPepnetGemm(&EigenGemm<float>), [] {}});
 #ifdef PEPNET_BENCH_OPENBLAS
   libs.push_back({"openblas",
                   [](const Shape& s, const float* a, const float* b, float* c) {
@@ -98,13 +102,7 @@ std::vector<Library> Libraries() {
                   },
                   [] { openblas_set_num_threads(1); }});
 #endif
-  // What the trainer runs: oneDNN's sgemm, one thread per caller.
-  libs.push_back({"onednn",
-                  [](const Shape& s, const float* a, const float* b, float* c) {
-                    Gemm<float>(s.ta, s.tb, s.m, s.n, s.k, 1.f, a, s.ta ? s.m : s.k, b,
-                                s.tb ? s.k : s.n, 0.f, c, s.n);
-                  },
-                  [] {}});
+  libs.push_back({"onednn", OfPepnetGemm(&Gemm<float>), [] {}});
 #ifdef PEPNET_BENCH_XSMM
   // Column-major: C^T = op(B)^T op(A)^T.
   libs.push_back({"libxsmm",
