@@ -150,9 +150,9 @@ class RecoveryTest : public ::testing::Test {
   }
 
   // Runs the cluster, calls `disturb` at `moment`, and checks that the run finishes with
-  // the reference's model. A busy machine can make the last pass shorter than the moment chosen for
-  // it (the reference's passes include its start-up): the run is then started again with the moment
-  // halved, since a kill after the end would test nothing.
+  // the reference's model. A busy machine can make the last pass shorter than the moment
+  // chosen for it (the reference's passes include its start-up): the run is then started
+  // again with the moment halved, since a kill after the end would test nothing.
   template <typename Disturb>
   void ExpectRecovery(const std::string& name, Moment moment, Disturb disturb) {
     for (int attempt = 0;; ++attempt) {

@@ -1,5 +1,5 @@
-// Dense matrix products for the model, row-major: C = alpha * op(A) * op(B) + beta * C,
-// on Eigen's kernels. The strided form lets a product read or write a block of columns of
+// Dense matrix products for the model, row-major: C = alpha * op(A) * op(B) + beta * C.
+// The strided form lets a product read or write a block of columns of
 // a wider matrix in place (the trainable columns of a gate input, say) without copies.
 //
 // float runs on oneDNN's sgemm, double (the gradient checks) on Eigen. oneDNN won on every
