@@ -232,17 +232,23 @@ class Session {
     const auto start = std::chrono::steady_clock::now();
     Status st;
     {
+      // The batch after this one is read first, so that the step can prefetch its rows.
       BatchPrefetcher prefetcher(&reader, config_.batch_size());
-      Batch batch;
+      Batch batch, next;
       bool done = false;
-      while (st.ok() && !done) {
-        st = prefetcher.Next(&batch, &done);
-        if (st.ok() && batch.size > 0) {
-          st = trainer->TrainBatch(batch, &metrics);
-          samples += batch.size;
-        }
+      st = prefetcher.Next(&batch, &done);
+      while (st.ok() && batch.size > 0) {
+        next.size = 0;
+        if (!done) st = prefetcher.Next(&next, &done);
+        if (!st.ok()) break;
+        const bool overlap = o_.prefetch_rows && next.size > 0;
+        st = trainer->TrainBatch(batch, &metrics, overlap ? &next : nullptr);
+        samples += batch.size;
+        std::swap(batch, next);
       }
     }
+    // The last push is acknowledged before the pass can end.
+    if (st.ok()) st = trainer->Flush();
     // Out of data: take part in the other workers' remaining steps.
     bool all_done = false;
     while (st.ok() && !all_done) st = trainer->IdleStep(&all_done);

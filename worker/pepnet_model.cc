@@ -119,6 +119,15 @@ PepNet<T>::PepNet(const ModelShape& shape) : shape_(shape) {
   if (gated()) {
     pp_cache_.assign(units, std::vector<GateCache>(pp_gated_layers_));
     d_delta_.assign(units, std::vector<Matrix<T>>(pp_gated_layers_));
+    const int tasks_per_unit = shape_.ppnet_shared_gate_per_layer ? shape_.num_tasks : 1;
+    pp_hidden_col_.assign(units, std::vector<int>(pp_gated_layers_));
+    for (int u = 0; u < units; ++u) {
+      for (int l = 0; l < pp_gated_layers_; ++l) {
+        pp_hidden_col_[u][l] = pp_hidden_total_;
+        const int out = tasks_per_unit * GatedWidth(l);
+        pp_hidden_total_ += shape_.gate_hidden > 0 ? shape_.gate_hidden : out;
+      }
+    }
   }
   tasks_.resize(shape_.num_tasks);
   for (TaskCache& t : tasks_) t.layers.resize(num_layers() + 1);
@@ -193,6 +202,41 @@ void PepNet<T>::GateForward(const GateNUParams<T>& g, const Matrix<T>& x, GateCa
   LinearForward(g.fc1, x, /*relu=*/true, &c->r);
   LinearForward(g.fc2, c->r, /*relu=*/false, &c->delta);
   c->delta.array() = T(shape_.gamma) / (T(1) + (-c->delta.array()).exp());
+}
+
+template <typename T>
+void PepNet<T>::PpGatesBackward(const PepNetParams<T>& params, PepNetParams<T>* grads) {
+  const int rows = static_cast<int>(prior_.rows()), in = prior_width_;
+  const int total = pp_hidden_total_;
+  const T inv_gamma = T(1) / T(shape_.gamma);
+  pp_da1_.resize(rows, total);
+  pp_w1_.resize(total, prior_emb_width_);
+  for (size_t u = 0; u < pp_cache_.size(); ++u) {
+    for (int l = 0; l < pp_gated_layers_; ++l) {
+      GateCache& c = pp_cache_[u][l];
+      const GateNUParams<T>& g = params.pp_gates[u][l];
+      GateNUParams<T>& dg = grads->pp_gates[u][l];
+      const int hidden = static_cast<int>(g.fc2.weight.cols());
+      const int out = static_cast<int>(g.fc2.weight.rows());
+      const int col = pp_hidden_col_[u][l];
+      c.da2 = (d_delta_[u][l].array() * c.delta.array() * (T(1) - c.delta.array() * inv_gamma))
+                  .matrix();
+      LinearWeightGrad(c.da2, c.r, &dg.fc2);
+      // This gate's d(fc1 output) goes into its block of columns of pp_da1_.
+      Eigen::Block<Matrix<T>> da1 = pp_da1_.middleCols(col, hidden);
+      Gemm<T>(false, false, rows, hidden, out, T(1), c.da2.data(), out, g.fc2.weight.data(), hidden,
+              T(0), da1.data(), total);
+      da1 = (c.r.array() > T(0)).select(da1, T(0));
+      Gemm<T>(true, false, hidden, in, rows, T(1), da1.data(), total, prior_.data(), in, T(0),
+              dg.fc1.weight.data(), in);
+      dg.fc1.bias = da1.colwise().sum();
+      pp_w1_.middleRows(col, hidden) = g.fc1.weight.leftCols(prior_emb_width_);
+    }
+  }
+  // Every gate's share of d prior in one product over the stacked first layers: a product
+  // [rows, 48] is too narrow to run fast on its own, twelve times over.
+  Gemm<T>(false, false, rows, prior_emb_width_, total, T(1), pp_da1_.data(), total, pp_w1_.data(),
+          prior_emb_width_, T(1), d_prior_.data(), prior_emb_width_);
 }
 
 template <typename T>
@@ -363,12 +407,7 @@ void PepNet<T>::Backward(const PepNetParams<T>& params, PepNetParams<T>* grads,
   d_prior_.setZero(batch, prior_emb_width_);
   d_domain_.setZero(batch, domain_width_);
   if (gated()) {
-    for (size_t u = 0; u < pp_cache_.size(); ++u) {
-      for (int l = 0; l < pp_gated_layers_; ++l) {
-        GateBackward(params.pp_gates[u][l], prior_, &pp_cache_[u][l], d_delta_[u][l],
-                     &grads->pp_gates[u][l], prior_emb_width_, &d_prior_);
-      }
-    }
+    PpGatesBackward(params, grads);
     // d delta_ep = d O_ep * E; d E = d O_ep * delta_ep. The sg(E) columns of the gate input
     // pass no gradient on.
     d_delta_ep_ = d_o_.cwiseProduct(e_);

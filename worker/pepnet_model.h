@@ -140,6 +140,13 @@ class PepNet {
   // Writes the parameter gradients into *dg and adds d x[:, :x_grad_cols] into *dx.
   void GateBackward(const GateNUParams<T>& g, const Matrix<T>& x, GateCache* cache,
                     const Matrix<T>& d_delta, GateNUParams<T>* dg, int x_grad_cols, Matrix<T>* dx);
+  // The gradients of every PPNet gate into *grads; adds d prior[:, :prior_emb_width_] into
+  // d_prior_. Every gate reads the prior, so their shares of d prior come from one product
+  // over the stacked first layers (k = pp_hidden_total_) instead of one narrow product per
+  // (task, layer). The forward pass is not fused: one [rows, sum of hidden] product measured
+  // slower than the gates' own, as its output falls out of cache before the second layers
+  // read it and the weights must be stacked every step (docs/benchmarks.md).
+  void PpGatesBackward(const PepNetParams<T>& params, PepNetParams<T>* grads);
   bool gated() const { return !shape_.disable_gates; }
   int num_layers() const { return static_cast<int>(shape_.tower.size()); }
   // Width gated at (layer l) for one task: l's input width or, gating outputs, its output.
@@ -152,11 +159,17 @@ class PepNet {
   int e_width_ = 0, domain_width_ = 0, prior_width_ = 0, prior_emb_width_ = 0;
   int pp_gated_layers_ = 0;  // layers with a PPNet gate: L + 1 (inputs) or L (outputs)
   std::vector<std::vector<GateSlice>> slices_;  // [task][layer]
+  // The first column of gate [unit][layer]'s hidden units in pp_da1_.
+  std::vector<std::vector<int>> pp_hidden_col_;
+  int pp_hidden_total_ = 0;
 
   // Activations of the last Forward.
   Matrix<T> e_, domain_, ep_in_, o_, prior_, logits_, dlogits_;
   GateCache ep_cache_;
   std::vector<std::vector<GateCache>> pp_cache_;  // like params.pp_gates
+  // Backward: every PPNet gate's d(fc1 output) side by side, [rows, pp_hidden_total_], and
+  // the prior-embedding columns of their fc1 weights stacked, [pp_hidden_total_, 48].
+  Matrix<T> pp_da1_, pp_w1_;
   std::vector<TaskCache> tasks_;
   std::vector<T> loss_per_task_;
   // Backward scratch.

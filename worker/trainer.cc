@@ -6,12 +6,43 @@
 #include <cmath>
 #include <tuple>
 
+#include <glog/logging.h>
+
 #include "common/checksum.h"
 #include "common/ps_client.h"
 #include "proto/model_config.pb.h"
 #include "ps/embedding_table.h"
 
 namespace pepnet {
+
+EmbeddingStore::~EmbeddingStore() = default;
+
+EmbeddingStore::Ticket EmbeddingStore::Keep(Status outcome) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Ticket t = next_ticket_++;
+  outcomes_.emplace(t, std::move(outcome));
+  return t;
+}
+
+EmbeddingStore::Ticket EmbeddingStore::StartPull(const uint64_t* keys, size_t n, float* values) {
+  return Keep(Pull(keys, n, values));
+}
+
+EmbeddingStore::Ticket EmbeddingStore::StartPush(const uint64_t* keys, size_t n,
+                                                 const float* grads, const float* shows,
+                                                 const float* clicks) {
+  return Keep(Push(keys, n, grads, shows, clicks));
+}
+
+Status EmbeddingStore::Finish(Ticket ticket) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = outcomes_.find(ticket);
+  CHECK(it != outcomes_.end()) << "ticket " << ticket << " was not started or is finished";
+  Status st = std::move(it->second);
+  outcomes_.erase(it);
+  return st;
+}
+
 namespace {
 
 class LocalStore : public EmbeddingStore {
@@ -33,18 +64,62 @@ class RemoteStore : public EmbeddingStore {
  public:
   explicit RemoteStore(PsClient* client) : client_(client) {}
   Status Pull(const uint64_t* keys, size_t n, float* values) override {
-    std::vector<float> rows;
-    PEPNET_RETURN_IF_ERROR(client_->Wait(client_->Pull(keys, n, &rows)));
-    std::copy(rows.begin(), rows.end(), values);
-    return Status::OK();
+    return Finish(StartPull(keys, n, values));
   }
   Status Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
               const float* clicks) override {
     return client_->Wait(client_->Push(keys, n, grads, shows, clicks));
   }
+  Ticket StartPull(const uint64_t* keys, size_t n, float* values) override {
+    std::unique_ptr<InFlightPull> pull(new InFlightPull);
+    pull->values = values;
+    pull->ticket = client_->Pull(keys, n, &pull->rows);
+    std::lock_guard<std::mutex> lock(mu_);
+    const Ticket t = next_ticket_++;
+    pulls_[t] = std::move(pull);
+    return t;
+  }
+  Ticket StartPush(const uint64_t* keys, size_t n, const float* grads, const float* shows,
+                   const float* clicks) override {
+    const PsClient::Ticket client_ticket = client_->Push(keys, n, grads, shows, clicks);
+    std::lock_guard<std::mutex> lock(mu_);
+    const Ticket t = next_ticket_++;
+    pushes_[t] = client_ticket;
+    return t;
+  }
+  Status Finish(Ticket ticket) override {
+    std::unique_ptr<InFlightPull> pull;
+    PsClient::Ticket push = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto p = pulls_.find(ticket);
+      if (p != pulls_.end()) {
+        pull = std::move(p->second);
+        pulls_.erase(p);
+      } else {
+        auto q = pushes_.find(ticket);
+        CHECK(q != pushes_.end()) << "ticket " << ticket << " was not started or is finished";
+        push = q->second;
+        pushes_.erase(q);
+      }
+    }
+    if (pull == nullptr) return client_->Wait(push);
+    PEPNET_RETURN_IF_ERROR(client_->Wait(pull->ticket));
+    std::copy(pull->rows.begin(), pull->rows.end(), pull->values);
+    return Status::OK();
+  }
 
  private:
+  struct InFlightPull {
+    PsClient::Ticket ticket = 0;
+    std::vector<float> rows;
+    float* values = nullptr;
+  };
   PsClient* client_;
+  std::mutex mu_;
+  Ticket next_ticket_ = 1;
+  std::unordered_map<Ticket, std::unique_ptr<InFlightPull>> pulls_;
+  std::unordered_map<Ticket, PsClient::Ticket> pushes_;
 };
 
 ModelShape::Role RoleOf(proto::SlotRole r) {
@@ -151,44 +226,76 @@ Trainer::Trainer(const proto::ModelConfig& config, EmbeddingStore* store, uint64
   for (int i = 0; i < team_->size(); ++i) members_.emplace_back(new Member(ShapeOf(config)));
 }
 
-Trainer::~Trainer() = default;
+Trainer::~Trainer() { Flush(); }
 
 int Trainer::threads() const { return team_->size(); }
 
-Status Trainer::PullBatch(const Batch& batch) {
+void Trainer::StartPullBatch(const Batch& batch, BatchRows* rows) {
   const int num_slots = config_.slot_size();
-  keys_.clear();
-  slot_key_base_.resize(num_slots + 1);
+  rows->keys.clear();
+  rows->slot_key_base.resize(num_slots + 1);
   for (int s = 0; s < num_slots; ++s) {
-    slot_key_base_[s] = keys_.size();
-    keys_.insert(keys_.end(), batch.slot_keys[s].begin(), batch.slot_keys[s].end());
+    rows->slot_key_base[s] = rows->keys.size();
+    rows->keys.insert(rows->keys.end(), batch.slot_keys[s].begin(), batch.slot_keys[s].end());
   }
-  slot_key_base_[num_slots] = keys_.size();
-  dedup_.Dedup(keys_.data(), keys_.size(), &unique_, &position_);
+  rows->slot_key_base[num_slots] = rows->keys.size();
+  dedup_.Dedup(rows->keys.data(), rows->keys.size(), &rows->unique, &rows->position);
   // Distinct keys come in order of first appearance, so slot by slot: a slot's first new
   // key starts its rows.
-  value_offset_.resize(unique_.size() + 1);
+  rows->value_offset.resize(rows->unique.size() + 1);
   size_t next = 0, offset = 0;
   for (int s = 0; s < num_slots; ++s) {
-    for (size_t i = slot_key_base_[s]; i < slot_key_base_[s + 1]; ++i) {
-      if (position_[i] != next) continue;
-      value_offset_[next++] = offset;
+    for (size_t i = rows->slot_key_base[s]; i < rows->slot_key_base[s + 1]; ++i) {
+      if (rows->position[i] != next) continue;
+      rows->value_offset[next++] = offset;
       offset += dims_[s];
     }
   }
-  value_offset_[next] = offset;
-  values_.resize(offset);
+  rows->value_offset[next] = offset;
+  rows->values.resize(offset);
+  rows->tickets.clear();
+  for (int i = 0; i < team_->size(); ++i) {
+    const auto range = ShareOf(rows->unique.size(), team_->size(), i);
+    rows->tickets.push_back(range.second > range.first
+                                ? store_->StartPull(rows->unique.data() + range.first,
+                                                    range.second - range.first,
+                                                    rows->values.data() +
+                                                        rows->value_offset[range.first])
+                                : 0);
+  }
+}
 
+Status Trainer::FinishPullBatch(BatchRows* rows) {
+  if (rows->tickets.empty()) return Status::OK();
   team_->Run([&](int i) {
-    const auto range = ShareOf(unique_.size(), team_->size(), i);
-    Member& m = *members_[i];
-    m.status = range.second > range.first
-                   ? store_->Pull(unique_.data() + range.first, range.second - range.first,
-                                  values_.data() + value_offset_[range.first])
-                   : Status::OK();
+    const EmbeddingStore::Ticket t = rows->tickets[i];
+    members_[i]->status = t != 0 ? store_->Finish(t) : Status::OK();
   });
+  rows->tickets.clear();
   for (auto& m : members_) PEPNET_RETURN_IF_ERROR(m->status);
   return Status::OK();
+}
+
+Status Trainer::PullBatch(const Batch& batch) {
+  StartPullBatch(batch, &rows_);
+  return FinishPullBatch(&rows_);
+}
+
+Status Trainer::Flush() {
+  Status first;
+  for (EmbeddingStore::Ticket t : pushes_) {
+    if (t == 0) continue;
+    Status st = store_->Finish(t);
+    if (first.ok() && !st.ok()) first = st;
+  }
+  pushes_.clear();
+  if (next_valid_) {
+    // A prefetch nobody will use: wait for it so its buffers are free again.
+    next_valid_ = false;
+    Status st = FinishPullBatch(&next_);
+    if (first.ok() && !st.ok()) first = st;
+  }
+  return first;
 }
 
 void Trainer::ForwardRows(const Batch& batch, Member* m, const float* task_normalizers) {
@@ -197,8 +304,8 @@ void Trainer::ForwardRows(const Batch& batch, Member* m, const float* task_norma
   const int rows = static_cast<int>(m->row_end - m->row_begin);
   m->slot_emb.resize(num_slots);
   for (int s = 0; s < num_slots; ++s) {
-    PoolSlotRows(batch.slot_offsets[s], position_.data() + slot_key_base_[s], value_offset_.data(),
-                 values_.data(), dims_[s], mean_pooling_[s], m->row_begin, rows, &m->slot_emb[s]);
+    PoolSlotRows(batch.slot_offsets[s], rows_.position.data() + rows_.slot_key_base[s], rows_.value_offset.data(),
+                 rows_.values.data(), dims_[s], mean_pooling_[s], m->row_begin, rows, &m->slot_emb[s]);
   }
   m->labels = Eigen::Map<const Matrix<float>>(batch.labels.data() + m->row_begin * num_tasks, rows,
                                               num_tasks);
@@ -213,6 +320,7 @@ Status Trainer::Predict(const Batch& batch, std::vector<float>* scores) {
   const int num_tasks = config_.task_size();
   scores->resize(batch.size * num_tasks);
   if (batch.size == 0) return Status::OK();
+  PEPNET_RETURN_IF_ERROR(Flush());
   PEPNET_RETURN_IF_ERROR(PullBatch(batch));
   team_->Run([&](int i) {
     Member& m = *members_[i];
@@ -227,11 +335,39 @@ Status Trainer::Predict(const Batch& batch, std::vector<float>* scores) {
   return Status::OK();
 }
 
-Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
+bool Trainer::SameKeys(const Batch& batch, const BatchRows& rows) const {
+  size_t at = 0;
+  for (int s = 0; s < config_.slot_size(); ++s) {
+    const std::vector<uint64_t>& k = batch.slot_keys[s];
+    if (at + k.size() > rows.keys.size() ||
+        !std::equal(k.begin(), k.end(), rows.keys.begin() + at)) {
+      return false;
+    }
+    at += k.size();
+  }
+  return at == rows.keys.size();
+}
+
+Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics, const Batch* next) {
   const size_t batch_size = batch.size;
   if (batch_size == 0) return Status::OK();
   const int num_tasks = config_.task_size();
-  PEPNET_RETURN_IF_ERROR(PullBatch(batch));
+  // This batch's rows: prefetched by the step before (and complete: that step waited for
+  // them before its push), or pulled now.
+  if (next_valid_ && SameKeys(batch, next_)) {
+    std::swap(rows_, next_);
+    next_valid_ = false;
+  }
+  // The previous step's push is acknowledged before anything is pulled: with one worker
+  // every pull sees exactly the updates of the steps before the one it runs beside.
+  PEPNET_RETURN_IF_ERROR(Flush());
+  if (rows_.keys.empty() || !rows_.tickets.empty() || !SameKeys(batch, rows_)) {
+    PEPNET_RETURN_IF_ERROR(PullBatch(batch));
+  }
+  if (next != nullptr && next->size > 0) {
+    StartPullBatch(*next, &next_);
+    next_valid_ = true;
+  }
 
   // Each task's loss is a mean over the whole batch's labelled samples.
   std::vector<float> labelled(num_tasks, 0.0f);
@@ -265,9 +401,13 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
   // positive tasks as clicks.
   // Member i sums and pushes the distinct keys of its share, then updates its share of
   // the dense parameters.
-  key_grads_.resize(values_.size());
-  shows_.resize(unique_.size());
-  clicks_.resize(unique_.size());
+  // The prefetched rows must be in before this step's push goes out (see TrainBatch's
+  // comment on staleness).
+  if (next_valid_) PEPNET_RETURN_IF_ERROR(FinishPullBatch(&next_));
+  key_grads_.resize(rows_.values.size());
+  pushes_.assign(team_->size(), 0);
+  shows_.resize(rows_.unique.size());
+  clicks_.resize(rows_.unique.size());
   std::vector<PepNetParams<float>*> parts;
   for (auto& m : members_) {
     if (m->row_end > m->row_begin) parts.push_back(&m->grads);
@@ -278,9 +418,9 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
     flat_grads_.resize(adam_.num_values());
   }
   team_->Run([&](int i) {
-    const auto keys = ShareOf(unique_.size(), team_->size(), i);
-    std::fill(key_grads_.begin() + value_offset_[keys.first],
-              key_grads_.begin() + value_offset_[keys.second], 0.0f);
+    const auto keys = ShareOf(rows_.unique.size(), team_->size(), i);
+    std::fill(key_grads_.begin() + rows_.value_offset[keys.first],
+              key_grads_.begin() + rows_.value_offset[keys.second], 0.0f);
     std::fill(shows_.begin() + keys.first, shows_.begin() + keys.second, 0.0f);
     std::fill(clicks_.begin() + keys.first, clicks_.begin() + keys.second, 0.0f);
     for (const auto& mp : members_) {
@@ -288,7 +428,7 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
       for (int s = 0; s < config_.slot_size(); ++s) {
         const int dim = dims_[s];
         const std::vector<uint32_t>& off = batch.slot_offsets[s];
-        const uint32_t* pos = position_.data() + slot_key_base_[s];
+        const uint32_t* pos = rows_.position.data() + rows_.slot_key_base[s];
         for (size_t r = 0; r < m.row_end - m.row_begin; ++r) {
           const size_t row = m.row_begin + r;
           const uint32_t count = off[row + 1] - off[row];
@@ -302,7 +442,7 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
           for (uint32_t k = off[row]; k < off[row + 1]; ++k) {
             const uint32_t j = pos[k];
             if (j < keys.first || j >= keys.second) continue;
-            Eigen::Map<RowVector<float>>(key_grads_.data() + value_offset_[j], dim) +=
+            Eigen::Map<RowVector<float>>(key_grads_.data() + rows_.value_offset[j], dim) +=
                 m.slot_grads[s].row(r) * scale;
             shows_[j] += 1.0f;
             clicks_[j] += click;
@@ -310,12 +450,14 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
         }
       }
     }
-    Member& self = *members_[i];
-    self.status = keys.second > keys.first
-                      ? store_->Push(unique_.data() + keys.first, keys.second - keys.first,
-                                     key_grads_.data() + value_offset_[keys.first],
-                                     shows_.data() + keys.first, clicks_.data() + keys.first)
-                      : Status::OK();
+    // The push is sent now and acknowledged in the next step (or Flush), after the rows
+    // prefetched beside this step have arrived (waited for above).
+    pushes_[i] = keys.second > keys.first
+                     ? store_->StartPush(rows_.unique.data() + keys.first,
+                                         keys.second - keys.first,
+                                         key_grads_.data() + rows_.value_offset[keys.first],
+                                         shows_.data() + keys.first, clicks_.data() + keys.first)
+                     : 0;
     const auto dense = ShareOf(adam_.num_values(), team_->size(), i);
     if (reducer_ == nullptr) {
       adam_.UpdateRange(&params_, parts, dense.first, dense.second);
@@ -334,12 +476,20 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics) {
           });
     }
   });
-  for (auto& m : members_) PEPNET_RETURN_IF_ERROR(m->status);
-  if (reducer_ == nullptr) return Status::OK();
-  bool all_done = false;
-  PEPNET_RETURN_IF_ERROR(reducer_->AllReduce(true, &flat_grads_, &all_done));
-  if (all_done) return Status::Internal("dense reduction ended the pass during a step with data");
-  return ApplyFlatGradient();
+  if (reducer_ != nullptr) {
+    // The push runs beside the dense sum.
+    bool all_done = false;
+    Status st = reducer_->AllReduce(true, &flat_grads_, &all_done);
+    if (st.ok() && all_done) {
+      st = Status::Internal("dense reduction ended the pass during a step with data");
+    }
+    if (st.ok()) st = ApplyFlatGradient();
+    if (!st.ok()) {
+      Flush();  // the step failed already; the push's own outcome adds nothing
+      return st;
+    }
+  }
+  return next == nullptr ? Flush() : Status::OK();
 }
 
 void Trainer::AddRange(const float* src, size_t n, bool first, std::pair<size_t, size_t> range,

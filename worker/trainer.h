@@ -17,7 +17,9 @@
 #define PEPNET_WORKER_TRAINER_H_
 
 #include <memory>
+#include <mutex>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
 #include "common/key_dedup.h"
@@ -40,12 +42,29 @@ class PsClient;
 // Where embedding rows come from and where their gradients go.
 class EmbeddingStore {
  public:
-  virtual ~EmbeddingStore() = default;
+  using Ticket = uint64_t;
+  virtual ~EmbeddingStore();
   // Rows of keys[0..n) in key order, each of its slot's dim. Called concurrently from the
   // trainer's threads with disjoint keys.
   virtual Status Pull(const uint64_t* keys, size_t n, float* values) = 0;
   virtual Status Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
                       const float* clicks) = 0;
+
+  // The same calls started now and finished by Finish(ticket), so that a step's network
+  // work can overlap its computation. keys, grads, shows and clicks may be reused once
+  // Start* returns; `values` is written by the time Finish returns and must stay alive
+  // until then. Each ticket is finished once, from any thread. The defaults run the call at
+  // once and keep its outcome for Finish.
+  virtual Ticket StartPull(const uint64_t* keys, size_t n, float* values);
+  virtual Ticket StartPush(const uint64_t* keys, size_t n, const float* grads, const float* shows,
+                           const float* clicks);
+  virtual Status Finish(Ticket ticket);
+
+ private:
+  Ticket Keep(Status outcome);
+  std::mutex mu_;
+  std::unordered_map<Ticket, Status> outcomes_;
+  Ticket next_ticket_ = 1;
 };
 
 // Sums the dense gradients of the workers of a cluster, once per step: the synchronous
@@ -97,7 +116,18 @@ class Trainer {
   ~Trainer();
 
   // One step on `batch`; its predictions (before the update) go to `metrics`.
-  Status TrainBatch(const Batch& batch, PassMetrics* metrics);
+  //
+  // With `next` (the batch the following call will train on), the step overlaps its
+  // network work with its computation: the rows of `next` are pulled while this batch
+  // computes, and this batch's gradients are pushed while the dense sum runs, the push
+  // finishing in the following call (or Flush). The staleness this brings is one step:
+  // `next`'s rows are pulled after the push of the step before this one is acknowledged
+  // and before this step's push is sent, so they hold every update but this step's. With
+  // one worker the order of pulls and pushes is fixed, so runs stay bit-identical. A
+  // following call with a batch other than `next` pulls its rows again.
+  Status TrainBatch(const Batch& batch, PassMetrics* metrics, const Batch* next = nullptr);
+  // Waits for the push a step left in flight; its failure, if any.
+  Status Flush();
 
   // Scores `batch` without training: probabilities, [batch.size, num_tasks] row-major.
   Status Predict(const Batch& batch, std::vector<float>* scores);
@@ -124,8 +154,25 @@ class Trainer {
 
  private:
   struct Member;  // one thread's model activations and gradients
-  // Dedups the batch's keys and pulls the distinct rows into values_.
+  // A batch's keys and their distinct rows. keys holds every key occurrence, slot by slot;
+  // unique the distinct keys (grouped by slot, as keys of slots differ); position[i] the
+  // index in unique of keys[i]; value_offset[j] where unique[j]'s row starts in values
+  // (and in key_grads_). tickets: the pulls in flight into values, one per thread's share.
+  struct BatchRows {
+    std::vector<uint64_t> keys, unique;
+    std::vector<uint32_t> position;
+    std::vector<size_t> slot_key_base, value_offset;
+    std::vector<float> values;
+    std::vector<EmbeddingStore::Ticket> tickets;
+  };
+  // Dedups the batch's keys into *rows and starts pulling the distinct rows.
+  void StartPullBatch(const Batch& batch, BatchRows* rows);
+  // Waits for rows->tickets (each thread its share).
+  Status FinishPullBatch(BatchRows* rows);
+  // Dedups the batch's keys and pulls the distinct rows into rows_.values.
   Status PullBatch(const Batch& batch);
+  // Whether rows were made from exactly this batch's keys.
+  bool SameKeys(const Batch& batch, const BatchRows& rows) const;
   // Member i pools its rows' embeddings and runs the forward pass.
   void ForwardRows(const Batch& batch, Member* m, const float* task_normalizers);
   // flat_grads_[range] (+)= src, for the part of range inside [*base, *base + n); advances
@@ -144,14 +191,13 @@ class Trainer {
   std::unique_ptr<ThreadTeam> team_;
   std::vector<std::unique_ptr<Member>> members_;
   KeyDeduper dedup_;
-  // Per-step buffers, kept to avoid reallocation. keys_ holds every key occurrence, slot
-  // by slot; unique_ the distinct keys (grouped by slot, as keys of slots differ);
-  // position_[i] the index in unique_ of keys_[i]; value_offset_[j] where unique_[j]'s row
-  // starts in values_ and key_grads_.
-  std::vector<uint64_t> keys_, unique_;
-  std::vector<uint32_t> position_;
-  std::vector<size_t> slot_key_base_, value_offset_;
-  std::vector<float> values_, key_grads_, shows_, clicks_;
+  // Per-step buffers, kept to avoid reallocation: this step's rows, and the next step's
+  // while they are prefetched (next_valid_).
+  BatchRows rows_, next_;
+  bool next_valid_ = false;
+  std::vector<float> key_grads_, shows_, clicks_;
+  // This step's pushes in flight, one per thread's share.
+  std::vector<EmbeddingStore::Ticket> pushes_;
   DenseReducer* reducer_ = nullptr;
   std::vector<float> flat_grads_;
 };

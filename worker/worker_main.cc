@@ -33,6 +33,9 @@ DEFINE_int32(idle_timeout_s, 0,
              "Watching: stop when no new pass is ready for this long; 0 = wait forever.");
 DEFINE_int32(poll_ms, 500, "Watching: how often the pass root is scanned.");
 DEFINE_int32(threads, 2, "Threads of a training step.");
+DEFINE_bool(prefetch_rows, true,
+            "Pull the next batch's rows while this batch computes (one step of staleness: "
+            "they miss this step's update).");
 DEFINE_uint64(seed, 1, "Dense initialization seed (the same on every worker).");
 DEFINE_int32(reconnect_timeout_s, 600,
              "Keep trying to reach the coordinator this long, at start and (in a run that "
@@ -94,6 +97,7 @@ int Run() {
   o.source.idle_timeout_s = FLAGS_idle_timeout_s;
   o.source.poll_ms = FLAGS_poll_ms;
   o.threads = FLAGS_threads;
+  o.prefetch_rows = FLAGS_prefetch_rows;
   o.seed = FLAGS_seed;
   o.reconnect_timeout_ms = FLAGS_reconnect_timeout_s * 1000;
   st = pepnet::LoadSecretAndTls(FLAGS_secret_file, &o.secret);
