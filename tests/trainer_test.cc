@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <set>
 
 #include "common/ps_client.h"
 #include "proto/model_config.pb.h"
@@ -50,17 +51,22 @@ void WritePlantedData(const std::string& path, int rows, uint64_t seed) {
 }
 
 // Streams `file` through the trainer `passes` times; `metrics` ends with the last pass.
+// With `prefetch`, each step is told the next batch (as pepnet_worker does).
 Status TrainPasses(const proto::ModelConfig& config, const std::string& file, int passes,
-                   Trainer* trainer, PassMetrics* metrics) {
+                   Trainer* trainer, PassMetrics* metrics, bool prefetch = false) {
   for (int pass = 0; pass < passes; ++pass) {
     metrics->Clear();
     DataReader reader(&config, {file});
-    Batch batch;
+    Batch batch, next;
     bool done = false;
-    while (!done) {
-      PEPNET_RETURN_IF_ERROR(reader.Next(config.batch_size(), &batch, &done));
-      PEPNET_RETURN_IF_ERROR(trainer->TrainBatch(batch, metrics));
+    PEPNET_RETURN_IF_ERROR(reader.Next(config.batch_size(), &batch, &done));
+    while (batch.size > 0) {
+      next.size = 0;
+      if (!done) PEPNET_RETURN_IF_ERROR(reader.Next(config.batch_size(), &next, &done));
+      PEPNET_RETURN_IF_ERROR(trainer->TrainBatch(batch, metrics, prefetch ? &next : nullptr));
+      std::swap(batch, next);
     }
+    PEPNET_RETURN_IF_ERROR(trainer->Flush());
   }
   return Status::OK();
 }
@@ -131,20 +137,88 @@ TEST(TrainerTest, ShardServersAndLocalTableTrainIdentically) {
   std::unique_ptr<EmbeddingStore> local;
   ASSERT_TRUE(MakeLocalStore(config, 1, &local).ok());
   std::unique_ptr<EmbeddingStore> remote = MakeRemoteStore(client.get());
-  std::string json[2];
-  std::vector<float> head[2];
+  // [store][prefetch]
+  std::string json[2][2];
+  std::vector<float> head[2][2];
   EmbeddingStore* stores[2] = {local.get(), remote.get()};
-  for (int k = 0; k < 2; ++k) {
-    Trainer trainer(config, stores[k], 1, /*threads=*/2);
-    PassMetrics metrics({"click", "like"}, 2);
-    st = TrainPasses(config, data, 2, &trainer, &metrics);
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    json[k] = metrics.ToJson(1);
-    const auto& w = trainer.params().heads[0].weight;
-    head[k].assign(w.data(), w.data() + w.size());
+  // The prefetching runs start from the rows the first runs left, the same in both stores.
+  for (int prefetch = 0; prefetch < 2; ++prefetch) {
+    for (int k = 0; k < 2; ++k) {
+      Trainer trainer(config, stores[k], 1, /*threads=*/2);
+      PassMetrics metrics({"click", "like"}, 2);
+      st = TrainPasses(config, data, 2, &trainer, &metrics, prefetch == 1);
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      json[k][prefetch] = metrics.ToJson(1);
+      const auto& w = trainer.params().heads[0].weight;
+      head[k][prefetch].assign(w.data(), w.data() + w.size());
+    }
+    // Whatever the network's timing, a prefetching step's rows hold the same updates.
+    EXPECT_EQ(json[0][prefetch], json[1][prefetch]) << "prefetch " << prefetch;
+    EXPECT_EQ(head[0][prefetch], head[1][prefetch]) << "prefetch " << prefetch;
   }
-  EXPECT_EQ(json[0], json[1]);
-  EXPECT_EQ(head[0], head[1]);
+}
+
+// Where the prefetch sits: batch t+1's rows are pulled after batch t-1's push and before
+// batch t's, so they miss exactly one step's update.
+TEST(TrainerTest, PrefetchPullsTheNextBatchBetweenTwoPushes) {
+  class RecordingStore : public EmbeddingStore {
+   public:
+    explicit RecordingStore(std::unique_ptr<EmbeddingStore> inner) : inner_(std::move(inner)) {}
+    Status Pull(const uint64_t* keys, size_t n, float* values) override {
+      events.push_back("pull " + Name(keys, n));
+      return inner_->Pull(keys, n, values);
+    }
+    Status Push(const uint64_t* keys, size_t n, const float* grads, const float* shows,
+                const float* clicks) override {
+      events.push_back("push " + Name(keys, n));
+      return inner_->Push(keys, n, grads, shows, clicks);
+    }
+    // A batch's distinct keys by their count and sum.
+    static std::string Name(const uint64_t* keys, size_t n) {
+      uint64_t sum = 0;
+      for (size_t i = 0; i < n; ++i) sum += keys[i];
+      return std::to_string(n) + ":" + std::to_string(sum);
+    }
+    std::vector<std::string> events;
+
+   private:
+    std::unique_ptr<EmbeddingStore> inner_;
+  };
+  testing::TempDir dir;
+  const std::string data = dir.File("train.csv");
+  WritePlantedData(data, 128 * 4, 3);
+  proto::ModelConfig config;
+  ASSERT_TRUE(ParseModelConfig(kConfig, "test", &config).ok());
+  std::vector<std::string> name;  // of each batch, as the pulls and pushes name it
+  {
+    DataReader reader(&config, {data});
+    Batch batch;
+    bool done = false;
+    while (!done) {
+      ASSERT_TRUE(reader.Next(config.batch_size(), &batch, &done).ok());
+      if (batch.size == 0) continue;
+      std::set<uint64_t> distinct;
+      for (const auto& keys : batch.slot_keys) distinct.insert(keys.begin(), keys.end());
+      const std::vector<uint64_t> keys(distinct.begin(), distinct.end());
+      name.push_back(RecordingStore::Name(keys.data(), keys.size()));
+    }
+  }
+  ASSERT_EQ(name.size(), 4u);
+  for (bool prefetch : {false, true}) {
+    std::unique_ptr<EmbeddingStore> inner;
+    ASSERT_TRUE(MakeLocalStore(config, 1, &inner).ok());
+    RecordingStore store(std::move(inner));
+    Trainer trainer(config, &store, 1, /*threads=*/1);
+    PassMetrics metrics({"click", "like"}, 2);
+    ASSERT_TRUE(TrainPasses(config, data, 1, &trainer, &metrics, prefetch).ok());
+    std::vector<std::string> expected;
+    for (size_t t = 0; t < name.size(); ++t) {
+      if (!prefetch || t == 0) expected.push_back("pull " + name[t]);
+      if (prefetch && t + 1 < name.size()) expected.push_back("pull " + name[t + 1]);
+      expected.push_back("push " + name[t]);
+    }
+    EXPECT_EQ(store.events, expected) << "prefetch " << prefetch;
+  }
 }
 
 // A pass over each real sample shipped beside the project trains without error and

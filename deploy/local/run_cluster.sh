@@ -7,6 +7,7 @@
 #   deploy/local/run_cluster.sh --config=configs/demo.pbtxt --pass_root=DIR \
 #       [--servers=2] [--workers=2] [--run_dir=run] [--publish_dir=RUN/model] \
 #       [--max_passes=0] [--idle_timeout=10] [--threads=1] [--base_every=5]
+#       [--prefetch_rows=true]     (the workers pull the next batch's rows during a step)
 #       [--memory_limit_bytes=N]   (per shard server; default: half the host's memory shared
 #                                   by the servers, 0 = none)
 #       [--secret_file=FILE]       (the cluster's secret; default: RUN/secret, made if absent)
@@ -29,7 +30,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="${PEPNET_BIN:-$HERE/../../build/bin}"
 SERVERS=2 WORKERS=2 RUN_DIR=run CONFIG="" PASS_ROOT="" PASSES="" PUBLISH_DIR="" MAX_PASSES=0
 IDLE_TIMEOUT=10 THREADS=1 BASE_EVERY=5 MEMORY_LIMIT="" PARTITION_BITS=5 DATA_DIR="" SECRET_FILE=""
-TLS_DIR=""
+TLS_DIR="" PREFETCH_ROWS=true
 for arg in "$@"; do
   case "$arg" in
     --servers=*) SERVERS="${arg#*=}" ;;
@@ -42,6 +43,7 @@ for arg in "$@"; do
     --max_passes=*) MAX_PASSES="${arg#*=}" ;;
     --idle_timeout=*) IDLE_TIMEOUT="${arg#*=}" ;;
     --threads=*) THREADS="${arg#*=}" ;;
+    --prefetch_rows=*) PREFETCH_ROWS="${arg#*=}" ;;
     --base_every=*) BASE_EVERY="${arg#*=}" ;;
     --memory_limit_bytes=*) MEMORY_LIMIT="${arg#*=}" ;;
     --partition_bits=*) PARTITION_BITS="${arg#*=}" ;;
@@ -174,8 +176,8 @@ SOURCE=(--pass_root="$PASS_ROOT")
 start_worker() {  # worker index
   "$BIN/pepnet_worker" --config="$CONFIG" --servers="$SERVER_LIST" --coordinator="127.0.0.1:$port" \
     --worker_index="$1" --num_workers="$WORKERS" "${SOURCE[@]}" --max_passes="$MAX_PASSES" \
-    --idle_timeout_s="$IDLE_TIMEOUT" --threads="$THREADS" --admin_port_file="$RUN_DIR/worker-$1.admin_port" \
-    "${AUTH[@]}" >> "$RUN_DIR/worker-$1.log" 2>&1 &
+    --idle_timeout_s="$IDLE_TIMEOUT" --threads="$THREADS" --prefetch_rows="$PREFETCH_ROWS" \
+    --admin_port_file="$RUN_DIR/worker-$1.admin_port" "${AUTH[@]}" >> "$RUN_DIR/worker-$1.log" 2>&1 &
   PID["worker $1"]=$!
 }
 for i in $(seq 0 $((WORKERS - 1))); do start_worker "$i"; NAMES+=("worker $i"); done
