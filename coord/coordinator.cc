@@ -628,10 +628,20 @@ class Coordinator {
         loss_count += m.header.loss_count();
       }
       progress_.Update(samples, loss_count ? loss_sum / loss_count : 0);
-      bool any = false;
+      bool any = false, kept = false;
       for (int i = 0; i < o_.num_workers; ++i) {
         const CoordEnvelope& m = msgs[i];
         if (!m.header.has_data()) continue;
+        if (m.header.sum_kept()) {
+          if (o_.num_workers != 1) {
+            return Status::InvalidArgument(Name(i) + " kept its dense gradient as the sum in a "
+                                           "cluster of " + std::to_string(o_.num_workers) +
+                                           " workers");
+          }
+          kept = true;
+          any = true;
+          continue;
+        }
         // Every contribution has the model's size, so all of them have the sum's.
         const size_t n = m.payload.size() / 4;
         if (m.payload.size() != 4 * num_dense_) {
@@ -660,7 +670,7 @@ class Coordinator {
         any = true;
       }
       // Finite parts can still overflow to infinity in the sum.
-      if (any && FirstNonFinite(sum.data(), sum.size()) < sum.size()) {
+      if (any && !kept && FirstNonFinite(sum.data(), sum.size()) < sum.size()) {
         return Status::InvalidArgument("the workers' dense gradients of pass " +
                                        std::to_string(pass) + " step " + std::to_string(step) +
                                        " sum to a non-finite value; nothing of the pass is "
@@ -673,6 +683,11 @@ class Coordinator {
         reply.set_all_done(true);
         Broadcast(reply);
         return Status::OK();
+      }
+      if (kept) {
+        reply.set_sum_kept(true);
+        Broadcast(reply);
+        continue;
       }
       reply.set_num_dense(sum.size());
       Broadcast(reply, sum.data(), 4 * sum.size());

@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -78,7 +79,8 @@ class CoordinatorChannel {
 // The coordinator's STEP as a DenseReducer.
 class CoordinatorReducer : public DenseReducer {
  public:
-  explicit CoordinatorReducer(CoordinatorChannel* channel) : channel_(channel) {}
+  CoordinatorReducer(CoordinatorChannel* channel, int num_workers)
+      : channel_(channel), alone_(num_workers == 1) {}
 
   // What each step reports for the coordinator's progress line (borrowed; null: none).
   void set_progress(const uint64_t* samples, const PassMetrics* metrics) {
@@ -91,13 +93,18 @@ class CoordinatorReducer : public DenseReducer {
     m.set_type(proto::COORD_STEP);
     m.set_step(step_++);
     m.set_has_data(has_data);
-    m.set_num_dense(has_data ? grads->size() : 0);
+    // Alone, this worker's gradient is the sum: it stays here, unless it is not finite
+    // (then the coordinator sees it, names this worker and stops the run).
+    const bool keep = has_data && alone_ && AllFinite(*grads);
+    m.set_sum_kept(keep);
+    const bool send = has_data && !keep;
+    m.set_num_dense(send ? grads->size() : 0);
     if (samples_ != nullptr) m.set_samples(*samples_);
     if (metrics_ != nullptr) {
       m.set_loss_sum(metrics_->loss_sum());
       m.set_loss_count(metrics_->loss_count());
     }
-    PEPNET_RETURN_IF_ERROR(channel_->Send(m, grads->data(), has_data ? 4 * grads->size() : 0));
+    PEPNET_RETURN_IF_ERROR(channel_->Send(m, grads->data(), send ? 4 * grads->size() : 0));
     proto::CoordMessage reply;
     PEPNET_RETURN_IF_ERROR(channel_->Receive(&reply, &payload_));
     if (reply.type() != proto::COORD_STEP) return Unexpected(reply);
@@ -105,6 +112,10 @@ class CoordinatorReducer : public DenseReducer {
     if (*all_done) {
       step_ = 0;
       return Status::OK();
+    }
+    if (reply.sum_kept()) {
+      if (keep) return Status::OK();
+      return Status::Internal("the coordinator kept no gradient of this worker's as the sum");
     }
     if (payload_.size() != 4 * grads->size()) {
       return Status::Internal("coordinator sent " + std::to_string(payload_.size()) +
@@ -115,12 +126,20 @@ class CoordinatorReducer : public DenseReducer {
     return Status::OK();
   }
 
+  static bool AllFinite(const std::vector<float>& v) {
+    for (float x : v) {
+      if (!std::isfinite(x)) return false;
+    }
+    return true;
+  }
+
   static Status Unexpected(const proto::CoordMessage& m) {
     return Status::Internal("unexpected coordinator message type " + std::to_string(m.type()));
   }
 
  private:
   CoordinatorChannel* channel_;
+  const bool alone_;
   const uint64_t* samples_ = nullptr;
   const PassMetrics* metrics_ = nullptr;
   uint64_t step_ = 0;
@@ -183,7 +202,7 @@ class Session {
                 << (done.empty() ? "" : done.back()) << "), dense state of Adam step "
                 << dense.step;
     }
-    CoordinatorReducer reducer(coord_.get());
+    CoordinatorReducer reducer(coord_.get(), o_.num_workers);
     trainer.set_dense_reducer(&reducer);
     for (;;) {
       const std::string folder = source.Next();
