@@ -230,7 +230,7 @@ Trainer::~Trainer() { Flush(); }
 
 int Trainer::threads() const { return team_->size(); }
 
-void Trainer::StartPullBatch(const Batch& batch, BatchRows* rows) {
+void Trainer::DedupBatch(const Batch& batch, BatchRows* rows) {
   const int num_slots = config_.slot_size();
   rows->keys.clear();
   rows->slot_key_base.resize(num_slots + 1);
@@ -254,6 +254,10 @@ void Trainer::StartPullBatch(const Batch& batch, BatchRows* rows) {
   rows->value_offset[next] = offset;
   rows->values.resize(offset);
   rows->tickets.clear();
+}
+
+void Trainer::StartPullBatch(const Batch& batch, BatchRows* rows) {
+  DedupBatch(batch, rows);
   for (int i = 0; i < team_->size(); ++i) {
     const auto range = ShareOf(rows->unique.size(), team_->size(), i);
     rows->tickets.push_back(range.second > range.first
@@ -277,8 +281,18 @@ Status Trainer::FinishPullBatch(BatchRows* rows) {
 }
 
 Status Trainer::PullBatch(const Batch& batch) {
-  StartPullBatch(batch, &rows_);
-  return FinishPullBatch(&rows_);
+  DedupBatch(batch, &rows_);
+  // Each thread pulls its share (a local table's pulls run on the calling thread).
+  team_->Run([&](int i) {
+    const auto range = ShareOf(rows_.unique.size(), team_->size(), i);
+    members_[i]->status = range.second > range.first
+                              ? store_->Pull(rows_.unique.data() + range.first,
+                                             range.second - range.first,
+                                             rows_.values.data() + rows_.value_offset[range.first])
+                              : Status::OK();
+  });
+  for (auto& m : members_) PEPNET_RETURN_IF_ERROR(m->status);
+  return Status::OK();
 }
 
 Status Trainer::Flush() {

@@ -165,7 +165,9 @@ class Trainer {
     std::vector<float> values;
     std::vector<EmbeddingStore::Ticket> tickets;
   };
-  // Dedups the batch's keys into *rows and starts pulling the distinct rows.
+  // Dedups the batch's keys into *rows and sizes rows->values for their rows.
+  void DedupBatch(const Batch& batch, BatchRows* rows);
+  // DedupBatch, then starts pulling the distinct rows.
   void StartPullBatch(const Batch& batch, BatchRows* rows);
   // Waits for rows->tickets (each thread its share).
   Status FinishPullBatch(BatchRows* rows);
