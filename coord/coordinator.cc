@@ -634,9 +634,10 @@ class Coordinator {
         if (!m.header.has_data()) continue;
         if (m.header.sum_kept()) {
           if (o_.num_workers != 1) {
-            return Status::InvalidArgument(Name(i) + " kept its dense gradient as the sum in a "
-                                           "cluster of " + std::to_string(o_.num_workers) +
-                                           " workers");
+            return Status::InvalidArgument(Name(i) +
+                                           " kept its dense gradient as the sum in a "
+                                           "cluster of " +
+                                           std::to_string(o_.num_workers) + " workers");
           }
           kept = true;
           any = true;

@@ -37,7 +37,7 @@ struct ClusterWorkerOptions {
   int worker_index = 0;
   int num_workers = 1;
   PassSourceOptions source;
-  int threads = 2;    // of a training step
+  int threads = 2;  // of a training step
   // Overlap each step's network work with its computation (Trainer::TrainBatch's `next`):
   // the next batch's rows are pulled while this one computes, with one step of staleness.
   bool prefetch_rows = true;

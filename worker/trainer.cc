@@ -28,9 +28,8 @@ EmbeddingStore::Ticket EmbeddingStore::StartPull(const uint64_t* keys, size_t n,
   return Keep(Pull(keys, n, values));
 }
 
-EmbeddingStore::Ticket EmbeddingStore::StartPush(const uint64_t* keys, size_t n,
-                                                 const float* grads, const float* shows,
-                                                 const float* clicks) {
+EmbeddingStore::Ticket EmbeddingStore::StartPush(const uint64_t* keys, size_t n, const float* grads,
+                                                 const float* shows, const float* clicks) {
   return Keep(Push(keys, n, grads, shows, clicks));
 }
 
@@ -260,12 +259,11 @@ void Trainer::StartPullBatch(const Batch& batch, BatchRows* rows) {
   DedupBatch(batch, rows);
   for (int i = 0; i < team_->size(); ++i) {
     const auto range = ShareOf(rows->unique.size(), team_->size(), i);
-    rows->tickets.push_back(range.second > range.first
-                                ? store_->StartPull(rows->unique.data() + range.first,
-                                                    range.second - range.first,
-                                                    rows->values.data() +
-                                                        rows->value_offset[range.first])
-                                : 0);
+    rows->tickets.push_back(
+        range.second > range.first
+            ? store_->StartPull(rows->unique.data() + range.first, range.second - range.first,
+                                rows->values.data() + rows->value_offset[range.first])
+            : 0);
   }
 }
 
@@ -285,11 +283,11 @@ Status Trainer::PullBatch(const Batch& batch) {
   // Each thread pulls its share (a local table's pulls run on the calling thread).
   team_->Run([&](int i) {
     const auto range = ShareOf(rows_.unique.size(), team_->size(), i);
-    members_[i]->status = range.second > range.first
-                              ? store_->Pull(rows_.unique.data() + range.first,
-                                             range.second - range.first,
-                                             rows_.values.data() + rows_.value_offset[range.first])
-                              : Status::OK();
+    members_[i]->status =
+        range.second > range.first
+            ? store_->Pull(rows_.unique.data() + range.first, range.second - range.first,
+                           rows_.values.data() + rows_.value_offset[range.first])
+            : Status::OK();
   });
   for (auto& m : members_) PEPNET_RETURN_IF_ERROR(m->status);
   return Status::OK();
@@ -318,8 +316,9 @@ void Trainer::ForwardRows(const Batch& batch, Member* m, const float* task_norma
   const int rows = static_cast<int>(m->row_end - m->row_begin);
   m->slot_emb.resize(num_slots);
   for (int s = 0; s < num_slots; ++s) {
-    PoolSlotRows(batch.slot_offsets[s], rows_.position.data() + rows_.slot_key_base[s], rows_.value_offset.data(),
-                 rows_.values.data(), dims_[s], mean_pooling_[s], m->row_begin, rows, &m->slot_emb[s]);
+    PoolSlotRows(batch.slot_offsets[s], rows_.position.data() + rows_.slot_key_base[s],
+                 rows_.value_offset.data(), rows_.values.data(), dims_[s], mean_pooling_[s],
+                 m->row_begin, rows, &m->slot_emb[s]);
   }
   m->labels = Eigen::Map<const Matrix<float>>(batch.labels.data() + m->row_begin * num_tasks, rows,
                                               num_tasks);
@@ -467,8 +466,7 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics, const Batch
     // The push is sent now and acknowledged in the next step (or Flush), after the rows
     // prefetched beside this step have arrived (waited for above).
     pushes_[i] = keys.second > keys.first
-                     ? store_->StartPush(rows_.unique.data() + keys.first,
-                                         keys.second - keys.first,
+                     ? store_->StartPush(rows_.unique.data() + keys.first, keys.second - keys.first,
                                          key_grads_.data() + rows_.value_offset[keys.first],
                                          shows_.data() + keys.first, clicks_.data() + keys.first)
                      : 0;
