@@ -38,9 +38,8 @@ struct ClusterWorkerOptions {
   int num_workers = 1;
   PassSourceOptions source;
   int threads = 2;  // of a training step
-  // Overlap each step's network work with its computation (Trainer::TrainBatch's `next`):
-  // the next batch's rows are pulled while this one computes, with one step of staleness.
-  bool prefetch_rows = true;
+  // Overlap each step's network work with its computation (Trainer::TrainBatch's `next`).
+  bool prefetch_rows = false;
   uint64_t seed = 1;  // dense initialization, the same on every worker
   // How long to keep trying to reach the coordinator: at start, and after losing it in a
   // run that recovers.

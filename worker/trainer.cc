@@ -293,6 +293,42 @@ Status Trainer::PullBatch(const Batch& batch) {
   return Status::OK();
 }
 
+Status Trainer::RefreshPushedRows(const BatchRows& pushed, BatchRows* rows) {
+  // The keys of *rows that `pushed` also has: where their positions in the concatenation
+  // point into its first part.
+  refresh_keys_.assign(pushed.unique.begin(), pushed.unique.end());
+  refresh_keys_.insert(refresh_keys_.end(), rows->unique.begin(), rows->unique.end());
+  dedup_.Dedup(refresh_keys_.data(), refresh_keys_.size(), &refresh_unique_, &refresh_position_);
+  const size_t base = pushed.unique.size();
+  refresh_keys_.clear();
+  refresh_rows_.clear();
+  refresh_offset_.assign(1, 0);
+  for (size_t j = 0; j < rows->unique.size(); ++j) {
+    if (refresh_position_[base + j] >= base) continue;
+    refresh_keys_.push_back(rows->unique[j]);
+    refresh_rows_.push_back(j);
+    refresh_offset_.push_back(refresh_offset_.back() + rows->value_offset[j + 1] -
+                              rows->value_offset[j]);
+  }
+  refresh_values_.resize(refresh_offset_.back());
+  team_->Run([&](int i) {
+    const auto range = ShareOf(refresh_keys_.size(), team_->size(), i);
+    Member& m = *members_[i];
+    m.status = range.second > range.first
+                   ? store_->Pull(refresh_keys_.data() + range.first, range.second - range.first,
+                                  refresh_values_.data() + refresh_offset_[range.first])
+                   : Status::OK();
+    if (!m.status.ok()) return;
+    for (size_t k = range.first; k < range.second; ++k) {
+      std::copy(refresh_values_.begin() + refresh_offset_[k],
+                refresh_values_.begin() + refresh_offset_[k + 1],
+                rows->values.begin() + rows->value_offset[refresh_rows_[k]]);
+    }
+  });
+  for (auto& m : members_) PEPNET_RETURN_IF_ERROR(m->status);
+  return Status::OK();
+}
+
 Status Trainer::Flush() {
   Status first;
   for (EmbeddingStore::Ticket t : pushes_) {
@@ -367,14 +403,17 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics, const Batch
   const int num_tasks = config_.task_size();
   // This batch's rows: prefetched by the step before (and complete: that step waited for
   // them before its push), or pulled now.
+  bool prefetched = false;
   if (next_valid_ && SameKeys(batch, next_)) {
-    std::swap(rows_, next_);
+    std::swap(rows_, next_);  // next_ now holds the previous step's rows
     next_valid_ = false;
+    prefetched = true;
   }
-  // The previous step's push is acknowledged before anything is pulled: with one worker
-  // every pull sees exactly the updates of the steps before the one it runs beside.
+  // The previous step's push is acknowledged before anything is pulled.
   PEPNET_RETURN_IF_ERROR(Flush());
-  if (rows_.keys.empty() || !rows_.tickets.empty() || !SameKeys(batch, rows_)) {
+  if (prefetched) {
+    PEPNET_RETURN_IF_ERROR(RefreshPushedRows(next_, &rows_));
+  } else {
     PEPNET_RETURN_IF_ERROR(PullBatch(batch));
   }
   if (next != nullptr && next->size > 0) {

@@ -120,11 +120,12 @@ class Trainer {
   // With `next` (the batch the following call will train on), the step overlaps its
   // network work with its computation: the rows of `next` are pulled while this batch
   // computes, and this batch's gradients are pushed while the dense sum runs, the push
-  // finishing in the following call (or Flush). The staleness this brings is one step:
-  // `next`'s rows are pulled after the push of the step before this one is acknowledged
-  // and before this step's push is sent, so they hold every update but this step's. With
-  // one worker the order of pulls and pushes is fixed, so runs stay bit-identical. A
-  // following call with a batch other than `next` pulls its rows again.
+  // finishing in the following call (or Flush). The following call, once that push is
+  // acknowledged, pulls again the rows of the keys both batches have, so no row is stale:
+  // with one worker a step sees exactly the updates it would see without the overlap, and
+  // training is bit-identical to it. With more workers, as without the overlap, a row holds
+  // the other workers' pushes that reached its shard before it was pulled. A following call
+  // with a batch other than `next` pulls its rows again.
   Status TrainBatch(const Batch& batch, PassMetrics* metrics, const Batch* next = nullptr);
   // Waits for the push a step left in flight; its failure, if any.
   Status Flush();
@@ -173,6 +174,9 @@ class Trainer {
   Status FinishPullBatch(BatchRows* rows);
   // Dedups the batch's keys and pulls the distinct rows into rows_.values.
   Status PullBatch(const Batch& batch);
+  // Pulls again the rows of *rows (prefetched before `pushed` was pushed) whose keys
+  // `pushed` has: with one worker the step then sees every update before it.
+  Status RefreshPushedRows(const BatchRows& pushed, BatchRows* rows);
   // Whether rows were made from exactly this batch's keys.
   bool SameKeys(const Batch& batch, const BatchRows& rows) const;
   // Member i pools its rows' embeddings and runs the forward pass.
@@ -198,6 +202,11 @@ class Trainer {
   BatchRows rows_, next_;
   bool next_valid_ = false;
   std::vector<float> key_grads_, shows_, clicks_;
+  // RefreshPushedRows' scratch.
+  std::vector<uint64_t> refresh_keys_, refresh_unique_;
+  std::vector<uint32_t> refresh_position_;
+  std::vector<size_t> refresh_rows_, refresh_offset_;
+  std::vector<float> refresh_values_;
   // This step's pushes in flight, one per thread's share.
   std::vector<EmbeddingStore::Ticket> pushes_;
   DenseReducer* reducer_ = nullptr;

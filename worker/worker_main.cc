@@ -33,9 +33,10 @@ DEFINE_int32(idle_timeout_s, 0,
              "Watching: stop when no new pass is ready for this long; 0 = wait forever.");
 DEFINE_int32(poll_ms, 500, "Watching: how often the pass root is scanned.");
 DEFINE_int32(threads, 2, "Threads of a training step.");
-DEFINE_bool(prefetch_rows, true,
-            "Pull the next batch's rows while this batch computes (one step of staleness: "
-            "they miss this step's update).");
+DEFINE_bool(prefetch_rows, false,
+            "Pull the next batch's rows while this batch computes (and the rows this "
+            "batch's push changed again after it); trains bit-identically with one worker. "
+            "Off: over loopback on 2 cores it costs about 5% (docs/benchmarks.md).");
 DEFINE_uint64(seed, 1, "Dense initialization seed (the same on every worker).");
 DEFINE_int32(reconnect_timeout_s, 600,
              "Keep trying to reach the coordinator this long, at start and (in a run that "

@@ -7,7 +7,7 @@
 #   deploy/local/run_cluster.sh --config=configs/demo.pbtxt --pass_root=DIR \
 #       [--servers=2] [--workers=2] [--run_dir=run] [--publish_dir=RUN/model] \
 #       [--max_passes=0] [--idle_timeout=10] [--threads=1] [--base_every=5]
-#       [--prefetch_rows=true]     (the workers pull the next batch's rows during a step)
+#       [--prefetch_rows=false]    (the workers pull the next batch's rows during a step)
 #       [--memory_limit_bytes=N]   (per shard server; default: half the host's memory shared
 #                                   by the servers, 0 = none)
 #       [--secret_file=FILE]       (the cluster's secret; default: RUN/secret, made if absent)
@@ -30,7 +30,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="${PEPNET_BIN:-$HERE/../../build/bin}"
 SERVERS=2 WORKERS=2 RUN_DIR=run CONFIG="" PASS_ROOT="" PASSES="" PUBLISH_DIR="" MAX_PASSES=0
 IDLE_TIMEOUT=10 THREADS=1 BASE_EVERY=5 MEMORY_LIMIT="" PARTITION_BITS=5 DATA_DIR="" SECRET_FILE=""
-TLS_DIR="" PREFETCH_ROWS=true
+TLS_DIR="" PREFETCH_ROWS=false
 for arg in "$@"; do
   case "$arg" in
     --servers=*) SERVERS="${arg#*=}" ;;
