@@ -118,6 +118,30 @@ TEST(TrainerTest, TwoThreadsTrainLikeOne) {
   }
 }
 
+// The planted data of `rows` rows in dir, and the test config into *config.
+std::string PlantedSetup(const testing::TempDir& dir, int rows, uint64_t seed,
+                         proto::ModelConfig* config) {
+  const std::string data = dir.File("train.csv");
+  WritePlantedData(data, rows, seed);
+  EXPECT_TRUE(ParseModelConfig(kConfig, "test", config).ok());
+  return data;
+}
+
+// What two passes over `data` leave: the last pass's metrics and the first head's weights.
+struct TrainedRun {
+  std::string metrics_json;
+  std::vector<float> head;
+};
+TrainedRun TrainTwoPasses(const proto::ModelConfig& config, const std::string& data,
+                          EmbeddingStore* store, bool prefetch) {
+  Trainer trainer(config, store, 1, /*threads=*/2);
+  PassMetrics metrics({"click", "like"}, 2);
+  Status st = TrainPasses(config, data, 2, &trainer, &metrics, prefetch);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  const auto& w = trainer.params().heads[0].weight;
+  return {metrics.ToJson(1), std::vector<float>(w.data(), w.data() + w.size())};
+}
+
 // The same training through two real shard servers gives bit-identical predictions and
 // dense parameters: rows start from (key, seed) and the servers run the same table code.
 // Two trainer threads pull and push concurrently through one client.
@@ -137,23 +161,13 @@ TEST(TrainerTest, ShardServersAndLocalTableTrainIdentically) {
   std::unique_ptr<EmbeddingStore> local;
   ASSERT_TRUE(MakeLocalStore(config, 1, &local).ok());
   std::unique_ptr<EmbeddingStore> remote = MakeRemoteStore(client.get());
-  // [store][prefetch]
-  std::string json[2][2];
-  std::vector<float> head[2][2];
   EmbeddingStore* stores[2] = {local.get(), remote.get()};
   // The prefetching runs start from the rows the first runs left, the same in both stores.
-  for (int prefetch = 0; prefetch < 2; ++prefetch) {
-    for (int k = 0; k < 2; ++k) {
-      Trainer trainer(config, stores[k], 1, /*threads=*/2);
-      PassMetrics metrics({"click", "like"}, 2);
-      st = TrainPasses(config, data, 2, &trainer, &metrics, prefetch == 1);
-      ASSERT_TRUE(st.ok()) << st.ToString();
-      json[k][prefetch] = metrics.ToJson(1);
-      const auto& w = trainer.params().heads[0].weight;
-      head[k][prefetch].assign(w.data(), w.data() + w.size());
-    }
-    EXPECT_EQ(json[0][prefetch], json[1][prefetch]) << "prefetch " << prefetch;
-    EXPECT_EQ(head[0][prefetch], head[1][prefetch]) << "prefetch " << prefetch;
+  for (bool prefetch : {false, true}) {
+    const TrainedRun in_process = TrainTwoPasses(config, data, stores[0], prefetch);
+    const TrainedRun sharded = TrainTwoPasses(config, data, stores[1], prefetch);
+    EXPECT_EQ(in_process.metrics_json, sharded.metrics_json) << "prefetch " << prefetch;
+    EXPECT_EQ(in_process.head, sharded.head) << "prefetch " << prefetch;
   }
 }
 
@@ -161,24 +175,16 @@ TEST(TrainerTest, ShardServersAndLocalTableTrainIdentically) {
 // changed are pulled again for the next step, so no step sees a stale row.
 TEST(TrainerTest, PrefetchingTrainsBitIdentically) {
   testing::TempDir dir;
-  const std::string data = dir.File("train.csv");
-  WritePlantedData(data, 3000, 9);
   proto::ModelConfig config;
-  ASSERT_TRUE(ParseModelConfig(kConfig, "test", &config).ok());
-  std::string json[2];
-  uint64_t checksum[2];
+  const std::string data = PlantedSetup(dir, 3000, 9, &config);
+  TrainedRun runs[2];
   for (int prefetch = 0; prefetch < 2; ++prefetch) {
     std::unique_ptr<EmbeddingStore> store;
     ASSERT_TRUE(MakeLocalStore(config, 1, &store).ok());
-    Trainer trainer(config, store.get(), 1, /*threads=*/2);
-    PassMetrics metrics({"click", "like"}, 2);
-    Status st = TrainPasses(config, data, 2, &trainer, &metrics, prefetch == 1);
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    json[prefetch] = metrics.ToJson(1);
-    checksum[prefetch] = trainer.DenseChecksum();
+    runs[prefetch] = TrainTwoPasses(config, data, store.get(), prefetch == 1);
   }
-  EXPECT_EQ(json[0], json[1]);
-  EXPECT_EQ(checksum[0], checksum[1]);
+  EXPECT_EQ(runs[0].metrics_json, runs[1].metrics_json);
+  EXPECT_EQ(runs[0].head, runs[1].head);
 }
 
 // Where the prefetch sits: batch t+1's rows are pulled after batch t-1's push and before
@@ -209,10 +215,8 @@ TEST(TrainerTest, PrefetchPullsTheNextBatchBetweenTwoPushes) {
     std::unique_ptr<EmbeddingStore> inner_;
   };
   testing::TempDir dir;
-  const std::string data = dir.File("train.csv");
-  WritePlantedData(data, 128 * 4, 3);
   proto::ModelConfig config;
-  ASSERT_TRUE(ParseModelConfig(kConfig, "test", &config).ok());
+  const std::string data = PlantedSetup(dir, 128 * 4, 3, &config);
   std::vector<std::string> name;    // of each batch, as the pulls and pushes name it
   std::vector<std::string> shared;  // [t]: of the keys batch t shares with batch t - 1
   std::set<uint64_t> previous;
