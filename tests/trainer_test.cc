@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <random>
 #include <set>
 
@@ -131,6 +132,7 @@ std::string PlantedSetup(const testing::TempDir& dir, int rows, uint64_t seed,
 struct TrainedRun {
   std::string metrics_json;
   std::vector<float> head;
+  uint64_t dense_checksum = 0;  // of every dense parameter
 };
 TrainedRun TrainTwoPasses(const proto::ModelConfig& config, const std::string& data,
                           EmbeddingStore* store, bool prefetch) {
@@ -139,7 +141,8 @@ TrainedRun TrainTwoPasses(const proto::ModelConfig& config, const std::string& d
   Status st = TrainPasses(config, data, 2, &trainer, &metrics, prefetch);
   EXPECT_TRUE(st.ok()) << st.ToString();
   const auto& w = trainer.params().heads[0].weight;
-  return {metrics.ToJson(1), std::vector<float>(w.data(), w.data() + w.size())};
+  return {metrics.ToJson(1), std::vector<float>(w.data(), w.data() + w.size()),
+          trainer.DenseChecksum()};
 }
 
 // The same training through two real shard servers gives bit-identical predictions and
@@ -168,6 +171,7 @@ TEST(TrainerTest, ShardServersAndLocalTableTrainIdentically) {
     const TrainedRun sharded = TrainTwoPasses(config, data, stores[1], prefetch);
     EXPECT_EQ(in_process.metrics_json, sharded.metrics_json) << "prefetch " << prefetch;
     EXPECT_EQ(in_process.head, sharded.head) << "prefetch " << prefetch;
+    EXPECT_EQ(in_process.dense_checksum, sharded.dense_checksum) << "prefetch " << prefetch;
   }
 }
 
@@ -185,12 +189,15 @@ TEST(TrainerTest, PrefetchingTrainsBitIdentically) {
   }
   EXPECT_EQ(runs[0].metrics_json, runs[1].metrics_json);
   EXPECT_EQ(runs[0].head, runs[1].head);
+  EXPECT_EQ(runs[0].dense_checksum, runs[1].dense_checksum);
 }
 
 // Where the prefetch sits: batch t+1's rows are pulled after batch t-1's push and before
 // batch t's; once batch t's push is acknowledged, the rows of the keys t+1 shares with t
 // are pulled again.
 TEST(TrainerTest, PrefetchPullsTheNextBatchBetweenTwoPushes) {
+  // Logs every call. A started pull runs only when it is finished, so a pull that
+  // finished after a push was started would show it in the log's order.
   class RecordingStore : public EmbeddingStore {
    public:
     explicit RecordingStore(std::unique_ptr<EmbeddingStore> inner) : inner_(std::move(inner)) {}
@@ -203,6 +210,28 @@ TEST(TrainerTest, PrefetchPullsTheNextBatchBetweenTwoPushes) {
       events.push_back("push " + Name(keys, n));
       return inner_->Push(keys, n, grads, shows, clicks);
     }
+    Ticket StartPull(const uint64_t* keys, size_t n, float* values) override {
+      events.push_back("start pull " + Name(keys, n));
+      pending_[++last_] = {std::vector<uint64_t>(keys, keys + n), values};
+      return last_;
+    }
+    Ticket StartPush(const uint64_t* keys, size_t n, const float* grads, const float* shows,
+                     const float* clicks) override {
+      events.push_back("start push " + Name(keys, n));
+      pending_[++last_] = {std::vector<uint64_t>(keys, keys + n), nullptr};
+      outcomes_[last_] = inner_->Push(keys, n, grads, shows, clicks);
+      return last_;
+    }
+    Status Finish(Ticket t) override {
+      const Pending p = pending_.at(t);
+      pending_.erase(t);
+      if (p.values == nullptr) {
+        events.push_back("finish push " + Name(p.keys.data(), p.keys.size()));
+        return outcomes_.at(t);
+      }
+      events.push_back("finish pull " + Name(p.keys.data(), p.keys.size()));
+      return inner_->Pull(p.keys.data(), p.keys.size(), p.values);
+    }
     // A batch's distinct keys by their count and sum.
     static std::string Name(const uint64_t* keys, size_t n) {
       uint64_t sum = 0;
@@ -212,7 +241,14 @@ TEST(TrainerTest, PrefetchPullsTheNextBatchBetweenTwoPushes) {
     std::vector<std::string> events;
 
    private:
+    struct Pending {
+      std::vector<uint64_t> keys;
+      float* values;  // null for a push
+    };
     std::unique_ptr<EmbeddingStore> inner_;
+    std::map<Ticket, Pending> pending_;
+    std::map<Ticket, Status> outcomes_;
+    Ticket last_ = 0;
   };
   testing::TempDir dir;
   proto::ModelConfig config;
@@ -254,15 +290,24 @@ TEST(TrainerTest, PrefetchPullsTheNextBatchBetweenTwoPushes) {
     Trainer trainer(config, &store, 1, /*threads=*/1);
     PassMetrics metrics({"click", "like"}, 2);
     ASSERT_TRUE(TrainPasses(config, data, 1, &trainer, &metrics, prefetch).ok());
+    // Each step: the previous push acknowledged; this batch's rows (or, prefetched, those
+    // of its keys the previous batch pushed); the next batch's pull started and finished;
+    // this batch's push, acknowledged at once when no next batch was given.
     std::vector<std::string> expected;
     for (size_t t = 0; t < name.size(); ++t) {
+      const bool next = prefetch && t + 1 < name.size();
+      if (prefetch && t > 0) expected.push_back("finish push " + name[t - 1]);
       if (!prefetch || t == 0) {
         expected.push_back("pull " + name[t]);
       } else if (!shared[t].empty()) {
         expected.push_back("pull " + shared[t]);
       }
-      if (prefetch && t + 1 < name.size()) expected.push_back("pull " + name[t + 1]);
-      expected.push_back("push " + name[t]);
+      if (next) {
+        expected.push_back("start pull " + name[t + 1]);
+        expected.push_back("finish pull " + name[t + 1]);
+      }
+      expected.push_back("start push " + name[t]);
+      if (!next) expected.push_back("finish push " + name[t]);
     }
     EXPECT_EQ(store.events, expected) << "prefetch " << prefetch;
   }

@@ -266,8 +266,9 @@ class Session {
         std::swap(batch, next);
       }
     }
-    // The last push is acknowledged before the pass can end.
-    if (st.ok()) st = trainer->Flush();
+    // The last push is acknowledged before the pass can end (or the worker aborts).
+    const Status flushed = trainer->Flush();
+    if (st.ok()) st = flushed;
     // Out of data: take part in the other workers' remaining steps.
     bool all_done = false;
     while (st.ok() && !all_done) st = trainer->IdleStep(&all_done);

@@ -454,8 +454,14 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics, const Batch
   // Member i sums and pushes the distinct keys of its share, then updates its share of
   // the dense parameters.
   // The prefetched rows must be in before this step's push goes out (see TrainBatch's
-  // comment on staleness).
-  if (next_valid_) PEPNET_RETURN_IF_ERROR(FinishPullBatch(&next_));
+  // comment).
+  if (next_valid_) {
+    Status st = FinishPullBatch(&next_);
+    if (!st.ok()) {
+      next_valid_ = false;  // its rows are incomplete
+      return st;
+    }
+  }
   key_grads_.resize(rows_.values.size());
   pushes_.assign(team_->size(), 0);
   shows_.resize(rows_.unique.size());
@@ -527,8 +533,14 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics, const Batch
           });
     }
   });
+  // Without `next`, the push is acknowledged before the dense sum: once the sum is back,
+  // every worker's push of this step is applied, and no worker pulls for its next step
+  // before that. With `next` it runs beside the sum.
+  if (next == nullptr) {
+    Status st = Flush();
+    if (!st.ok()) return st;
+  }
   if (reducer_ != nullptr) {
-    // The push runs beside the dense sum.
     bool all_done = false;
     Status st = reducer_->AllReduce(true, &flat_grads_, &all_done);
     if (st.ok() && all_done) {
@@ -540,7 +552,7 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics, const Batch
       return st;
     }
   }
-  return next == nullptr ? Flush() : Status::OK();
+  return Status::OK();
 }
 
 void Trainer::AddRange(const float* src, size_t n, bool first, std::pair<size_t, size_t> range,

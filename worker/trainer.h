@@ -117,15 +117,20 @@ class Trainer {
 
   // One step on `batch`; its predictions (before the update) go to `metrics`.
   //
+  // Without `next`, the step's pulls finish before its push, and the push is acknowledged
+  // before the dense sum (so, in a cluster, every worker's push of a step is applied
+  // before any worker pulls for the next).
+  //
   // With `next` (the batch the following call will train on), the step overlaps its
   // network work with its computation: the rows of `next` are pulled while this batch
   // computes, and this batch's gradients are pushed while the dense sum runs, the push
   // finishing in the following call (or Flush). The following call, once that push is
-  // acknowledged, pulls again the rows of the keys both batches have, so no row is stale:
-  // with one worker a step sees exactly the updates it would see without the overlap, and
-  // training is bit-identical to it. With more workers, as without the overlap, a row holds
-  // the other workers' pushes that reached its shard before it was pulled. A following call
-  // with a batch other than `next` pulls its rows again.
+  // acknowledged, pulls again the rows of the keys both batches have. With one worker and
+  // a table that evicts nothing, a step then sees exactly the rows it would see without
+  // the overlap, and training is bit-identical to it. Otherwise a prefetched row can miss
+  // the other workers' pushes of the last two steps, and under a memory limit or a row cap
+  // the rows are created and evicted in another order. A following call with a batch
+  // other than `next` pulls its rows again.
   Status TrainBatch(const Batch& batch, PassMetrics* metrics, const Batch* next = nullptr);
   // Waits for the push a step left in flight; its failure, if any.
   Status Flush();
