@@ -369,7 +369,10 @@ TEST_F(RecoveryTest, WithTwoWorkersCommittedPassesSurviveAndTheAucHolds) {
   const std::vector<std::string> metrics = cluster.MetricLines();
   ASSERT_EQ(metrics.size(), size_t{kPasses});
   const double auc = MeanAuc(metrics.back());
-  EXPECT_NEAR(auc, undisturbed_auc, 0.003) << metrics.back();
+  // Two workers' runs differ by their interleaving: six pairs on a loaded machine moved by
+  // up to 0.0054, and undisturbed runs alone by 0.008 (the AUC of these 10,000 samples has
+  // a standard error of about 0.01).
+  EXPECT_NEAR(auc, undisturbed_auc, 0.01) << metrics.back();
 }
 
 // The refusals at start, each one line naming what differs, nothing overwritten.
