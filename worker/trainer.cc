@@ -278,19 +278,23 @@ Status Trainer::FinishPullBatch(BatchRows* rows) {
   return Status::OK();
 }
 
-Status Trainer::PullBatch(const Batch& batch) {
-  DedupBatch(batch, &rows_);
+Status Trainer::PullShares(const std::vector<uint64_t>& keys, const std::vector<size_t>& offset,
+                           float* values) {
   // Each thread pulls its share (a local table's pulls run on the calling thread).
   team_->Run([&](int i) {
-    const auto range = ShareOf(rows_.unique.size(), team_->size(), i);
-    members_[i]->status =
-        range.second > range.first
-            ? store_->Pull(rows_.unique.data() + range.first, range.second - range.first,
-                           rows_.values.data() + rows_.value_offset[range.first])
-            : Status::OK();
+    const auto range = ShareOf(keys.size(), team_->size(), i);
+    members_[i]->status = range.second > range.first
+                              ? store_->Pull(keys.data() + range.first, range.second - range.first,
+                                             values + offset[range.first])
+                              : Status::OK();
   });
   for (auto& m : members_) PEPNET_RETURN_IF_ERROR(m->status);
   return Status::OK();
+}
+
+Status Trainer::PullBatch(const Batch& batch) {
+  DedupBatch(batch, &rows_);
+  return PullShares(rows_.unique, rows_.value_offset, rows_.values.data());
 }
 
 Status Trainer::RefreshPushedRows(const BatchRows& pushed, BatchRows* rows) {
@@ -311,21 +315,12 @@ Status Trainer::RefreshPushedRows(const BatchRows& pushed, BatchRows* rows) {
                               rows->value_offset[j]);
   }
   refresh_values_.resize(refresh_offset_.back());
-  team_->Run([&](int i) {
-    const auto range = ShareOf(refresh_keys_.size(), team_->size(), i);
-    Member& m = *members_[i];
-    m.status = range.second > range.first
-                   ? store_->Pull(refresh_keys_.data() + range.first, range.second - range.first,
-                                  refresh_values_.data() + refresh_offset_[range.first])
-                   : Status::OK();
-    if (!m.status.ok()) return;
-    for (size_t k = range.first; k < range.second; ++k) {
-      std::copy(refresh_values_.begin() + refresh_offset_[k],
-                refresh_values_.begin() + refresh_offset_[k + 1],
-                rows->values.begin() + rows->value_offset[refresh_rows_[k]]);
-    }
-  });
-  for (auto& m : members_) PEPNET_RETURN_IF_ERROR(m->status);
+  PEPNET_RETURN_IF_ERROR(PullShares(refresh_keys_, refresh_offset_, refresh_values_.data()));
+  for (size_t k = 0; k < refresh_keys_.size(); ++k) {
+    std::copy(refresh_values_.begin() + refresh_offset_[k],
+              refresh_values_.begin() + refresh_offset_[k + 1],
+              rows->values.begin() + rows->value_offset[refresh_rows_[k]]);
+  }
   return Status::OK();
 }
 

@@ -177,6 +177,9 @@ class Trainer {
   void StartPullBatch(const Batch& batch, BatchRows* rows);
   // Waits for rows->tickets (each thread its share).
   Status FinishPullBatch(BatchRows* rows);
+  // Pulls keys[k]'s row to values + offset[k], each thread a share of the keys.
+  Status PullShares(const std::vector<uint64_t>& keys, const std::vector<size_t>& offset,
+                    float* values);
   // Dedups the batch's keys and pulls the distinct rows into rows_.values.
   Status PullBatch(const Batch& batch);
   // Pulls again the rows of *rows (prefetched before `pushed` was pushed) whose keys
