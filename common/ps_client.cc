@@ -10,6 +10,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "common/dense_slice.h"
 #include "common/hash.h"
 #include "common/key_dedup.h"
 #include "common/shard_connection.h"
@@ -136,6 +137,27 @@ class ShardSimple : public PooledRequest {
   }
 };
 
+// One shard's slice of a dense sum: the reply lands in the caller's vector, at the slice.
+class ShardDense : public PooledRequest {
+ public:
+  using PooledRequest::PooledRequest;
+  std::shared_ptr<Call> call;
+  float* out = nullptr;  // the slice's place in the caller's values
+  uint32_t* workers = nullptr;
+
+  bool AcceptsReplyBytes(uint64_t bytes) const override {
+    // No payload when no worker had data.
+    return bytes == 0 || bytes == expected_reply_bytes;
+  }
+  char* ReplyBuffer(size_t bytes) override {
+    return bytes == 0 ? ShardRequest::ReplyBuffer(0) : reinterpret_cast<char*>(out);
+  }
+  void Complete(const Status& st, const proto::ResponseHeader* reply, const char*) override {
+    if (st.ok()) *workers = reply->dense_workers();
+    call->Finish(st);
+  }
+};
+
 class PsClientImpl : public PsClient {
  public:
   explicit PsClientImpl(const ClientOptions& options)
@@ -146,6 +168,7 @@ class PsClientImpl : public PsClient {
     asio::post(io_, [this] {
       for (auto& shard : conns_)
         for (auto& c : shard) c->Fail(Status::Unavailable("client shut down"));
+      for (auto& c : dense_conns_) c->Fail(Status::Unavailable("client shut down"));
       io_.stop();
     });
     io_thread_.join();
@@ -156,8 +179,10 @@ class PsClientImpl : public PsClient {
     if (options_.connections_per_shard < 1) {
       return Status::InvalidArgument("connections_per_shard must be >= 1");
     }
-    if (options_.timeout_ms <= 0 || options_.connect_timeout_ms <= 0) {
-      return Status::InvalidArgument("timeout_ms and connect_timeout_ms must be > 0");
+    if (options_.timeout_ms <= 0 || options_.connect_timeout_ms <= 0 ||
+        options_.dense_timeout_ms <= 0) {
+      return Status::InvalidArgument(
+          "timeout_ms, connect_timeout_ms and dense_timeout_ms must be > 0");
     }
     if (options_.max_frame_bytes < 2 * kHeaderAllowance || options_.max_frame_bytes > UINT32_MAX) {
       return Status::InvalidArgument("max_frame_bytes must be in [" +
@@ -174,14 +199,18 @@ class PsClientImpl : public PsClient {
         return Status::InvalidArgument("shard " + std::to_string(s) + ": cannot resolve " + addr +
                                        ": " + ec.message());
       }
+      std::vector<tcp::endpoint> endpoints;
+      for (const auto& r : results) endpoints.push_back(r.endpoint());
       for (int c = 0; c < options_.connections_per_shard; ++c) {
-        std::vector<tcp::endpoint> endpoints;
-        for (const auto& r : results) endpoints.push_back(r.endpoint());
         conns_[s].push_back(std::make_shared<ShardConnection>(
             io_, static_cast<uint32_t>(s), addr, endpoints, options_.timeout_ms,
             options_.connect_timeout_ms, options_.max_frame_bytes, &options_.secret,
             options_.role));
       }
+      // Connects at its first dense sum only.
+      dense_conns_.push_back(std::make_shared<ShardConnection>(
+          io_, static_cast<uint32_t>(s), addr, endpoints, options_.dense_timeout_ms,
+          options_.connect_timeout_ms, options_.max_frame_bytes, &options_.secret, options_.role));
     }
     io_thread_ = std::thread([this] { io_.run(); });
 
@@ -330,6 +359,57 @@ class PsClientImpl : public PsClient {
     }
     return WaitCall(call.get());
   }
+
+  Status DenseSum(const DenseStepInfo& step, std::vector<float>* values,
+                  uint32_t* workers_with_data) override {
+    const uint32_t shards = num_shards();
+    if (values->size() < shards) {
+      return Status::InvalidArgument("a dense sum of " + std::to_string(values->size()) +
+                                     " floats over " + std::to_string(shards) + " shards");
+    }
+    auto call = NewCall(static_cast<int>(shards));
+    std::vector<uint32_t> workers(shards, 0);
+    // Each shard's reply overwrites its own slice only, after the request copied it.
+    for (uint32_t s = 0; s < shards; ++s) {
+      const DenseSlice slice = DenseSliceOf(values->size(), s, shards);
+      auto req = std::make_shared<ShardDense>(pool_);
+      req->call = call;
+      req->out = values->data() + slice.begin;
+      req->workers = &workers[s];
+      req->expected_reply_bytes = 4 * slice.size();
+      req->header.set_type(proto::DENSE_SUM);
+      req->header.set_pass(step.pass);
+      proto::DenseStep* d = req->header.mutable_dense();
+      d->set_worker_index(step.worker_index);
+      d->set_num_workers(step.num_workers);
+      d->set_step(step.step);
+      d->set_has_data(step.has_data);
+      d->set_dense_size(values->size());
+      if (step.has_data) {
+        req->payload.Resize(4 * slice.size());
+        std::memcpy(req->payload.data(), values->data() + slice.begin, 4 * slice.size());
+      } else {
+        req->payload.Resize(0);
+      }
+      req->header.set_epoch(pings_[s].epoch());
+      asio::post(io_, [this, s, req = std::move(req)]() mutable {
+        dense_conns_[s]->Send(std::move(req));
+      });
+    }
+    PEPNET_RETURN_IF_ERROR(WaitCall(call.get()));
+    for (uint32_t s = 1; s < shards; ++s) {
+      if (workers[s] != workers[0]) {
+        return Status::Internal("the shards disagree on dense step " + std::to_string(step.step) +
+                                ": shard 0 summed " + std::to_string(workers[0]) +
+                                " workers' gradients, shard " + std::to_string(s) + " " +
+                                std::to_string(workers[s]));
+      }
+    }
+    *workers_with_data = workers[0];
+    return Status::OK();
+  }
+
+  Status AbortDenseSums(uint32_t pass) override { return PassCall(proto::DENSE_ABORT, pass); }
 
   Status Stats(std::vector<proto::ServerStats>* stats) override {
     stats->assign(num_shards(), proto::ServerStats());
@@ -538,6 +618,7 @@ class PsClientImpl : public PsClient {
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::thread io_thread_;
   std::vector<std::vector<std::shared_ptr<ShardConnection>>> conns_;
+  std::vector<std::shared_ptr<ShardConnection>> dense_conns_;  // one per shard
   uint32_t slot_bits_ = 0;
   std::vector<uint32_t> dims_;  // by slot id, 0 = not configured
   // Written while connecting, before any other call; read-only after.

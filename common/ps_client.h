@@ -44,6 +44,18 @@ struct ClientOptions {
   // this client declares in every connection's handshake (common/auth.h).
   Secret secret;
   PeerRole role = PeerRole::kTool;
+  // A dense sum waits for every worker of its step: it may take this long, which is more
+  // than the shards' --dense_sum_timeout_ms so that their reason arrives first.
+  int dense_timeout_ms = 180000;
+};
+
+// One worker's dense step, for PsClient::DenseSum.
+struct DenseStepInfo {
+  uint32_t pass = 0;
+  uint64_t step = 0;  // from 0 in every pass
+  uint32_t worker_index = 0;
+  uint32_t num_workers = 0;
+  bool has_data = false;
 };
 
 // Parses "h:p,h:p" into a list; InvalidArgument naming the bad entry.
@@ -75,6 +87,22 @@ class PsClient {
 
   // Blocks until the call has finished on every shard. Each ticket is waited once.
   virtual Status Wait(Ticket ticket) = 0;
+
+  // Sums this worker's dense gradient with the other workers' of the same step, on the
+  // shards (docs/architecture.md, "The dense sum"): shard s adds the floats
+  // DenseSliceOf(values->size(), s, num_shards()) of every worker. `values` holds the
+  // gradient when step.has_data (else only its size counts). On OK it holds the sum over
+  // the workers with data, in worker order, and *workers_with_data how many had (0: none
+  // had; `values` is unchanged). Blocks until every worker of the step has sent its part
+  // or the step failed; a shard's error names the worker at fault (a non-finite gradient,
+  // a missing one). Needs role kWorker. Runs on a connection per shard of its own, so
+  // pulls and pushes never queue behind a waiting step.
+  virtual Status DenseSum(const DenseStepInfo& step, std::vector<float>* values,
+                          uint32_t* workers_with_data) = 0;
+
+  // The coordinator, giving up on `pass`: every dense step of it waiting on a shard fails
+  // now, and every later one at once.
+  virtual Status AbortDenseSums(uint32_t pass) = 0;
 
   // Synchronous statistics of every shard, in shard order.
   virtual Status Stats(std::vector<proto::ServerStats>* stats) = 0;

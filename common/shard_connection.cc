@@ -309,7 +309,7 @@ void ShardConnection::OnHeader() {
     return;
   }
   const bool ok = reply_header_.code() == proto::OK;
-  if (ok && reply_prefix_.payload_len != request->expected_reply_bytes) {
+  if (ok && !request->AcceptsReplyBytes(reply_prefix_.payload_len)) {
     Fail(Error("reply payload of " + std::to_string(reply_prefix_.payload_len) +
                " bytes, expected " + std::to_string(request->expected_reply_bytes)));
     return;

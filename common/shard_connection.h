@@ -28,8 +28,10 @@ class ShardRequest {
   // The frame to send; request_id in it is set by the connection.
   proto::RequestHeader header;
   PayloadBuffer payload;
-  // Bytes of reply payload the request expects (0 for all but PULL).
+  // Bytes of reply payload the request expects (0 for all but PULL and DENSE_SUM).
   uint64_t expected_reply_bytes = 0;
+  // Whether an OK reply may carry `bytes` of payload.
+  virtual bool AcceptsReplyBytes(uint64_t bytes) const { return bytes == expected_reply_bytes; }
   // Where to read the reply payload; default: `reply_scratch`.
   virtual char* ReplyBuffer(size_t bytes) {
     reply_scratch.Resize(bytes);

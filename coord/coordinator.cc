@@ -124,6 +124,9 @@ class Coordinator {
       Report(false, (recover ? "recovering from: " : "failed: ") + st.message());
       if (o_.status) o_.status->Set("workers", "none joined");
       Broadcast(Fail(st.ToString(), recover));
+      // Workers waiting on the shards for a dense step of the pass fail now, and read the
+      // reason just sent (a dead shard fails its own; nothing to wait for there).
+      if (client_ && running_pass_ != 0) client_->AbortDenseSums(running_pass_);
       LetWorkersReadTheFailure();
       workers_.clear();
       client_.reset();
@@ -480,6 +483,7 @@ class Coordinator {
       }
     }
     PEPNET_RETURN_IF_ERROR(client_->BeginPass(pass));
+    running_pass_ = pass;
     if (o_.status) o_.status->Set("pass", std::to_string(pass) + " (" + name + ")");
     proto::CoordMessage begin;
     begin.set_type(proto::COORD_BEGIN_PASS);
@@ -609,89 +613,76 @@ class Coordinator {
     end.set_pass(pass);
     end.set_version(version);
     Broadcast(end);
+    running_pass_ = 0;
     return Status::OK();
   }
 
-  // Synchronous dense steps until no worker has data.
+  // The pass's dense steps, which the workers sum on the shards: their progress, until
+  // every worker reports the step in which no worker had data. A worker that gives up,
+  // dies or stays silent for the step timeout fails the pass.
   Status RunSteps(uint32_t pass) {
-    std::vector<CoordEnvelope> msgs;
-    std::vector<float> sum;
-    for (uint64_t step = 0;; ++step) {
-      PEPNET_RETURN_IF_ERROR(Collect(
-          proto::COORD_STEP, "pass " + std::to_string(pass) + " step " + std::to_string(step),
-          o_.step_timeout_ms, &msgs));
-      uint64_t samples = 0, loss_count = 0;
-      double loss_sum = 0;
-      for (const CoordEnvelope& m : msgs) {
-        samples += m.header.samples();
-        loss_sum += m.header.loss_sum();
-        loss_count += m.header.loss_count();
-      }
-      progress_.Update(samples, loss_count ? loss_sum / loss_count : 0);
-      bool any = false, kept = false;
-      for (int i = 0; i < o_.num_workers; ++i) {
-        const CoordEnvelope& m = msgs[i];
-        if (!m.header.has_data()) continue;
-        if (m.header.sum_kept()) {
-          if (o_.num_workers != 1) {
-            return Status::InvalidArgument(Name(i) +
-                                           " kept its dense gradient as the sum in a "
-                                           "cluster of " +
-                                           std::to_string(o_.num_workers) + " workers");
+    const int n = o_.num_workers;
+    std::vector<bool> done(n, false);
+    std::vector<uint64_t> samples(n, 0), loss_count(n, 0);
+    std::vector<double> loss_sum(n, 0);
+    std::vector<Clock::time_point> heard(n, Clock::now());
+    const auto timeout = std::chrono::milliseconds(o_.step_timeout_ms);
+    std::vector<uint64_t> next_step(n, 0);
+    // The step each worker is at, for messages.
+    const auto phase = [&](int i) {
+      return "pass " + std::to_string(pass) + " step " + std::to_string(next_step[i]);
+    };
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      bool moved = false;
+      int left = 0;
+      for (int i = 0; i < n; ++i) {
+        WorkerLink& w = *workers_[i];
+        while (!done[i] && !w.queue_.empty()) {
+          const CoordEnvelope m = std::move(w.queue_.front());
+          w.queue_.pop_front();
+          const proto::CoordMessage& h = m.header;
+          if (h.type() == proto::COORD_ABORT) {
+            const std::string what = Name(i) + " gave up during " + phase(i) + ": " + h.error();
+            return h.fatal() ? Status::InvalidArgument(what) : Status::Unavailable(what);
           }
-          kept = true;
-          any = true;
-          continue;
+          if (h.type() != proto::COORD_STEP) {
+            return Status::Internal(Name(i) + " sent message type " + std::to_string(h.type()) +
+                                    " during " + phase(i));
+          }
+          next_step[i] = h.step() + 1;
+          samples[i] = h.samples();
+          loss_sum[i] = h.loss_sum();
+          loss_count[i] = h.loss_count();
+          heard[i] = Clock::now();
+          done[i] = h.all_done();
+          moved = true;
         }
-        // Every contribution has the model's size, so all of them have the sum's.
-        const size_t n = m.payload.size() / 4;
-        if (m.payload.size() != 4 * num_dense_) {
-          return Status::InvalidArgument(Name(i) + " sent a dense gradient of " +
-                                         std::to_string(m.payload.size()) + " bytes; expected " +
-                                         std::to_string(4 * num_dense_) + " (" +
-                                         std::to_string(num_dense_) + " values)");
+        if (done[i]) continue;
+        if (!w.error_.ok()) {
+          return Status(Recoverable(w.error_) ? Status::kUnavailable : w.error_.code(),
+                        Name(i) + " failed during " + phase(i) + ": " + w.error_.ToString());
         }
-        const float* g = reinterpret_cast<const float*>(m.payload.data());
-        const size_t bad = FirstNonFinite(g, n);
-        if (bad < n) {
-          // Summed into every replica it would poison the model; replaying the pass would
-          // only repeat it, so the run stops here, before anything of the pass is committed.
-          return Status::InvalidArgument(Name(i) + " sent a non-finite dense gradient in pass " +
-                                         std::to_string(pass) + " step " + std::to_string(step) +
-                                         " (value " + std::to_string(bad) + " is " +
-                                         std::to_string(g[bad]) +
-                                         "); nothing of the pass is "
-                                         "committed or published");
+        if (o_.step_timeout_ms > 0 && Clock::now() - heard[i] >= timeout) {
+          return Status::DeadlineExceeded(Name(i) + " sent nothing for " +
+                                          std::to_string(o_.step_timeout_ms / 1000) + " s during " +
+                                          phase(i));
         }
-        if (!any) {
-          sum.assign(g, g + n);
-        } else {
-          for (size_t k = 0; k < n; ++k) sum[k] += g[k];
+        ++left;
+      }
+      if (moved) {
+        uint64_t total = 0, count = 0;
+        double loss = 0;
+        for (int i = 0; i < n; ++i) {
+          total += samples[i];
+          loss += loss_sum[i];
+          count += loss_count[i];
         }
-        any = true;
+        progress_.Update(total, count ? loss / count : 0);
       }
-      // Finite parts can still overflow to infinity in the sum.
-      if (any && !kept && FirstNonFinite(sum.data(), sum.size()) < sum.size()) {
-        return Status::InvalidArgument("the workers' dense gradients of pass " +
-                                       std::to_string(pass) + " step " + std::to_string(step) +
-                                       " sum to a non-finite value; nothing of the pass is "
-                                       "committed or published");
-      }
-      proto::CoordMessage reply;
-      reply.set_type(proto::COORD_STEP);
-      reply.set_step(step);
-      if (!any) {
-        reply.set_all_done(true);
-        Broadcast(reply);
-        return Status::OK();
-      }
-      if (kept) {
-        reply.set_sum_kept(true);
-        Broadcast(reply);
-        continue;
-      }
-      reply.set_num_dense(sum.size());
-      Broadcast(reply, sum.data(), 4 * sum.size());
+      if (left == 0) return Status::OK();
+      cv_.wait_for(lock, std::chrono::milliseconds(
+                             o_.step_timeout_ms > 0 ? std::min(o_.step_timeout_ms, 1000) : 1000));
     }
   }
 
@@ -880,6 +871,7 @@ class Coordinator {
   bool recovering_ = false;
   Clock::time_point recovery_start_;
   static constexpr int kMaxRecoveriesPerPass = 5;
+  uint32_t running_pass_ = 0;       // begun on the shards and not ended (0: none)
   uint32_t failed_after_pass_ = 0;  // the committed pass when the last failure came
   int failures_ = 0;                // failures since the cluster committed that pass
 };

@@ -279,6 +279,10 @@ void Connection::Dispatch() {
     WriteReply(false);
     return;
   }
+  if (request_.type() == proto::DENSE_SUM) {
+    DispatchDenseSum();
+    return;
+  }
   Status st;
   try {
     st = handler->Handle(session_, request_, payload_.data(), payload_.size(), &reply_,
@@ -296,6 +300,36 @@ void Connection::Dispatch() {
   WriteReply(false);
 }
 
+void Connection::DispatchDenseSum() {
+  auto self = shared_from_this();
+  auto executor = stream_.get_executor();
+  context_->handler->HandleDenseSum(
+      session_, request_, &payload_, [self, executor](DenseSumResult result) {
+        asio::post(executor, [self, result = std::move(result)] { self->FinishDenseSum(result); });
+      });
+  // The slice went to the sum, which gave back an earlier step's buffer (or none).
+  SyncCharge();
+}
+
+void Connection::FinishDenseSum(const DenseSumResult& result) {
+  if (closed_) return;
+  reply_.Clear();
+  reply_.set_request_id(request_.request_id());
+  reply_payload_.Resize(0);
+  if (!result.status.ok()) {
+    LOG(WARNING) << "request from " << peer_ << ": " << result.status.ToString();
+    reply_.set_code(static_cast<proto::StatusCode>(result.status.code()));
+    reply_.set_error(result.status.message());
+  } else {
+    reply_.set_dense_workers(result.workers_with_data);
+    if (result.sum) {
+      reply_.set_num_values(result.sum->size() / 4);
+      shared_reply_ = result.sum;
+    }
+  }
+  WriteReply(false);
+}
+
 void Connection::RejectAndClose(const Status& why) {
   LOG(WARNING) << "bad frame from " << peer_ << ": " << why.ToString() << "; closing";
   context_->handler->counters().bad_requests.fetch_add(1, std::memory_order_relaxed);
@@ -309,16 +343,22 @@ void Connection::RejectAndClose(const Status& why) {
 void Connection::WriteReply(bool close_after) {
   const std::string header = reply_.SerializeAsString();
   reply_head_.resize(kFramePrefixBytes);
-  EncodeFramePrefix(static_cast<uint32_t>(header.size()),
-                    static_cast<uint32_t>(reply_payload_.size()), &reply_head_[0]);
+  EncodeFramePrefix(
+      static_cast<uint32_t>(header.size()),
+      static_cast<uint32_t>(shared_reply_ ? shared_reply_->size() : reply_payload_.size()),
+      &reply_head_[0]);
   reply_head_ += header;
-  std::array<asio::const_buffer, 2> buffers = {
-      asio::buffer(reply_head_), asio::buffer(reply_payload_.data(), reply_payload_.size())};
+  const PayloadBuffer& body = shared_reply_ ? *shared_reply_ : reply_payload_;
+  std::array<asio::const_buffer, 2> buffers = {asio::buffer(reply_head_),
+                                               asio::buffer(body.data(), body.size())};
   // A client that stops reading its replies holds the reply only this long.
   Deadline(context_->write_timeout_ms, "writing a reply");
   auto self = shared_from_this();
   asio::async_write(stream_, buffers,
                     [this, self, close_after](const boost::system::error_code& ec, size_t) {
+                      // The write is over, whatever its outcome: the shared sum is not
+                      // read any more.
+                      shared_reply_.reset();
                       if (closed_) return;
                       if (ec == asio::error::operation_aborted) return;
                       if (ec) {

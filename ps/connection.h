@@ -89,6 +89,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void ReadPrefix();
   void ReadBody();
   void Dispatch();
+  // DENSE_SUM waits for the other workers of its step: the reply comes later, posted
+  // back to this connection's thread (the connection reads nothing meanwhile).
+  void DispatchDenseSum();
+  void FinishDenseSum(const DenseSumResult& result);
   void WriteReply(bool close_after);
   // Replies with an error that names the problem, then closes: used when the byte
   // stream cannot be trusted any more.
@@ -127,6 +131,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   proto::ResponseHeader reply_;
   std::string reply_head_;
   PayloadBuffer reply_payload_;
+  // A reply payload shared with other connections (a dense sum), sent instead of
+  // reply_payload_ while set.
+  std::shared_ptr<const PayloadBuffer> shared_reply_;
   PayloadBuffer drain_buffer_;
   uint64_t charged_ = 0;  // bytes of payload_ and reply_payload_ charged to the budget
   uint64_t drained_bytes_ = 0;

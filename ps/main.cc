@@ -55,6 +55,9 @@ DEFINE_int32(write_timeout_ms, 30000, "A reply must be taken by the client withi
 DEFINE_int32(idle_timeout_ms, 300000, "A connection silent this long between requests closes.");
 DEFINE_double(max_abs_gradient, 1e6,
               "A push with a gradient beyond this magnitude, or not finite, is refused.");
+DEFINE_int32(dense_sum_timeout_ms, 60000,
+             "A dense step still missing a worker's gradient slice this long after its first "
+             "slice arrived fails for every worker of the step, naming the missing ones.");
 DEFINE_int32(shutdown_grace_ms, 5000, "Time requests in progress get to finish on shutdown.");
 DEFINE_uint64(memory_limit_bytes, 0,
               "Hard limit on the bytes the table owns, rows created by pulls included: past "
@@ -119,7 +122,8 @@ int main(int argc, char** argv) {
        {std::pair<const char*, int>{"handshake_timeout_ms", FLAGS_handshake_timeout_ms},
         {"frame_timeout_ms", FLAGS_frame_timeout_ms},
         {"write_timeout_ms", FLAGS_write_timeout_ms},
-        {"idle_timeout_ms", FLAGS_idle_timeout_ms}}) {
+        {"idle_timeout_ms", FLAGS_idle_timeout_ms},
+        {"dense_sum_timeout_ms", FLAGS_dense_sum_timeout_ms}}) {
     if (value < 1) Die(std::string("--") + name + " must be >= 1");
   }
   if (!(FLAGS_max_abs_gradient > 0) || !std::isfinite(FLAGS_max_abs_gradient)) {
@@ -212,6 +216,7 @@ int main(int argc, char** argv) {
   handler_options.max_reply_bytes = FLAGS_max_frame_bytes;
   handler_options.export_dir = FLAGS_export_dir;
   handler_options.max_abs_gradient = static_cast<float>(FLAGS_max_abs_gradient);
+  handler_options.dense_sum_timeout_ms = FLAGS_dense_sum_timeout_ms;
   pepnet::RequestHandler handler(table.get(), store.get(), env, handler_options);
   pepnet::ServerOptions options;
   options.host = FLAGS_host;

@@ -62,7 +62,54 @@ RequestHandler::RequestHandler(EmbeddingTable* table, ShardStore* store, Env* en
       export_dir_(options.export_dir),
       max_abs_gradient_(options.max_abs_gradient),
       start_(std::chrono::steady_clock::now()),
-      epoch_(NewEpoch()) {}
+      epoch_(NewEpoch()),
+      dense_sum_(options.shard_id, options.num_shards, options.dense_sum_timeout_ms) {}
+
+void RequestHandler::StopDenseSums() {
+  dense_sum_.Close(Status::Unavailable(Shard() + " is shutting down"));
+}
+
+void RequestHandler::HandleDenseSum(const PeerSession& session, const proto::RequestHeader& request,
+                                    PayloadBuffer* payload, DenseSum::Done done) {
+  const auto started = std::chrono::steady_clock::now();
+  auto finish = [this, started, done = std::move(done)](DenseSumResult r) {
+    if (!r.status.ok()) counters_.bad_requests.fetch_add(1, std::memory_order_relaxed);
+    counters_.latency[proto::DENSE_SUM].ObserveSince(started);
+    done(std::move(r));
+  };
+  Status st;
+  {
+    std::shared_lock<std::shared_mutex> lock(table_mu_);
+    if (session.role != PeerRole::kWorker) {
+      counters_.rejected_privileged.fetch_add(1, std::memory_order_relaxed);
+      st = Status::InvalidArgument("DENSE_SUM comes only from workers; " + session.peer +
+                                   " declared itself a " + RoleName(session.role));
+    } else if (!fatal_.ok()) {
+      st = fatal_;
+    } else if (request.epoch() != 0 && request.epoch() != epoch_.load(std::memory_order_relaxed)) {
+      st = StaleEpoch();
+    } else if (request.pass() == 0 || request.pass() != table_->pass()) {
+      st =
+          Status::InvalidArgument("DENSE_SUM for pass " + std::to_string(request.pass()) + " but " +
+                                  Shard() + " runs pass " + std::to_string(table_->pass()));
+    }
+  }
+  if (!st.ok()) {
+    DenseSumResult r;
+    r.status = st;
+    finish(std::move(r));
+    return;
+  }
+  DenseContribution c;
+  c.pass = request.pass();
+  c.step = request.dense().step();
+  c.worker_index = request.dense().worker_index();
+  c.num_workers = request.dense().num_workers();
+  c.has_data = request.dense().has_data();
+  c.dense_size = request.dense().dense_size();
+  c.peer = session.peer;
+  dense_sum_.Contribute(c, payload, std::move(finish));
+}
 
 Status RequestHandler::Handle(const PeerSession& session, const proto::RequestHeader& request,
                               const char* payload, size_t payload_len, proto::ResponseHeader* reply,
@@ -75,7 +122,8 @@ Status RequestHandler::Handle(const PeerSession& session, const proto::RequestHe
   const proto::RequestType type = request.type();
   const bool privileged = type == proto::BEGIN_PASS || type == proto::END_PASS ||
                           type == proto::EXPORT_ROWS || type == proto::PREPARE_PASS ||
-                          type == proto::COMMIT_PASS || type == proto::ROLLBACK_PASS;
+                          type == proto::COMMIT_PASS || type == proto::ROLLBACK_PASS ||
+                          type == proto::DENSE_ABORT;
   if (privileged) {
     LOG(INFO) << Shard() << ": " << proto::RequestType_Name(type) << " pass " << request.pass()
               << (type == proto::EXPORT_ROWS
@@ -129,6 +177,13 @@ Status RequestHandler::Handle(const PeerSession& session, const proto::RequestHe
         case proto::END_PASS:
         case proto::EXPORT_ROWS:
           st = HandlePass(request, reply);
+          break;
+        case proto::DENSE_ABORT:
+          dense_sum_.Abort(request.pass(), Status::Unavailable("the coordinator gave up on pass " +
+                                                               std::to_string(request.pass())));
+          break;
+        case proto::DENSE_SUM:
+          st = Status::Internal("DENSE_SUM is answered through HandleDenseSum");
           break;
         default:
           st = Status::InvalidArgument("unknown request type " + std::to_string(type));
@@ -211,8 +266,12 @@ Status RequestHandler::BeginPass(uint32_t pass) {
 Status RequestHandler::HandlePass(const proto::RequestHeader& request,
                                   proto::ResponseHeader* reply) {
   switch (request.type()) {
-    case proto::BEGIN_PASS:
-      return BeginPass(request.pass());
+    case proto::BEGIN_PASS: {
+      PEPNET_RETURN_IF_ERROR(BeginPass(request.pass()));
+      dense_sum_.Reset(
+          Status::Unavailable(Shard() + " began pass " + std::to_string(request.pass())));
+      return Status::OK();
+    }
     case proto::END_PASS: {
       if (request.pass() != table_->pass()) {
         return Status::InvalidArgument("END_PASS for pass " + std::to_string(request.pass()) +
@@ -290,6 +349,8 @@ Status RequestHandler::HandleRecovery(const proto::RequestHeader& request) {
   }
   if (st.ok() && request.type() == proto::ROLLBACK_PASS) {
     epoch_.store(NewEpoch(), std::memory_order_relaxed);
+    dense_sum_.Reset(
+        Status::Unavailable(Shard() + " rolled back to committed pass " + std::to_string(pass)));
     LOG(INFO) << Shard() << ": at committed pass " << pass << " (rolled back; new epoch)";
   } else if (st.ok()) {
     LOG(INFO) << Shard() << ": committed pass " << pass;
@@ -463,6 +524,15 @@ void RequestHandler::AddRequestStats(StatSet* out) const {
             .Json(k.json);
     if (k.label != nullptr) stat.Label(k.label, k.value);
   }
+  out->Counter("pepnet_ps_dense_steps_total",
+               "Dense steps whose slice this shard summed for the workers.",
+               static_cast<double>(dense_sum_.steps()))
+      .Json("dense_steps");
+  out->Counter("pepnet_ps_dense_failed_steps_total",
+               "Dense steps that failed here: a non-finite or missing slice, workers out of "
+               "step, or an abandoned pass.",
+               static_cast<double>(dense_sum_.failed_steps()))
+      .Json("dense_failed_steps");
   out->Gauge("pepnet_ps_connections", "Connections open now.",
              static_cast<double>(c.open_connections.load(std::memory_order_relaxed)))
       .Json("connections_open");

@@ -18,6 +18,7 @@
 #include "common/frame.h"
 #include "common/latency_histogram.h"
 #include "common/status.h"
+#include "ps/dense_sum.h"
 
 namespace pepnet {
 namespace proto {
@@ -31,7 +32,7 @@ class Env;
 class ShardStore;
 class StatSet;
 
-constexpr int kNumRequestTypes = 11;  // proto::RequestType values 0..ROLLBACK_PASS
+constexpr int kNumRequestTypes = 13;  // proto::RequestType values 0..DENSE_ABORT
 
 struct ServerCounters {
   std::atomic<uint64_t> pull_requests{0};
@@ -67,6 +68,8 @@ struct HandlerOptions {
   std::string export_dir;
   // A pushed gradient value beyond this (or not finite) refuses the push.
   float max_abs_gradient = 1e6f;
+  // A dense step still missing a worker's slice this long after its first one fails.
+  int dense_sum_timeout_ms = 60000;
 };
 
 class RequestHandler {
@@ -88,6 +91,16 @@ class RequestHandler {
   Status Handle(const PeerSession& session, const proto::RequestHeader& request,
                 const char* payload, size_t payload_len, proto::ResponseHeader* reply,
                 PayloadBuffer* reply_payload);
+
+  // DENSE_SUM (from a worker session) is answered later: `done` runs once, on any thread,
+  // with the step's sum or the reason it failed. `payload` (the worker's slice) is taken.
+  // Records the request's latency (the wait for the other workers included).
+  void HandleDenseSum(const PeerSession& session, const proto::RequestHeader& request,
+                      PayloadBuffer* payload, DenseSum::Done done);
+
+  // The server is stopping: dense steps waiting here fail now (their replies can still be
+  // written), and later ones at once.
+  void StopDenseSums();
 
   // The STATS reply: the shard's identity and its stats registry.
   void FillStats(proto::ServerStats* stats) const;
@@ -135,6 +148,7 @@ class RequestHandler {
   std::atomic<uint64_t> epoch_;
   std::function<void(const Status&)> on_fatal_;
   Status fatal_;  // guarded by table_mu_
+  DenseSum dense_sum_;
 };
 
 }  // namespace pepnet

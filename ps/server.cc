@@ -98,6 +98,8 @@ class Server::Impl {
       if (stopping_) return;
       stopping_ = true;
       if (options_.on_stopping) options_.on_stopping();
+      // A dense step waiting for a worker would hold its connections past the grace.
+      handler_->StopDenseSums();
       boost::system::error_code ignored;
       if (acceptor_) acceptor_->close(ignored);
       if (accept_retry_timer_) accept_retry_timer_->cancel();

@@ -1,8 +1,8 @@
 // Attacks on a live pepnet_coord started with a secret: stray connections before the
 // workers join are dropped and logged while the run goes on, and a worker that sends a
-// non-finite dense gradient fails the run by name before anything of the pass is
-// committed or published. Both run twice: over plain TCP and inside TLS (the attacker then
-// holds a certificate of the cluster).
+// non-finite dense gradient (sent to the shards, which sum the dense steps) fails the run
+// by name before anything of the pass is committed or published. Both run twice: over plain TCP and
+// inside TLS (the attacker then holds a certificate of the cluster).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,6 +11,7 @@
 
 #include "common/auth.h"
 #include "common/frame_channel.h"
+#include "common/ps_client.h"
 #include "proto/cluster.pb.h"
 #include "proto/model_config.pb.h"
 #include "ps/table_config.h"
@@ -44,9 +45,12 @@ class CoordSecurityTest : public ::testing::TestWithParam<bool> {
     Status st = testing::StartShards(dir_, FormatTableConfig(TableOptionsFor(config_, 1)), 2,
                                      servers_, shard_flags);
     ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+
+  void StartCoordinator(int num_workers) {
     const std::string port_file = dir_.File("coord.port");
     std::vector<std::string> coord = {testing::BinDir() + "/pepnet_coord",
-                                      "--num_workers=1",
+                                      "--num_workers=" + std::to_string(num_workers),
                                       "--servers=" + testing::ServerList(servers_, 2),
                                       "--config=" + config_path_,
                                       "--publish_dir=" + dir_.File("model"),
@@ -54,7 +58,7 @@ class CoordSecurityTest : public ::testing::TestWithParam<bool> {
                                       "--port_file=" + port_file,
                                       "--step_timeout_s=60"};
     coord.insert(coord.end(), auth_.begin(), auth_.end());
-    st = coord_.Start(coord, coord_log());
+    Status st = coord_.Start(coord, coord_log());
     ASSERT_TRUE(st.ok()) << st.ToString();
     st = WaitForPortFile(port_file, 20000, &coord_, &port_);
     ASSERT_TRUE(st.ok()) << st.ToString() << testing::ReadFile(coord_log());
@@ -83,6 +87,7 @@ class CoordSecurityTest : public ::testing::TestWithParam<bool> {
 };
 
 TEST_P(CoordSecurityTest, StrayConnectionsBeforeTheWorkersAreDroppedAndTheRunGoesOn) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(1));
   // An HTTP request, a peer with another secret, a tool, and a worker whose first message
   // is garbage: each is dropped with a line naming it.
   RawConnection http(port_, false);
@@ -128,14 +133,33 @@ TEST_P(CoordSecurityTest, StrayConnectionsBeforeTheWorkersAreDroppedAndTheRunGoe
 }
 
 // A worker (it holds the secret: trusted, but possibly broken) sends a NaN in its dense
-// gradient: summed, it would poison every replica and the published model.
+// gradient: summed, it would poison every replica and the published model. The shards
+// refuse the step naming the worker, the real worker of the step gives up with that
+// reason, and the coordinator fails the run before anything of the pass is committed.
 TEST_P(CoordSecurityTest, ANonFiniteDenseGradientFailsTheRunNamingTheWorker) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(2));
+  const std::string data = dir_.File("data");
+  testing::GenerateData(dir_, data, 1, 1, 2000);
+  const std::string pass_dir = data + "/pass-00001";
+  Subprocess worker;
+  std::vector<std::string> argv = {testing::BinDir() + "/pepnet_worker",
+                                   "--config=" + config_path_,
+                                   "--servers=" + testing::ServerList(servers_, 2),
+                                   "--coordinator=127.0.0.1:" + std::to_string(port_),
+                                   "--worker_index=0",
+                                   "--num_workers=2",
+                                   "--threads=1",
+                                   "--passes=" + pass_dir};
+  argv.insert(argv.end(), auth_.begin(), auth_.end());
+  ASSERT_TRUE(worker.Start(argv, dir_.File("worker.log")).ok());
+
+  // Worker 1 is this test: it joins like a worker, then sends a NaN to the shards.
   std::unique_ptr<FrameChannel> channel;
   Status st =
       FrameChannel::Connect("127.0.0.1", port_, 20000, secret_, PeerRole::kWorker, &channel);
   ASSERT_TRUE(st.ok()) << st.ToString();
-  auto send = [&](const proto::CoordMessage& m, const std::string& payload = "") {
-    ASSERT_TRUE(channel->Send(m.SerializeAsString(), payload.data(), payload.size()).ok());
+  auto send = [&](const proto::CoordMessage& m) {
+    ASSERT_TRUE(channel->Send(m.SerializeAsString(), nullptr, 0).ok());
   };
   auto receive = [&](proto::CoordMessage* m) {
     std::string header;
@@ -146,8 +170,8 @@ TEST_P(CoordSecurityTest, ANonFiniteDenseGradientFailsTheRunNamingTheWorker) {
   };
   proto::CoordMessage hello;
   hello.set_type(proto::COORD_HELLO);
-  hello.set_worker_index(0);
-  hello.set_num_workers(1);
+  hello.set_worker_index(1);
+  hello.set_num_workers(2);
   hello.set_model_fingerprint(ModelConfigFingerprint(config_));
   send(hello);
   proto::CoordMessage welcome;
@@ -155,26 +179,43 @@ TEST_P(CoordSecurityTest, ANonFiniteDenseGradientFailsTheRunNamingTheWorker) {
   ASSERT_EQ(welcome.type(), proto::COORD_HELLO);
   proto::CoordMessage begin;
   begin.set_type(proto::COORD_BEGIN_PASS);
-  begin.set_pass_name("pass-00001");
+  begin.set_worker_index(1);
+  begin.set_pass_name(pass_dir);
   send(begin);
   proto::CoordMessage reply;
   receive(&reply);
-  ASSERT_EQ(reply.pass(), 1u);
+  ASSERT_EQ(reply.pass(), 1u) << reply.error();
+
+  ClientOptions options;
+  options.servers = {servers_[0].address(), servers_[1].address()};
+  options.secret = secret_;
+  options.role = PeerRole::kWorker;
+  std::unique_ptr<PsClient> client;
+  st = PsClient::Connect(options, &client);
+  ASSERT_TRUE(st.ok()) << st.ToString();
   std::vector<float> gradient(welcome.num_dense(), 0.0f);
   gradient[gradient.size() / 2] = std::numeric_limits<float>::quiet_NaN();
-  proto::CoordMessage step;
-  step.set_type(proto::COORD_STEP);
-  step.set_has_data(true);
-  step.set_num_dense(gradient.size());
-  send(step, std::string(reinterpret_cast<const char*>(gradient.data()), 4 * gradient.size()));
+  DenseStepInfo step;
+  step.pass = 1;
+  step.worker_index = 1;
+  step.num_workers = 2;
+  step.has_data = true;
+  uint32_t with_data = 0;
+  st = client->DenseSum(step, &gradient, &with_data);
+  const std::string named = "worker 1 (127.0.0.1:";
+  const std::string what = "sent a non-finite dense gradient in pass 1 step 0 (value " +
+                           std::to_string(gradient.size() / 2) + " is nan)";
+  EXPECT_EQ(st.code(), Status::kInvalidArgument) << st.ToString();
+  EXPECT_NE(st.message().find(what), std::string::npos) << st.ToString();
 
   EXPECT_EQ(WaitCoordinator(), 1);
+  int code = -1;
+  ASSERT_TRUE(worker.Wait(60000, &code).ok());
+  EXPECT_EQ(code, 1);
   const std::string log = testing::ReadFile(coord_log());
   EXPECT_NE(log.find("worker 0 (127.0.0.1:"), std::string::npos) << log;
-  EXPECT_NE(log.find("sent a non-finite dense gradient in pass 1 step 0 (value " +
-                     std::to_string(gradient.size() / 2) + " is nan)"),
-            std::string::npos)
-      << log;
+  EXPECT_NE(log.find(named), std::string::npos) << log;
+  EXPECT_NE(log.find(what), std::string::npos) << log;
   std::vector<std::string> versions;
   ListVersions(dir_.File("model"), &versions);  // the folder may not even exist
   EXPECT_TRUE(versions.empty()) << "a poisoned pass was published";

@@ -241,5 +241,124 @@ TEST_F(PsClientTest, StalledServerTimesOut) {
   EXPECT_TRUE(st.ok()) << st.ToString();
 }
 
+// Workers sum their dense gradients on the two shards: every worker gets the same bits,
+// the sum in worker order, and a tool may not take part.
+TEST_F(PsClientTest, DenseSumOverTwoShardsGivesEveryWorkerTheSameSum) {
+  ClientOptions options;
+  options.servers = {servers_[0].address(), servers_[1].address()};
+  options.role = PeerRole::kCoordinator;
+  std::unique_ptr<PsClient> coordinator;
+  ASSERT_TRUE(PsClient::Connect(options, &coordinator).ok());
+  ASSERT_TRUE(coordinator->BeginPass(1).ok());
+  options.role = PeerRole::kWorker;
+  constexpr int kWorkers = 3;
+  constexpr size_t kDense = 2'000'001;
+  std::vector<std::unique_ptr<PsClient>> workers(kWorkers);
+  std::vector<std::vector<float>> grads(kWorkers);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0, 1);
+  for (int w = 0; w < kWorkers; ++w) {
+    ASSERT_TRUE(PsClient::Connect(options, &workers[w]).ok());
+    grads[w].resize(kDense);
+    for (float& g : grads[w]) g = normal(rng);
+  }
+  for (uint64_t step = 0; step < 3; ++step) {
+    // Worker 1 has no data from step 1 on; it still receives the sum.
+    std::vector<float> want = grads[0];
+    if (step == 0) {
+      for (size_t k = 0; k < kDense; ++k) want[k] += grads[1][k];
+    }
+    for (size_t k = 0; k < kDense; ++k) want[k] += grads[2][k];
+    std::vector<std::vector<float>> got = grads;
+    std::vector<Status> status(kWorkers);
+    std::vector<uint32_t> with(kWorkers, 0);
+    std::vector<std::thread> threads;
+    for (int w = 0; w < kWorkers; ++w) {
+      threads.emplace_back([&, w] {
+        DenseStepInfo info;
+        info.pass = 1;
+        info.step = step;
+        info.worker_index = w;
+        info.num_workers = kWorkers;
+        info.has_data = w != 1 || step == 0;
+        status[w] = workers[w]->DenseSum(info, &got[w], &with[w]);
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (int w = 0; w < kWorkers; ++w) {
+      ASSERT_TRUE(status[w].ok()) << status[w].ToString();
+      EXPECT_EQ(with[w], step == 0 ? 3u : 2u);
+      EXPECT_TRUE(got[w] == want) << "worker " << w << " step " << step;
+    }
+  }
+  // A tool is not a worker.
+  options.role = PeerRole::kTool;
+  std::unique_ptr<PsClient> tool;
+  ASSERT_TRUE(PsClient::Connect(options, &tool).ok());
+  DenseStepInfo info;
+  info.pass = 1;
+  info.num_workers = 2;
+  std::vector<float> g(10);
+  uint32_t with = 0;
+  Status st = tool->DenseSum(info, &g, &with);
+  EXPECT_EQ(st.code(), Status::kInvalidArgument);
+  EXPECT_NE(st.message().find("DENSE_SUM comes only from workers"), std::string::npos)
+      << st.ToString();
+  // The shards count the steps for /metrics.
+  std::vector<proto::ServerStats> stats;
+  ASSERT_TRUE(client_->Stats(&stats).ok());
+  for (const proto::ServerStats& s : stats) {
+    bool found = false;
+    for (const proto::Stat& stat : s.stats()) {
+      if (stat.name() == "pepnet_ps_dense_steps_total") {
+        found = true;
+        EXPECT_EQ(stat.value(), 3);
+      }
+    }
+    EXPECT_TRUE(found);
+  }
+}
+
+// A worker that never sends its part fails the step on every shard within the shards'
+// timeout, naming it; the coordinator's abort frees waiting workers at once.
+TEST(PsClientDenseTest, AMissingWorkerFailsTheStepWithinTheTimeout) {
+  testing::TempDir dir;
+  testing::ServerProcess servers[2];
+  ASSERT_TRUE(testing::StartShards(dir, kConfig, 2, servers, {"--dense_sum_timeout_ms=500"}).ok());
+  ClientOptions options;
+  options.servers = {servers[0].address(), servers[1].address()};
+  options.role = PeerRole::kCoordinator;
+  std::unique_ptr<PsClient> coordinator, worker;
+  ASSERT_TRUE(PsClient::Connect(options, &coordinator).ok());
+  ASSERT_TRUE(coordinator->BeginPass(1).ok());
+  options.role = PeerRole::kWorker;
+  ASSERT_TRUE(PsClient::Connect(options, &worker).ok());
+  DenseStepInfo info;
+  info.pass = 1;
+  info.num_workers = 2;
+  info.has_data = true;
+  std::vector<float> g(1000, 1.0f);
+  uint32_t with = 0;
+  const auto start = std::chrono::steady_clock::now();
+  Status st = worker->DenseSum(info, &g, &with);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(st.code(), Status::kDeadlineExceeded) << st.ToString();
+  EXPECT_NE(st.message().find("no slice from worker 1 within 500 ms"), std::string::npos)
+      << st.ToString();
+  EXPECT_LT(seconds, 10);
+  // Step 1 waits for worker 1 too, until the coordinator gives up on the pass.
+  info.step = 1;
+  std::thread abort([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(coordinator->AbortDenseSums(1).ok());
+  });
+  st = worker->DenseSum(info, &g, &with);
+  abort.join();
+  EXPECT_EQ(st.code(), Status::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("the coordinator gave up on pass 1"), std::string::npos)
+      << st.ToString();
+}
+
 }  // namespace
 }  // namespace pepnet

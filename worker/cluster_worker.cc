@@ -52,6 +52,19 @@ class CoordinatorChannel {
     return st;
   }
 
+  // The coordinator's FAIL, if it sent one within `timeout_ms`; else OK.
+  Status FailureIfAny(int timeout_ms) {
+    std::string header;
+    PayloadBuffer payload;
+    proto::CoordMessage m;
+    if (channel_->Receive(&header, &payload, timeout_ms).ok() && m.ParseFromString(header) &&
+        m.type() == proto::COORD_FAIL) {
+      failed_ = true;
+      return FailureOf(m);
+    }
+    return Status::OK();
+  }
+
   Status Receive(proto::CoordMessage* m, PayloadBuffer* payload) {
     std::string header;
     Status st = channel_->Receive(&header, payload);
@@ -76,61 +89,79 @@ class CoordinatorChannel {
   bool failed_ = false;
 };
 
-// The coordinator's STEP as a DenseReducer.
-class CoordinatorReducer : public DenseReducer {
+// The dense sum of a step: on the shards (a cluster of one keeps its own gradient), then
+// the step's progress to the coordinator.
+class ShardReducer : public DenseReducer {
  public:
-  CoordinatorReducer(CoordinatorChannel* channel, int num_workers)
-      : channel_(channel), alone_(num_workers == 1) {}
+  ShardReducer(CoordinatorChannel* channel, PsClient* client, int worker_index, int num_workers)
+      : channel_(channel),
+        client_(client),
+        worker_index_(worker_index),
+        num_workers_(num_workers) {}
 
-  // What each step reports for the coordinator's progress line (borrowed; null: none).
-  void set_progress(const uint64_t* samples, const PassMetrics* metrics) {
+  // The pass the steps belong to; `samples` and `metrics`: what each step reports for the
+  // coordinator's progress line (borrowed; null: none).
+  void BeginPass(uint32_t pass, const uint64_t* samples, const PassMetrics* metrics) {
+    pass_ = pass;
+    step_ = 0;
     samples_ = samples;
     metrics_ = metrics;
   }
+  void EndPass() { samples_ = nullptr, metrics_ = nullptr; }
 
   Status AllReduce(bool has_data, std::vector<float>* grads, bool* all_done) override {
+    if (num_workers_ == 1) {
+      // Alone, this worker's gradient is the sum; a non-finite one would poison the model.
+      if (has_data) {
+        const size_t bad = FirstNonFinite(*grads);
+        if (bad < grads->size()) {
+          return Status::InvalidArgument("worker " + std::to_string(worker_index_) +
+                                         " computed a non-finite dense gradient "
+                                         "in pass " +
+                                         std::to_string(pass_) + " step " + std::to_string(step_) +
+                                         " (value " + std::to_string(bad) + " is " +
+                                         std::to_string((*grads)[bad]) +
+                                         "); nothing of the pass is committed or published");
+        }
+      }
+      *all_done = !has_data;
+    } else {
+      DenseStepInfo info;
+      info.pass = pass_;
+      info.step = step_;
+      info.worker_index = static_cast<uint32_t>(worker_index_);
+      info.num_workers = static_cast<uint32_t>(num_workers_);
+      info.has_data = has_data;
+      uint32_t with_data = 0;
+      Status st = client_->DenseSum(info, grads, &with_data);
+      if (!st.ok()) {
+        // A step abandoned because the coordinator gave up: its reason says more.
+        if (st.code() == Status::kUnavailable) {
+          Status why = channel_->FailureIfAny(2000);
+          if (!why.ok()) return why;
+        }
+        return st;
+      }
+      *all_done = with_data == 0;
+    }
     proto::CoordMessage m;
     m.set_type(proto::COORD_STEP);
     m.set_step(step_++);
     m.set_has_data(has_data);
-    // Alone, this worker's gradient is the sum: it stays here, unless it is not finite
-    // (then the coordinator sees it, names this worker and stops the run).
-    const bool keep = has_data && alone_ && AllFinite(*grads);
-    m.set_sum_kept(keep);
-    const bool send = has_data && !keep;
-    m.set_num_dense(send ? grads->size() : 0);
+    m.set_all_done(*all_done);
     if (samples_ != nullptr) m.set_samples(*samples_);
     if (metrics_ != nullptr) {
       m.set_loss_sum(metrics_->loss_sum());
       m.set_loss_count(metrics_->loss_count());
     }
-    PEPNET_RETURN_IF_ERROR(channel_->Send(m, grads->data(), send ? 4 * grads->size() : 0));
-    proto::CoordMessage reply;
-    PEPNET_RETURN_IF_ERROR(channel_->Receive(&reply, &payload_));
-    if (reply.type() != proto::COORD_STEP) return Unexpected(reply);
-    *all_done = reply.all_done();
-    if (*all_done) {
-      step_ = 0;
-      return Status::OK();
-    }
-    if (reply.sum_kept()) {
-      if (keep) return Status::OK();
-      return Status::Internal("the coordinator kept no gradient of this worker's as the sum");
-    }
-    if (payload_.size() != 4 * grads->size()) {
-      return Status::Internal("coordinator sent " + std::to_string(payload_.size()) +
-                              " bytes of summed gradient for " + std::to_string(grads->size()) +
-                              " floats");
-    }
-    std::memcpy(grads->data(), payload_.data(), payload_.size());
-    return Status::OK();
+    return channel_->Send(m);
   }
 
-  static bool AllFinite(const std::vector<float>& v) {
-    for (float x : v) {
-      if (!std::isfinite(x)) return false;
+  static size_t FirstNonFinite(const std::vector<float>& v) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!std::isfinite(v[i])) return i;
     }
-    return true;
+    return v.size();
   }
 
   static Status Unexpected(const proto::CoordMessage& m) {
@@ -139,11 +170,13 @@ class CoordinatorReducer : public DenseReducer {
 
  private:
   CoordinatorChannel* channel_;
-  const bool alone_;
+  PsClient* client_;
+  const int worker_index_;
+  const int num_workers_;
+  uint32_t pass_ = 0;
+  uint64_t step_ = 0;
   const uint64_t* samples_ = nullptr;
   const PassMetrics* metrics_ = nullptr;
-  uint64_t step_ = 0;
-  PayloadBuffer payload_;
 };
 
 // One membership of the cluster: join, train passes until done or a failure.
@@ -173,7 +206,7 @@ class Session {
     proto::CoordMessage welcome;
     PayloadBuffer payload;
     PEPNET_RETURN_IF_ERROR(coord_->Receive(&welcome, &payload));
-    if (welcome.type() != proto::COORD_HELLO) return CoordinatorReducer::Unexpected(welcome);
+    if (welcome.type() != proto::COORD_HELLO) return ShardReducer::Unexpected(welcome);
     *welcomed = true;
     *durable = welcome.durable();
     std::vector<std::string> done(welcome.done_passes().begin(), welcome.done_passes().end());
@@ -202,7 +235,7 @@ class Session {
                 << (done.empty() ? "" : done.back()) << "), dense state of Adam step "
                 << dense.step;
     }
-    CoordinatorReducer reducer(coord_.get(), o_.num_workers);
+    ShardReducer reducer(coord_.get(), client.get(), o_.worker_index, o_.num_workers);
     trainer.set_dense_reducer(&reducer);
     for (;;) {
       const std::string folder = source.Next();
@@ -236,7 +269,7 @@ class Session {
   }
 
   Status TrainPass(uint32_t pass, const std::string& folder, Trainer* trainer,
-                   CoordinatorReducer* reducer) {
+                   ShardReducer* reducer) {
     const std::vector<std::string> all = PassSource::FilesOf(folder);
     std::vector<std::string> files;
     for (const std::string& f : PassSource::ShareOf(all, o_.worker_index, o_.num_workers)) {
@@ -247,7 +280,7 @@ class Session {
     PassMetrics metrics(task_names_, config_.num_domains());
     DataReader reader(&config_, files);
     uint64_t samples = 0;
-    reducer->set_progress(&samples, &metrics);
+    reducer->BeginPass(pass, &samples, &metrics);
     const auto start = std::chrono::steady_clock::now();
     Status st;
     {
@@ -272,7 +305,7 @@ class Session {
     // Out of data: take part in the other workers' remaining steps.
     bool all_done = false;
     while (st.ok() && !all_done) st = trainer->IdleStep(&all_done);
-    reducer->set_progress(nullptr, nullptr);
+    reducer->EndPass();
     if (!st.ok()) {
       return Abort(st.WithContext("pass " + std::to_string(pass) + " (" + folder + ")"));
     }
