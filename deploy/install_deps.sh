@@ -5,6 +5,7 @@ PACKAGES=(cmake make g++ libboost-dev libprotobuf-dev protobuf-compiler librocks
           libeigen3-dev libgflags-dev libgoogle-glog-dev libgtest-dev libbenchmark-dev
           zlib1g-dev libssl-dev
           nlohmann-json3-dev libdnnl-dev
+          libgloo-dev  # only pepnet_bench_dense_sync's baseline, Gloo's allreduce
           clang-14 libclang-rt-14-dev)  # the fuzz flavour: clang++-14 and libFuzzer
 # --test: also what only the tests run: promtool checks /metrics, headless Chromium renders
 # the run report, kubectl renders the Kubernetes manifests.

@@ -15,6 +15,18 @@ size_t FirstNonFinite(const float* v, size_t n) {
   return n;
 }
 
+// Branch-free, so that it vectorizes: a float is finite unless its exponent bits are
+// all ones.
+bool AllFinite(const float* v, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, v + i, 4);
+    bad |= (bits & 0x7f800000u) == 0x7f800000u;
+  }
+  return bad == 0;
+}
+
 std::string FloatText(float x) {
   if (std::isnan(x)) return "nan";
   return std::to_string(x);
@@ -141,22 +153,12 @@ void DenseSum::Contribute(const DenseContribution& c, PayloadBuffer* payload, Do
 
 DenseSumResult DenseSum::SumLocked() {
   DenseSumResult r;
-  const uint64_t n = DenseSliceOf(dense_size_, shard_id_, num_shards_).size();
-  // Named in worker order: the first bad contribution is the one reported.
-  for (uint32_t i = 0; i < num_workers_; ++i) {
-    const Slot& s = slots_[i];
-    if (!s.has_data) continue;
-    const float* g = reinterpret_cast<const float*>(s.grad.data());
-    const size_t bad = FirstNonFinite(g, n);
-    if (bad < n) {
-      const uint64_t at = DenseSliceOf(dense_size_, shard_id_, num_shards_).begin + bad;
-      r.status = Status::InvalidArgument(
-          "worker " + std::to_string(i) + " (" + s.peer + ") sent a non-finite dense gradient in " +
-          StepName() + " (value " + std::to_string(at) + " is " + FloatText(g[bad]) +
-          "); nothing of the pass is committed or published");
-      return r;
-    }
-  }
+  const DenseSlice slice = DenseSliceOf(dense_size_, shard_id_, num_shards_);
+  const uint64_t n = slice.size();
+  // The sum first, then one check of it: a non-finite part makes the sum non-finite (an
+  // infinity stays one or meets its opposite as a NaN), so only then are the parts
+  // searched, in worker order, for the one to name. The workers wait meanwhile: these
+  // loops must vectorize.
   std::shared_ptr<PayloadBuffer> sum;
   float* out = nullptr;
   for (uint32_t i = 0; i < num_workers_; ++i) {
@@ -174,14 +176,27 @@ DenseSumResult DenseSum::SumLocked() {
       for (uint64_t k = 0; k < n; ++k) out[k] += g[k];
     }
   }
-  if (sum && FirstNonFinite(out, n) < n) {
-    r.status = Status::InvalidArgument("the workers' dense gradients of " + StepName() +
-                                       " sum to a non-finite value; nothing of the pass is "
-                                       "committed or published");
-    r.workers_with_data = 0;
+  if (!sum || AllFinite(out, n)) {
+    r.sum = std::move(sum);
     return r;
   }
-  r.sum = std::move(sum);
+  r.workers_with_data = 0;
+  for (uint32_t i = 0; i < num_workers_; ++i) {
+    const Slot& s = slots_[i];
+    if (!s.has_data) continue;
+    const float* g = reinterpret_cast<const float*>(s.grad.data());
+    const size_t bad = FirstNonFinite(g, n);
+    if (bad < n) {
+      r.status = Status::InvalidArgument(
+          "worker " + std::to_string(i) + " (" + s.peer + ") sent a non-finite dense gradient in " +
+          StepName() + " (value " + std::to_string(slice.begin + bad) + " is " + FloatText(g[bad]) +
+          "); nothing of the pass is committed or published");
+      return r;
+    }
+  }
+  r.status = Status::InvalidArgument("the workers' dense gradients of " + StepName() +
+                                     " sum to a non-finite value; nothing of the pass is "
+                                     "committed or published");
   return r;
 }
 
