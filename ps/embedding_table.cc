@@ -252,6 +252,11 @@ char* EmbeddingTable::AcquireRow(Partition* part, uint32_t slot_index, uint64_t 
   if (options_.memory_limit_bytes > 0 &&
       part->bytes + shard->GrowthForInsert() > part_high_bytes_) {
     time_from_here();
+    // Only the new row's growth is over the mark: it can have a victim's place instead,
+    // which allocates nothing but maybe a block of the deleted-key log.
+    if (part->bytes + part->deleted_keys.NextAddBytesBound() <= part_high_bytes_) {
+      if (char* row = ReplaceVictim(part, slot_index, key, hash)) return done(row);
+    }
     if (!MakeRoom(part, *shard)) {
       if (e.max_rows > 0) capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
       ++part->memory_refused;
@@ -301,11 +306,15 @@ Status EmbeddingTable::ForEachRowLocked(const uint64_t* keys, const float* shows
       s->rows[j - begin] = part->shards[s->slot[i]]->Find(keys[i], s->hash[i]);
     }
     const uint64_t deletions = part->deletions;
+    const uint64_t replacements = part->replacements;
     Status error;
     for (uint32_t j = begin; j < end; ++j) {
       const uint32_t i = s->order[j];
       char* row = s->rows[j - begin];
-      if (row == nullptr || part->deletions != deletions) {
+      // After a deletion a row found earlier may have moved or gone; after a replacement
+      // it is where it was, but may be the victim, holding another key now.
+      if (row == nullptr || part->deletions != deletions ||
+          (part->replacements != replacements && RowLayout::Key(row) != keys[i])) {
         row =
             AcquireRow(part, s->slot[i], keys[i], s->hash[i], shows ? &shows[i] : nullptr, &error);
         if (!error.ok()) return error;

@@ -254,6 +254,11 @@ class EmbeddingTable {
   // limit.
   char* AcquireRow(Partition* part, uint32_t slot_index, uint64_t key, uint64_t hash,
                    const float* show, Status* error);
+  // Under the memory limit, when the eviction sweep's next victim is a row of
+  // `slot_index`: the new key takes its place (SlotShard::ReplaceAt), counted as an
+  // eviction. nullptr when the next victim is of another slot, none is found within a
+  // step's scan, or the shard's index is due a rebuild: the caller evicts and inserts.
+  char* ReplaceVictim(Partition* part, uint32_t slot_index, uint64_t key, uint64_t hash);
   // Deletes row `id` of the partition's shard of `slot_index`, logging its key for
   // the publish when it existed before this pass.
   void DeleteRow(Partition* part, uint32_t slot_index, uint32_t id, DeleteReason reason);
@@ -325,6 +330,9 @@ struct EmbeddingTable::Partition : PartitionState {
   // Bytes owned by this partition: shards and their objects, the shard directory,
   // counters, log and filter.
   uint64_t bytes = 0;
+  // Rows given to another key in place (ReplaceVictim): a row pointer taken before holds
+  // another key now if it was the victim; no row moved.
+  uint64_t replacements = 0;
 
   ~Partition() {
     for (SlotShard* s : shards) delete s;

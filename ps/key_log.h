@@ -18,6 +18,8 @@ class KeyLog {
   // Appends a key; returns the bytes this allocated (0 or a block, and maybe a bigger
   // block directory), as BlockBytes counts them.
   uint64_t Add(uint64_t key);
+  // At least what the next Add allocates: 0 while the last block has room.
+  uint64_t NextAddBytesBound() const;
   // Drops every key and frees every block; returns the bytes freed.
   uint64_t Clear();
 

@@ -224,6 +224,26 @@ void SlotShard::EraseAt(uint32_t id) {
   }
 }
 
+char* SlotShard::ReplaceAt(uint32_t id, uint64_t key, uint64_t hash, uint64_t seed, uint16_t pass) {
+  DCHECK_LT(id, num_rows_);
+  DCHECK(!IndexFull());
+  const uint32_t pos = PositionOf(id);
+  canonical_ = false;
+  if (index_[Next(pos)] == 0) {
+    index_[pos] = 0;
+  } else {
+    index_[pos] = kTombstone;
+    ++tombstones_;
+  }
+  char* row = RowAt(id);
+  layout_->InitRow(row, key, seed, pass);
+  uint32_t at = HomeSlot(hash);
+  while (index_[at] != 0 && index_[at] != kTombstone) at = Next(at);
+  if (index_[at] == kTombstone) --tombstones_;
+  index_[at] = Tag(hash) | (id + 1);
+  return row;
+}
+
 void SlotShard::ShrinkIndexIfSparse() {
   if (capacity_ > kInitialCapacity && uint64_t{num_rows_} * 4 < capacity_) {
     // Load 0.6 after the rebuild leaves room to grow before the next rehash.

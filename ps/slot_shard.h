@@ -99,6 +99,14 @@ class SlotShard {
   // chunk is freed.
   void EraseAt(uint32_t id);
 
+  // Gives row `id` (< rows()) to a key that Find did not find: the old key's index entry
+  // goes, the row is InitRow(key, seed, pass) in the same place, and no other row moves
+  // (the eviction of a row and the creation of another, without the move of the last
+  // row into the hole and its index update, nor a chunk freed and allocated again).
+  // Allocates nothing. Only while !IndexRebuildDue(): the old entry's tombstone then
+  // still leaves the index under its load limit.
+  char* ReplaceAt(uint32_t id, uint64_t key, uint64_t hash, uint64_t seed, uint16_t pass);
+
   // Rebuilds the index at a smaller capacity when rows fill under a quarter of it (after
   // bulk deletions), giving the memory back.
   void ShrinkIndexIfSparse();

@@ -101,6 +101,59 @@ uint32_t EmbeddingTable::EvictStep(Partition* part, uint64_t need) {
   return evicted;
 }
 
+char* EmbeddingTable::ReplaceVictim(Partition* part, uint32_t slot_index, uint64_t key,
+                                    uint64_t hash) {
+  constexpr uint32_t kMaxScan = 16384;  // as EvictStep
+  SlotShard* shard = part->shards[slot_index];
+  if (shard == nullptr || shard->rows() == 0 || shard->IndexRebuildDue()) return nullptr;
+  EvictionCursor& c = part->evict;
+  if (!c.valid || c.scanned >= c.lap) ResampleThreshold(part, shard->GrowthForInsert());
+  if (!c.valid) return nullptr;
+  const uint32_t num_shards = static_cast<uint32_t>(part->shards.size());
+  // The sweep of EvictStep, stopping at its next victim: the same rows go, in the same
+  // order, whichever way their places are reused.
+  for (uint32_t scanned = 0; scanned < kMaxScan && c.scanned < c.lap;) {
+    if (c.shard >= num_shards) {
+      c.shard = 0;
+      c.row = 0;
+    }
+    SlotShard* at = part->shards[c.shard];
+    if (at == nullptr || c.row >= at->rows()) {
+      ++c.shard;
+      c.row = 0;
+      continue;
+    }
+    char* victim = at->RowAt(c.row);
+    if (Score(victim) > c.threshold) {
+      ++scanned;
+      ++c.scanned;
+      ++c.row;
+      continue;
+    }
+    if (c.shard != slot_index) return nullptr;  // EvictStep deletes it; then an insert
+    ++c.scanned;
+    const uint16_t pass = static_cast<uint16_t>(pass_.load(std::memory_order_relaxed));
+    if (RowLayout::Meta(victim)->created_pass != pass) {
+      // Serving has the victim's key from an earlier version: the publish must name it.
+      AddBytes(part, static_cast<int64_t>(part->deleted_keys.Add(RowLayout::Key(victim))));
+    }
+    const size_t k =
+        size_t{slot_index} * kNumDeleteReasons + static_cast<int>(DeleteReason::kMemory);
+    ++part->deleted_pass[k];
+    ++part->deleted_total[k];
+    ++part->replacements;
+    ++part->rows_created;
+    // The new row's place in a capped slot was reserved; the victim's is given back.
+    if (options_.slots[slot_index].eviction.max_rows > 0) {
+      capped_rows_[slot_index].fetch_sub(1, std::memory_order_relaxed);
+    }
+    // The new row is passed by until the next lap, as a row moved into a hole is.
+    char* row = at->ReplaceAt(c.row++, key, hash, options_.seed, pass);
+    return row;
+  }
+  return nullptr;
+}
+
 bool EmbeddingTable::MakeRoom(Partition* part, const SlotShard& shard) {
   // What the insert would allocate can change as rows go (the shard's last chunk may be
   // freed), so it is asked again after every step.

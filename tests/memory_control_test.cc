@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <random>
 #include <set>
 #include <thread>
@@ -349,6 +350,46 @@ std::vector<float> AfterPushes(const RowLayout& layout, uint64_t key, uint64_t s
   for (uint32_t i = 0; i < n; ++i) layout.ApplyAdagrad(buf.data(), grad.data());
   const float* w = RowLayout::Weights(buf.data());
   return std::vector<float>(w, w + layout.dim);
+}
+
+// Under the limit a new row takes the place of the sweep's next victim of its slot
+// (no row moves). A victim can be a row found earlier in the same request: the request
+// must notice it holds another key now. Every key's update count stays at most its
+// pushes (a push applied to another key's row would exceed them), and the table holds.
+TEST(MemoryControlTest, NewRowsTakeVictimsPlacesWithinARequest) {
+  TableOptions o = OneSlot(0);
+  o.slots[0].dim = 8;
+  o.memory_limit_bytes = 256 << 10;
+  auto t = MakeTable(o);
+  std::mt19937_64 rng(7);
+  std::map<uint64_t, uint32_t> pushes;
+  constexpr uint64_t kUniverse = 20000;
+  const std::vector<float> grads(512 * 8, 0.5f), shows(512, 1.0f), clicks(512, 0.0f);
+  for (int round = 0; round < 200; ++round) {
+    std::set<uint64_t> distinct;
+    while (distinct.size() < 512) distinct.insert(Key(rng() % kUniverse));
+    std::vector<uint64_t> keys(distinct.begin(), distinct.end());
+    std::shuffle(keys.begin(), keys.end(), rng);
+    ASSERT_TRUE(t->Push(keys.data(), keys.size(), grads.data(), shows.data(), clicks.data()).ok());
+    for (uint64_t k : keys) ++pushes[k];
+    for (uint64_t k : keys) {
+      RowSnapshot row;
+      // A key of this request may have been evicted again by a later one of it.
+      if (!t->Lookup(k, &row).ok()) continue;
+      ASSERT_GE(row.meta.update_count, 1u) << FormatKey(k);
+      ASSERT_LE(row.meta.update_count, pushes[k]) << FormatKey(k) << " round " << round;
+    }
+  }
+  const TableStatsSnapshot st = t->Stats();
+  EXPECT_GT(Deleted(st, DeleteReason::kMemory), 50000u);
+  EXPECT_LE(st.max_bytes_used, o.memory_limit_bytes);
+  EXPECT_EQ(st.memory_refused, 0u);
+  ExpectBytesConsistent(*t);
+  const RowLayout layout = RowLayout::Make(8, o.slots[0].adagrad);
+  t->ForEachRow([&](uint64_t key, const float* w, uint32_t dim, const RowMeta& meta) {
+    EXPECT_LE(meta.update_count, pushes[key]);
+    EXPECT_EQ(std::vector<float>(w, w + dim), AfterPushes(layout, key, o.seed, meta.update_count));
+  });
 }
 
 // Evictions race pulls and pushes: every row a reader sees has exactly the weights its

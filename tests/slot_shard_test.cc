@@ -1,5 +1,6 @@
-// SlotShard against a std::map reference under random inserts and erases: every live key
-// is found at its row, erased keys are not, and the byte count follows every allocation.
+// SlotShard against a std::map reference under random inserts, erases and replacements:
+// every live key is found at its row, erased and replaced keys are not, and the byte count
+// follows every allocation.
 #include "ps/slot_shard.h"
 
 #include <gtest/gtest.h>
@@ -34,13 +35,23 @@ TEST_P(SlotShardTest, RandomInsertsAndErasesMatchAMap) {
       ASSERT_EQ(RowLayout::Key(row), key);
       ASSERT_EQ(RowLayout::Weights(row)[0], ref[key]);
     } else {
-      // Erase a random live row by id.
+      // Erase a random live row by id, or give its place to an absent key.
       const uint32_t id = static_cast<uint32_t>(rng() % shard.rows());
       const uint64_t victim = RowLayout::Key(shard.RowAt(id));
       uint32_t found;
       ASSERT_TRUE(shard.FindId(victim, TableHash(victim, kSalt), &found));
       ASSERT_EQ(found, id);
-      shard.EraseAt(id);
+      const uint64_t bytes = shard.allocated_bytes();
+      if (rng() % 2 == 0 && !shard.IndexRebuildDue() && ref.count(key) == 0) {
+        char* row = shard.ReplaceAt(id, key, hash, 7, 0);
+        ASSERT_EQ(row, shard.RowAt(id));
+        ASSERT_EQ(RowLayout::Key(row), key);
+        ASSERT_EQ(shard.Find(key, hash), row);
+        ASSERT_EQ(shard.allocated_bytes(), bytes) << "a replacement allocates nothing";
+        ref[key] = RowLayout::Weights(row)[0];
+      } else {
+        shard.EraseAt(id);
+      }
       ASSERT_EQ(ref.erase(victim), 1u);
       ASSERT_EQ(shard.Find(victim, TableHash(victim, kSalt)), nullptr);
     }
