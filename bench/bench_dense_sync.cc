@@ -215,7 +215,7 @@ pepnet::Status MeasureShards(const Shards& shards, int workers, uint64_t floats,
     step.num_workers = workers;
     step.has_data = true;
     uint32_t with = 0;
-    pepnet::Status st = clients[w]->DenseSum(step, &grads[w], &with);
+    pepnet::Status st = clients[w]->DenseSum(step, &grads[w], &with, nullptr);
     if (!st.ok() && failures[w].ok()) failures[w] = st;
   });
   for (const pepnet::Status& st : failures) PEPNET_RETURN_IF_ERROR(st);

@@ -137,13 +137,22 @@ class ShardSimple : public PooledRequest {
   }
 };
 
+// A dense sum across the shards: which slices are in, in the order they came.
+struct DenseCall {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<uint32_t> finished;  // shards, in completion order
+  std::vector<Status> status;      // by shard
+  std::vector<uint32_t> workers;   // by shard: dense_workers of its reply
+};
+
 // One shard's slice of a dense sum: the reply lands in the caller's vector, at the slice.
 class ShardDense : public PooledRequest {
  public:
   using PooledRequest::PooledRequest;
-  std::shared_ptr<Call> call;
+  std::shared_ptr<DenseCall> call;
+  uint32_t shard = 0;
   float* out = nullptr;  // the slice's place in the caller's values
-  uint32_t* workers = nullptr;
 
   bool AcceptsReplyBytes(uint64_t bytes) const override {
     // No payload when no worker had data.
@@ -153,8 +162,11 @@ class ShardDense : public PooledRequest {
     return bytes == 0 ? ShardRequest::ReplyBuffer(0) : reinterpret_cast<char*>(out);
   }
   void Complete(const Status& st, const proto::ResponseHeader* reply, const char*) override {
-    if (st.ok()) *workers = reply->dense_workers();
-    call->Finish(st);
+    std::lock_guard<std::mutex> lock(call->mu);
+    call->status[shard] = st;
+    if (st.ok()) call->workers[shard] = reply->dense_workers();
+    call->finished.push_back(shard);
+    call->cv.notify_all();
   }
 };
 
@@ -361,21 +373,23 @@ class PsClientImpl : public PsClient {
   }
 
   Status DenseSum(const DenseStepInfo& step, std::vector<float>* values,
-                  uint32_t* workers_with_data) override {
+                  uint32_t* workers_with_data,
+                  const std::function<void(size_t, size_t)>& on_slice) override {
     const uint32_t shards = num_shards();
     if (values->size() < shards) {
       return Status::InvalidArgument("a dense sum of " + std::to_string(values->size()) +
                                      " floats over " + std::to_string(shards) + " shards");
     }
-    auto call = NewCall(static_cast<int>(shards));
-    std::vector<uint32_t> workers(shards, 0);
+    auto call = std::make_shared<DenseCall>();
+    call->status.assign(shards, Status::OK());
+    call->workers.assign(shards, 0);
     // Each shard's reply overwrites its own slice only, after the request copied it.
     for (uint32_t s = 0; s < shards; ++s) {
       const DenseSlice slice = DenseSliceOf(values->size(), s, shards);
       auto req = std::make_shared<ShardDense>(pool_);
       req->call = call;
+      req->shard = s;
       req->out = values->data() + slice.begin;
-      req->workers = &workers[s];
       req->expected_reply_bytes = 4 * slice.size();
       req->header.set_type(proto::DENSE_SUM);
       req->header.set_pass(step.pass);
@@ -396,16 +410,39 @@ class PsClientImpl : public PsClient {
         dense_conns_[s]->Send(std::move(req));
       });
     }
-    PEPNET_RETURN_IF_ERROR(WaitCall(call.get()));
-    for (uint32_t s = 1; s < shards; ++s) {
-      if (workers[s] != workers[0]) {
-        return Status::Internal("the shards disagree on dense step " + std::to_string(step.step) +
-                                ": shard 0 summed " + std::to_string(workers[0]) +
-                                " workers' gradients, shard " + std::to_string(s) + " " +
-                                std::to_string(workers[s]));
+    // The slices in the order they come, each handed on at once.
+    Status error;
+    const auto transient = [](const Status& st) {
+      return st.code() == Status::kUnavailable || st.code() == Status::kDeadlineExceeded;
+    };
+    std::unique_lock<std::mutex> lock(call->mu);
+    for (size_t seen = 0; seen < shards;) {
+      call->cv.wait(lock, [&] { return call->finished.size() > seen; });
+      while (seen < call->finished.size()) {
+        const uint32_t s = call->finished[seen++];
+        const Status st = call->status[s];
+        if (!st.ok()) {
+          if (error.ok() || (transient(error) && !transient(st))) error = st;
+          continue;
+        }
+        if (!error.ok() || !on_slice || call->workers[s] == 0) continue;
+        if (call->workers[s] != call->workers[call->finished[0]]) continue;  // refused below
+        const DenseSlice slice = DenseSliceOf(values->size(), s, shards);
+        lock.unlock();
+        on_slice(slice.begin, slice.end);
+        lock.lock();
       }
     }
-    *workers_with_data = workers[0];
+    PEPNET_RETURN_IF_ERROR(error);
+    for (uint32_t s = 1; s < shards; ++s) {
+      if (call->workers[s] != call->workers[0]) {
+        return Status::Internal("the shards disagree on dense step " + std::to_string(step.step) +
+                                ": shard 0 summed " + std::to_string(call->workers[0]) +
+                                " workers' gradients, shard " + std::to_string(s) + " " +
+                                std::to_string(call->workers[s]));
+      }
+    }
+    *workers_with_data = call->workers[0];
     return Status::OK();
   }
 

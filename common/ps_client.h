@@ -14,6 +14,7 @@
 #define PEPNET_COMMON_PS_CLIENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -96,9 +97,12 @@ class PsClient {
   // had; `values` is unchanged). Blocks until every worker of the step has sent its part
   // or the step failed; a shard's error names the worker at fault (a non-finite gradient,
   // a missing one). Needs role kWorker. Runs on a connection per shard of its own, so
-  // pulls and pushes never queue behind a waiting step.
+  // pulls and pushes never queue behind a waiting step. `on_slice` (may be empty) runs on
+  // the calling thread for each shard's slice [begin, end) as soon as its sum is in
+  // `values`, unless no worker had data; after an error some slices may have run.
   virtual Status DenseSum(const DenseStepInfo& step, std::vector<float>* values,
-                          uint32_t* workers_with_data) = 0;
+                          uint32_t* workers_with_data,
+                          const std::function<void(size_t begin, size_t end)>& on_slice) = 0;
 
   // The coordinator, giving up on `pass`: every dense step of it waiting on a shard fails
   // now, and every later one at once.

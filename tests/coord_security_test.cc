@@ -201,7 +201,7 @@ TEST_P(CoordSecurityTest, ANonFiniteDenseGradientFailsTheRunNamingTheWorker) {
   step.num_workers = 2;
   step.has_data = true;
   uint32_t with_data = 0;
-  st = client->DenseSum(step, &gradient, &with_data);
+  st = client->DenseSum(step, &gradient, &with_data, nullptr);
   const std::string named = "worker 1 (127.0.0.1:";
   const std::string what = "sent a non-finite dense gradient in pass 1 step 0 (value " +
                            std::to_string(gradient.size() / 2) + " is nan)";

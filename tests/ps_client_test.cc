@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -272,6 +273,9 @@ TEST_F(PsClientTest, DenseSumOverTwoShardsGivesEveryWorkerTheSameSum) {
     std::vector<std::vector<float>> got = grads;
     std::vector<Status> status(kWorkers);
     std::vector<uint32_t> with(kWorkers, 0);
+    // Each shard's slice is handed on as it arrives, already summed.
+    std::vector<std::vector<std::pair<size_t, size_t>>> slices(kWorkers);
+    std::vector<bool> slices_final(kWorkers, true);
     std::vector<std::thread> threads;
     for (int w = 0; w < kWorkers; ++w) {
       threads.emplace_back([&, w] {
@@ -281,7 +285,12 @@ TEST_F(PsClientTest, DenseSumOverTwoShardsGivesEveryWorkerTheSameSum) {
         info.worker_index = w;
         info.num_workers = kWorkers;
         info.has_data = w != 1 || step == 0;
-        status[w] = workers[w]->DenseSum(info, &got[w], &with[w]);
+        status[w] = workers[w]->DenseSum(info, &got[w], &with[w], [&, w](size_t b, size_t e) {
+          slices[w].emplace_back(b, e);
+          if (!std::equal(got[w].begin() + b, got[w].begin() + e, want.begin() + b)) {
+            slices_final[w] = false;
+          }
+        });
       });
     }
     for (auto& t : threads) t.join();
@@ -289,6 +298,10 @@ TEST_F(PsClientTest, DenseSumOverTwoShardsGivesEveryWorkerTheSameSum) {
       ASSERT_TRUE(status[w].ok()) << status[w].ToString();
       EXPECT_EQ(with[w], step == 0 ? 3u : 2u);
       EXPECT_TRUE(got[w] == want) << "worker " << w << " step " << step;
+      std::sort(slices[w].begin(), slices[w].end());
+      const std::vector<std::pair<size_t, size_t>> both = {{0, kDense / 2}, {kDense / 2, kDense}};
+      EXPECT_EQ(slices[w], both);
+      EXPECT_TRUE(slices_final[w]) << "a slice was handed on before its sum was in";
     }
   }
   // A tool is not a worker.
@@ -300,7 +313,7 @@ TEST_F(PsClientTest, DenseSumOverTwoShardsGivesEveryWorkerTheSameSum) {
   info.num_workers = 2;
   std::vector<float> g(10);
   uint32_t with = 0;
-  Status st = tool->DenseSum(info, &g, &with);
+  Status st = tool->DenseSum(info, &g, &with, nullptr);
   EXPECT_EQ(st.code(), Status::kInvalidArgument);
   EXPECT_NE(st.message().find("DENSE_SUM comes only from workers"), std::string::npos)
       << st.ToString();
@@ -340,7 +353,7 @@ TEST(PsClientDenseTest, AMissingWorkerFailsTheStepWithinTheTimeout) {
   std::vector<float> g(1000, 1.0f);
   uint32_t with = 0;
   const auto start = std::chrono::steady_clock::now();
-  Status st = worker->DenseSum(info, &g, &with);
+  Status st = worker->DenseSum(info, &g, &with, nullptr);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(st.code(), Status::kDeadlineExceeded) << st.ToString();
@@ -353,7 +366,7 @@ TEST(PsClientDenseTest, AMissingWorkerFailsTheStepWithinTheTimeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     EXPECT_TRUE(coordinator->AbortDenseSums(1).ok());
   });
-  st = worker->DenseSum(info, &g, &with);
+  st = worker->DenseSum(info, &g, &with, nullptr);
   abort.join();
   EXPECT_EQ(st.code(), Status::kUnavailable) << st.ToString();
   EXPECT_NE(st.message().find("the coordinator gave up on pass 1"), std::string::npos)

@@ -109,7 +109,8 @@ class ShardReducer : public DenseReducer {
   }
   void EndPass() { samples_ = nullptr, metrics_ = nullptr; }
 
-  Status AllReduce(bool has_data, std::vector<float>* grads, bool* all_done) override {
+  Status AllReduce(bool has_data, std::vector<float>* grads, bool* all_done,
+                   const PartReady& ready) override {
     if (num_workers_ == 1) {
       // Alone, this worker's gradient is the sum; a non-finite one would poison the model.
       if (has_data) {
@@ -125,6 +126,7 @@ class ShardReducer : public DenseReducer {
         }
       }
       *all_done = !has_data;
+      if (has_data) ready(0, grads->size());
     } else {
       DenseStepInfo info;
       info.pass = pass_;
@@ -133,7 +135,7 @@ class ShardReducer : public DenseReducer {
       info.num_workers = static_cast<uint32_t>(num_workers_);
       info.has_data = has_data;
       uint32_t with_data = 0;
-      Status st = client_->DenseSum(info, grads, &with_data);
+      Status st = client_->DenseSum(info, grads, &with_data, ready);
       if (!st.ok()) {
         // A step abandoned because the coordinator gave up: its reason says more.
         if (st.code() == Status::kUnavailable) {

@@ -537,11 +537,10 @@ Status Trainer::TrainBatch(const Batch& batch, PassMetrics* metrics, const Batch
   }
   if (reducer_ != nullptr) {
     bool all_done = false;
-    Status st = reducer_->AllReduce(true, &flat_grads_, &all_done);
+    Status st = ReduceAndApply(true, &all_done);
     if (st.ok() && all_done) {
       st = Status::Internal("dense reduction ended the pass during a step with data");
     }
-    if (st.ok()) st = ApplyFlatGradient();
     if (!st.ok()) {
       Flush();  // the step failed already; the push's own outcome adds nothing
       return st;
@@ -559,25 +558,45 @@ void Trainer::AddRange(const float* src, size_t n, bool first, std::pair<size_t,
   *base += n;
 }
 
-Status Trainer::ApplyFlatGradient() {
-  if (flat_grads_.size() != adam_.num_values()) {
-    return Status::Internal("dense reduction returned " + std::to_string(flat_grads_.size()) +
-                            " floats, the model has " + std::to_string(adam_.num_values()));
+Status Trainer::ReduceAndApply(bool has_data, bool* all_done) {
+  const size_t n = adam_.num_values();
+  if (flat_grads_.size() != n) {
+    return Status::Internal("a dense gradient of " + std::to_string(flat_grads_.size()) +
+                            " floats; the model has " + std::to_string(n));
   }
-  adam_.BeginStep();
-  team_->Run([&](int i) {
-    const auto dense = ShareOf(adam_.num_values(), team_->size(), i);
-    adam_.UpdateRangeFlat(&params_, flat_grads_.data(), dense.first, dense.second);
-  });
+  bool begun = false;
+  size_t applied = 0;
+  Status bad;
+  // Adam is element-wise: a part at a time, over the threads, gives the bits of the
+  // whole vector at once.
+  auto ready = [&](size_t begin, size_t end) {
+    if (begin > end || end > n) {
+      bad = Status::Internal("dense reduction reported floats [" + std::to_string(begin) + ", " +
+                             std::to_string(end) + ") of " + std::to_string(n));
+      return;
+    }
+    if (!begun) adam_.BeginStep();
+    begun = true;
+    applied += end - begin;
+    team_->Run([&](int i) {
+      const auto share = ShareOf(end - begin, team_->size(), i);
+      adam_.UpdateRangeFlat(&params_, flat_grads_.data(), begin + share.first,
+                            begin + share.second);
+    });
+  };
+  PEPNET_RETURN_IF_ERROR(reducer_->AllReduce(has_data, &flat_grads_, all_done, ready));
+  PEPNET_RETURN_IF_ERROR(bad);
+  if (!*all_done && applied != n) {
+    return Status::Internal("dense reduction reported " + std::to_string(applied) + " of " +
+                            std::to_string(n) + " floats");
+  }
   return Status::OK();
 }
 
 Status Trainer::IdleStep(bool* all_done) {
   if (reducer_ == nullptr) return Status::Internal("IdleStep without a dense reducer");
   flat_grads_.assign(adam_.num_values(), 0.0f);
-  PEPNET_RETURN_IF_ERROR(reducer_->AllReduce(false, &flat_grads_, all_done));
-  if (*all_done) return Status::OK();
-  return ApplyFlatGradient();
+  return ReduceAndApply(false, all_done);
 }
 
 void Trainer::FlattenParams(std::vector<float>* out) const {

@@ -16,6 +16,7 @@
 #ifndef PEPNET_WORKER_TRAINER_H_
 #define PEPNET_WORKER_TRAINER_H_
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -68,15 +69,24 @@ class EmbeddingStore {
 };
 
 // Sums the dense gradients of the workers of a cluster, once per step: the synchronous
-// dense half of training (the coordinator's STEP). Every worker gets the same sum and
-// applies the same Adam update, so the dense replicas stay bitwise identical.
+// dense half of training (on the shards, docs/architecture.md "The dense sum"). Every
+// worker gets the same sum and applies the same Adam update, so the dense replicas stay
+// bitwise identical.
 class DenseReducer {
  public:
+  // Floats [begin, end) of the sum are final.
+  using PartReady = std::function<void(size_t begin, size_t end)>;
+
   virtual ~DenseReducer() = default;
   // `grads` holds this worker's flattened dense gradient when `has_data` (else it is
   // ignored); on return it holds the sum over the workers that had data, or *all_done is
-  // true: no worker had data, the pass's training is over and no step is taken.
-  virtual Status AllReduce(bool has_data, std::vector<float>* grads, bool* all_done) = 0;
+  // true: no worker had data, the pass's training is over and no step is taken. Unless
+  // *all_done, `ready` has run, on this thread, for disjoint parts covering the whole
+  // vector, each as soon as it was final, so that Adam starts on the parts that arrived
+  // while the others are still on their way; with *all_done it never runs. After an
+  // error some parts may have run.
+  virtual Status AllReduce(bool has_data, std::vector<float>* grads, bool* all_done,
+                           const PartReady& ready) = 0;
 };
 
 // An in-process table built from the model config's slots (for --local).
@@ -193,8 +203,9 @@ class Trainer {
   // *base by n.
   void AddRange(const float* src, size_t n, bool first, std::pair<size_t, size_t> range,
                 size_t* base);
-  // Adam with flat_grads_, split over the threads.
-  Status ApplyFlatGradient();
+  // The dense sum of the step (reducer_), with Adam applied to each part as it arrives.
+  // *all_done: no worker had data (nothing applied).
+  Status ReduceAndApply(bool has_data, bool* all_done);
 
   const proto::ModelConfig& config_;
   EmbeddingStore* store_;
