@@ -2,7 +2,7 @@
 // in-memory table with memory control on: a count cap, admission, TTL and a memory
 // limit small enough that eviction runs.
 //
-// Input: one byte for the session (odd: the coordinator's, even: a tool's), then
+// Input: one byte for the session (mod 3: a tool's, the coordinator's, a worker's), then
 // request frames as on the wire (common/frame.h: prefix, RequestHeader, payload), handled
 // one after another on one table, as one connection's requests would be. A fresh table
 // per input keeps every finding reproducible from its input alone.
@@ -75,12 +75,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   PeerSession session;
   session.peer = "fuzz";
-  session.role = data[0] & 1 ? PeerRole::kCoordinator : PeerRole::kTool;
+  session.role = data[0] % 3 == 1   ? PeerRole::kCoordinator
+                 : data[0] % 3 == 2 ? PeerRole::kWorker
+                                    : PeerRole::kTool;
+  // Dense sums answer later (when the step's other workers come, or at the end): each
+  // answer is checked when it comes.
+  auto dense_answers = std::make_shared<int>(0);
   std::unique_ptr<EmbeddingTable> table;
   fuzz::Require(EmbeddingTable::Create(options, &table, /*hash_salt=*/1), "table");
   HandlerOptions handler_options;
   handler_options.export_dir = export_dir.dir.path();
   RequestHandler handler(table.get(), nullptr, Env::Default(), handler_options);
+  if (session.role == PeerRole::kWorker) {
+    // Workers send only once the coordinator began a pass.
+    PeerSession coordinator{"fuzz coordinator", PeerRole::kCoordinator};
+    proto::RequestHeader begin;
+    begin.set_type(proto::BEGIN_PASS);
+    begin.set_pass(1);
+    proto::ResponseHeader ignored;
+    PayloadBuffer none;
+    fuzz::Require(handler.Handle(coordinator, begin, nullptr, 0, &ignored, &none).ok(), "begin");
+  }
   fuzz::InputReader in(data + 1, size - 1);
   proto::RequestHeader request;
   proto::ResponseHeader reply;
@@ -96,6 +111,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (fp.payload_len > 0) std::memcpy(payload.data(), in.data(), fp.payload_len);
     in.Bytes(fp.payload_len);
     if (!request.ParseFromString(header)) continue;  // an error reply; the connection goes on
+    if (request.type() == proto::DENSE_SUM) {
+      const uint64_t dense_size = request.dense().dense_size();
+      const uint32_t workers = request.dense().num_workers();
+      handler.HandleDenseSum(session, request, &payload, [=](DenseSumResult r) {
+        ++*dense_answers;
+        if (!r.status.ok()) return;
+        Expect(r.workers_with_data <= workers, "more workers with data than workers");
+        if (r.sum == nullptr) return;
+        Expect(r.sum->size() == 4 * DenseSliceOf(dense_size, 0, 1).size(), "dense sum size");
+        const float* v = reinterpret_cast<const float*>(r.sum->data());
+        for (size_t i = 0; i < r.sum->size() / 4; ++i) {
+          Expect(std::isfinite(v[i]), "a dense sum handed out a non-finite value");
+        }
+      });
+      continue;
+    }
     Status st =
         handler.Handle(session, request, payload.data(), payload.size(), &reply, &reply_payload);
     Expect(reply.request_id() == request.request_id(), "reply for another request id");

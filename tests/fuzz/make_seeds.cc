@@ -115,6 +115,22 @@ void FrameAndHandlerSeeds() {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   Write("request_handler", "nan_push",
         "\x01" + Pass(proto::BEGIN_PASS, 1, 1) + Push(keys, nan, 2) + Push(keys, 1e30f, 3));
+  // A worker session (2 mod 3) in pass 1: a dense step of two workers summed, then one
+  // with a NaN, then a step out of order.
+  auto dense = [](uint32_t worker, uint64_t step, const std::vector<float>& g, uint64_t id) {
+    proto::RequestHeader r = Request(proto::DENSE_SUM, id);
+    r.set_pass(1);
+    r.mutable_dense()->set_worker_index(worker);
+    r.mutable_dense()->set_num_workers(2);
+    r.mutable_dense()->set_step(step);
+    r.mutable_dense()->set_has_data(!g.empty());
+    r.mutable_dense()->set_dense_size(6);
+    return Frame(r, Bytes(g));
+  };
+  const std::vector<float> g = {1, 2, 3, 4, 5, 6}, bad = {1, nan, 3, 4, 5, 6};
+  Write("request_handler", "worker_dense_steps",
+        "\x02" + dense(0, 0, g, 1) + dense(1, 0, g, 2) + dense(1, 1, bad, 3) + dense(0, 1, {}, 4) +
+            dense(0, 3, g, 5) + dense(1, 2, g, 6) + stats);
   std::vector<uint64_t> many;
   for (uint64_t i = 0; i < 200; ++i) many.push_back(HandlerKey(i % 3, i));
   Write("request_handler", "many_keys",
