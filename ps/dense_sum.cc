@@ -228,37 +228,36 @@ void DenseSum::FailLocked(const Status& why, Callbacks* out) {
   FinishLocked(r, out);
 }
 
-void DenseSum::Abort(uint32_t pass, const Status& why) {
+template <typename Then>
+void DenseSum::FailOpenStep(const Status& why, Then then) {
   Callbacks callbacks;
   {
     std::lock_guard<std::mutex> lock(mu_);
     FailLocked(why, &callbacks);
-    aborted_pass_ = pass;
-    abort_ = why;
+    then();
   }
   Run(&callbacks);
+}
+
+void DenseSum::Abort(uint32_t pass, const Status& why) {
+  FailOpenStep(why, [&] {
+    aborted_pass_ = pass;
+    abort_ = why;
+  });
 }
 
 void DenseSum::Close(const Status& why) {
-  Callbacks callbacks;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    FailLocked(why, &callbacks);
+  FailOpenStep(why, [&] {
     closed_ = true;
     closed_why_ = why;
-  }
-  Run(&callbacks);
+  });
 }
 
 void DenseSum::Reset(const Status& why) {
-  Callbacks callbacks;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    FailLocked(why, &callbacks);
+  FailOpenStep(why, [&] {
     failed_ = false;
     aborted_pass_ = 0;
-  }
-  Run(&callbacks);
+  });
 }
 
 void DenseSum::Watch() {

@@ -92,6 +92,9 @@ class DenseSum {
   // Under mu_: ends the open step with `result` for every worker waiting in it.
   void FinishLocked(const DenseSumResult& result, Callbacks* out);
   void FailLocked(const Status& why, Callbacks* out);
+  // Fails the open step with `why`, runs `then` under the lock, then the callbacks.
+  template <typename Then>
+  void FailOpenStep(const Status& why, Then then);
   // Under mu_, with every slot arrived: the sum, or the error that replaces it.
   DenseSumResult SumLocked();
   std::string StepName() const;

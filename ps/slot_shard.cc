@@ -111,12 +111,7 @@ char* SlotShard::Insert(uint64_t key, uint64_t hash, uint64_t seed, uint16_t pas
   if (IndexFull()) Rehash(CapacityAfterRehash());
   char* row = AppendRow();
   layout_->InitRow(row, key, seed, pass);
-  // The key is absent (the caller's Find said so): the first tombstone on its probe
-  // sequence, or else the empty entry ending it, takes it.
-  uint32_t pos = HomeSlot(hash);
-  while (index_[pos] != 0 && index_[pos] != kTombstone) pos = Next(pos);
-  if (index_[pos] == kTombstone) --tombstones_;
-  index_[pos] = Tag(hash) | num_rows_;  // num_rows_ is now this row's id + 1
+  PlaceEntry(hash, num_rows_ - 1);
   return row;
 }
 
@@ -198,12 +193,19 @@ uint32_t SlotShard::PositionOf(uint32_t id) const {
   return pos;
 }
 
-void SlotShard::EraseAt(uint32_t id) {
-  DCHECK_LT(id, num_rows_);
+void SlotShard::PlaceEntry(uint64_t hash, uint32_t id) {
+  // The key is absent (the caller's Find said so): the first tombstone on its probe
+  // sequence, or else the empty entry ending it, takes it.
+  uint32_t pos = HomeSlot(hash);
+  while (index_[pos] != 0 && index_[pos] != kTombstone) pos = Next(pos);
+  if (index_[pos] == kTombstone) --tombstones_;
+  index_[pos] = Tag(hash) | (id + 1);
+}
+
+void SlotShard::FreeEntry(uint32_t pos) {
   // A tombstone keeps the probe sequences that pass here intact; an entry followed by an
   // empty one ends every sequence through it and can simply be emptied. (Backward-shift
   // deletion would need every later entry's key, a cache miss each.)
-  const uint32_t pos = PositionOf(id);
   canonical_ = false;
   if (index_[Next(pos)] == 0) {
     index_[pos] = 0;
@@ -211,6 +213,11 @@ void SlotShard::EraseAt(uint32_t id) {
     index_[pos] = kTombstone;
     ++tombstones_;
   }
+}
+
+void SlotShard::EraseAt(uint32_t id) {
+  DCHECK_LT(id, num_rows_);
+  FreeEntry(PositionOf(id));
   const uint32_t last = num_rows_ - 1;
   if (id != last) {
     const uint32_t moved = PositionOf(last);
@@ -227,20 +234,10 @@ void SlotShard::EraseAt(uint32_t id) {
 char* SlotShard::ReplaceAt(uint32_t id, uint64_t key, uint64_t hash, uint64_t seed, uint16_t pass) {
   DCHECK_LT(id, num_rows_);
   DCHECK(!IndexFull());
-  const uint32_t pos = PositionOf(id);
-  canonical_ = false;
-  if (index_[Next(pos)] == 0) {
-    index_[pos] = 0;
-  } else {
-    index_[pos] = kTombstone;
-    ++tombstones_;
-  }
+  FreeEntry(PositionOf(id));
   char* row = RowAt(id);
   layout_->InitRow(row, key, seed, pass);
-  uint32_t at = HomeSlot(hash);
-  while (index_[at] != 0 && index_[at] != kTombstone) at = Next(at);
-  if (index_[at] == kTombstone) --tombstones_;
-  index_[at] = Tag(hash) | (id + 1);
+  PlaceEntry(hash, id);
   return row;
 }
 

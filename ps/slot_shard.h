@@ -154,6 +154,10 @@ class SlotShard {
   static uint32_t Tag(uint64_t hash) { return static_cast<uint32_t>(hash >> 24) & 0xFF000000u; }
   // The index position holding row `id`.
   uint32_t PositionOf(uint32_t id) const;
+  // Index entry of row `id` for an absent key of `hash`.
+  void PlaceEntry(uint64_t hash, uint32_t id);
+  // Removes the entry at `pos` (a tombstone unless it ends its probe run).
+  void FreeEntry(uint32_t pos);
   // Rebuilds the index at `new_capacity` from the rows, dropping tombstones.
   void Rehash(uint32_t new_capacity);
   bool IndexFull() const;

@@ -68,6 +68,20 @@ class CoordSecurityTest : public ::testing::TestWithParam<bool> {
 
   std::string coord_log() const { return dir_.File("coord.log"); }
 
+  // Worker 0 of `num_workers`, a real pepnet_worker, training the pass folder.
+  void StartWorker(int num_workers, const std::string& pass_dir, Subprocess* worker) {
+    std::vector<std::string> argv = {testing::BinDir() + "/pepnet_worker",
+                                     "--config=" + config_path_,
+                                     "--servers=" + testing::ServerList(servers_, 2),
+                                     "--coordinator=127.0.0.1:" + std::to_string(port_),
+                                     "--worker_index=0",
+                                     "--num_workers=" + std::to_string(num_workers),
+                                     "--threads=1",
+                                     "--passes=" + pass_dir};
+    argv.insert(argv.end(), auth_.begin(), auth_.end());
+    ASSERT_TRUE(worker->Start(argv, dir_.File("worker.log")).ok());
+  }
+
   int WaitCoordinator() {
     int code = -1;
     Status st = coord_.Wait(120000, &code);
@@ -113,16 +127,7 @@ TEST_P(CoordSecurityTest, StrayConnectionsBeforeTheWorkersAreDroppedAndTheRunGoe
   const std::string data = dir_.File("data");
   testing::GenerateData(dir_, data, 1, 1, 2000);
   Subprocess worker;
-  std::vector<std::string> argv = {testing::BinDir() + "/pepnet_worker",
-                                   "--config=" + config_path_,
-                                   "--servers=" + testing::ServerList(servers_, 2),
-                                   "--coordinator=127.0.0.1:" + std::to_string(port_),
-                                   "--worker_index=0",
-                                   "--num_workers=1",
-                                   "--threads=1",
-                                   "--passes=" + data + "/pass-00001"};
-  argv.insert(argv.end(), auth_.begin(), auth_.end());
-  ASSERT_TRUE(worker.Start(argv, dir_.File("worker.log")).ok());
+  ASSERT_NO_FATAL_FAILURE(StartWorker(1, data + "/pass-00001", &worker));
   EXPECT_EQ(WaitCoordinator(), 0) << testing::ReadFile(coord_log());
   int code = -1;
   ASSERT_TRUE(worker.Wait(60000, &code).ok());
@@ -142,16 +147,7 @@ TEST_P(CoordSecurityTest, ANonFiniteDenseGradientFailsTheRunNamingTheWorker) {
   testing::GenerateData(dir_, data, 1, 1, 2000);
   const std::string pass_dir = data + "/pass-00001";
   Subprocess worker;
-  std::vector<std::string> argv = {testing::BinDir() + "/pepnet_worker",
-                                   "--config=" + config_path_,
-                                   "--servers=" + testing::ServerList(servers_, 2),
-                                   "--coordinator=127.0.0.1:" + std::to_string(port_),
-                                   "--worker_index=0",
-                                   "--num_workers=2",
-                                   "--threads=1",
-                                   "--passes=" + pass_dir};
-  argv.insert(argv.end(), auth_.begin(), auth_.end());
-  ASSERT_TRUE(worker.Start(argv, dir_.File("worker.log")).ok());
+  ASSERT_NO_FATAL_FAILURE(StartWorker(2, pass_dir, &worker));
 
   // Worker 1 is this test: it joins like a worker, then sends a NaN to the shards.
   std::unique_ptr<FrameChannel> channel;
