@@ -376,10 +376,6 @@ class PsClientImpl : public PsClient {
                   uint32_t* workers_with_data,
                   const std::function<void(size_t, size_t)>& on_slice) override {
     const uint32_t shards = num_shards();
-    if (values->size() < shards) {
-      return Status::InvalidArgument("a dense sum of " + std::to_string(values->size()) +
-                                     " floats over " + std::to_string(shards) + " shards");
-    }
     auto call = std::make_shared<DenseCall>();
     call->status.assign(shards, Status::OK());
     call->workers.assign(shards, 0);

@@ -664,6 +664,19 @@ class Coordinator {
                         Name(i) + " failed during " + phase(i) + ": " + w.error_.ToString());
         }
         if (o_.step_timeout_ms > 0 && Clock::now() - heard[i] >= timeout) {
+          // A dense step waits on the shards for its slowest worker, so all go silent
+          // together: only a worker silent while others report is the one to blame.
+          bool all_silent = true;
+          for (int j = 0; j < n; ++j) {
+            if (!done[j] && Clock::now() - heard[j] < timeout) all_silent = false;
+          }
+          if (all_silent && n > 1) {
+            return Status::DeadlineExceeded(
+                "no worker reported a dense step for " + std::to_string(o_.step_timeout_ms / 1000) +
+                " s during pass " + std::to_string(pass) + " (" + Name(i) + " was at " + phase(i) +
+                "): a step waits on the shards for every worker; their logs name the "
+                "one missing");
+          }
           return Status::DeadlineExceeded(Name(i) + " sent nothing for " +
                                           std::to_string(o_.step_timeout_ms / 1000) + " s during " +
                                           phase(i));

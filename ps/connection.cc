@@ -170,7 +170,8 @@ void Connection::Close() {
   // Asio's TLS stream decrypts into a read's buffer, and encrypts from a write's, in the
   // operation's completion, which may still run after the socket closed: under TLS the
   // buffers live until the connection does (the destructor returns their budget).
-  if (!stream_.tls()) ReleaseBuffers();
+  // A waiting dense sum still reads payload_: the destructor frees it then.
+  if (!stream_.tls() && !dense_pending_) ReleaseBuffers();
   if (context_->on_closed) context_->on_closed(this, authenticated_);
   owner_->Remove(this);
 }
@@ -303,16 +304,23 @@ void Connection::Dispatch() {
 void Connection::DispatchDenseSum() {
   auto self = shared_from_this();
   auto executor = stream_.get_executor();
-  context_->handler->HandleDenseSum(
-      session_, request_, &payload_, [self, executor](DenseSumResult result) {
-        asio::post(executor, [self, result = std::move(result)] { self->FinishDenseSum(result); });
-      });
-  // The slice went to the sum, which gave back an earlier step's buffer (or none).
-  SyncCharge();
+  dense_pending_ = true;
+  try {
+    context_->handler->HandleDenseSum(
+        session_, request_, &payload_, [self, executor](DenseSumResult result) {
+          asio::post(executor,
+                     [self, result = std::move(result)] { self->FinishDenseSum(result); });
+        });
+  } catch (const std::bad_alloc&) {
+    // Before the slice was added (the sum's own allocation fails the step instead).
+    dense_pending_ = false;
+    RejectAndClose(Status::ResourceExhausted("out of memory handling the request"));
+  }
 }
 
 void Connection::FinishDenseSum(const DenseSumResult& result) {
-  if (closed_) return;
+  dense_pending_ = false;
+  if (closed_) return;  // the destructor gives the buffers back
   reply_.Clear();
   reply_.set_request_id(request_.request_id());
   reply_payload_.Resize(0);
@@ -327,6 +335,9 @@ void Connection::FinishDenseSum(const DenseSumResult& result) {
       shared_reply_ = result.sum;
     }
   }
+  // A big request's buffer is not worth keeping for an idle connection.
+  if (payload_.capacity_bytes() > kKeepBufferBytes) payload_.Release();
+  SyncCharge();
   WriteReply(false);
 }
 

@@ -138,6 +138,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t charged_ = 0;  // bytes of payload_ and reply_payload_ charged to the budget
   uint64_t drained_bytes_ = 0;
   bool draining_ = false;  // refused a frame; reading only to close without a reset
+  // A DENSE_SUM waits for its step: payload_ is the dense sum's (borrowed) until then, so
+  // it is neither released nor reused.
+  bool dense_pending_ = false;
 };
 
 // The connections of one io_context thread; only touched on that thread.

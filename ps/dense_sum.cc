@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <new>
 
 namespace pepnet {
 namespace {
@@ -71,7 +72,7 @@ void DenseSum::Run(Callbacks* callbacks) {
   callbacks->clear();
 }
 
-void DenseSum::Contribute(const DenseContribution& c, PayloadBuffer* payload, Done done) {
+void DenseSum::Contribute(const DenseContribution& c, const PayloadBuffer* payload, Done done) {
   const std::string who = "worker " + std::to_string(c.worker_index) + " (" + c.peer + ")";
   const auto refuse = [&](const Status& st) {
     DenseSumResult r;
@@ -142,7 +143,7 @@ void DenseSum::Contribute(const DenseContribution& c, PayloadBuffer* payload, Do
         slot.arrived = true;
         slot.has_data = c.has_data;
         slot.peer = c.peer;
-        std::swap(slot.grad, *payload);
+        slot.grad = reinterpret_cast<const float*>(payload->data());
         slot.done = std::move(done);
         if (++arrived_ == num_workers_) FinishLocked(SumLocked(), &callbacks);
       }
@@ -165,10 +166,18 @@ DenseSumResult DenseSum::SumLocked() {
     Slot& s = slots_[i];
     if (!s.has_data) continue;
     ++r.workers_with_data;
-    const float* g = reinterpret_cast<const float*>(s.grad.data());
+    const float* g = s.grad;
     if (!sum) {
-      sum = std::make_shared<PayloadBuffer>();
-      sum->Resize(4 * n);
+      try {
+        sum = std::make_shared<PayloadBuffer>();
+        sum->Resize(4 * n);
+      } catch (const std::bad_alloc&) {
+        r.status =
+            Status::ResourceExhausted("shard " + std::to_string(shard_id_) +
+                                      " is out of memory for the dense sum of " + StepName());
+        r.workers_with_data = 0;
+        return r;
+      }
       out = reinterpret_cast<float*>(sum->data());
       std::memcpy(out, g, 4 * n);
     } else {
@@ -184,7 +193,7 @@ DenseSumResult DenseSum::SumLocked() {
   for (uint32_t i = 0; i < num_workers_; ++i) {
     const Slot& s = slots_[i];
     if (!s.has_data) continue;
-    const float* g = reinterpret_cast<const float*>(s.grad.data());
+    const float* g = s.grad;
     const size_t bad = FirstNonFinite(g, n);
     if (bad < n) {
       r.status = Status::InvalidArgument(
@@ -207,6 +216,7 @@ void DenseSum::FinishLocked(const DenseSumResult& result, Callbacks* out) {
     if (!s.arrived) continue;
     out->emplace_back(std::move(s.done), result);
     s.done = nullptr;
+    s.grad = nullptr;  // the connection may reuse it once its reply is out
     s.arrived = false;
   }
   if (result.status.ok()) {

@@ -61,9 +61,10 @@ class DenseSum {
   DenseSum(const DenseSum&) = delete;
   DenseSum& operator=(const DenseSum&) = delete;
 
-  // Adds one worker's slice. `payload` holds its floats when c.has_data; the buffer is
-  // taken (swapped for one of an earlier step, to reuse its pages).
-  void Contribute(const DenseContribution& c, PayloadBuffer* payload, Done done);
+  // Adds one worker's slice. `payload` holds its floats when c.has_data; it is borrowed
+  // until `done` runs and must not change meanwhile (the caller's connection keeps it, and
+  // charges it to its buffer budget: what a step holds is what its workers sent).
+  void Contribute(const DenseContribution& c, const PayloadBuffer* payload, Done done);
 
   // Fails the open step with `why`, and every later slice of `pass` (its workers wait
   // for steps that will not complete): the coordinator gave up on the pass.
@@ -84,7 +85,7 @@ class DenseSum {
     bool arrived = false;
     bool has_data = false;
     std::string peer;
-    PayloadBuffer grad;
+    const float* grad = nullptr;  // borrowed, see Contribute
     Done done;
   };
   using Callbacks = std::vector<std::pair<Done, DenseSumResult>>;

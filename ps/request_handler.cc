@@ -70,29 +70,28 @@ void RequestHandler::StopDenseSums() {
 }
 
 void RequestHandler::HandleDenseSum(const PeerSession& session, const proto::RequestHeader& request,
-                                    PayloadBuffer* payload, DenseSum::Done done) {
+                                    const PayloadBuffer* payload, DenseSum::Done done) {
   const auto started = std::chrono::steady_clock::now();
   auto finish = [this, started, done = std::move(done)](DenseSumResult r) {
     if (!r.status.ok()) counters_.bad_requests.fetch_add(1, std::memory_order_relaxed);
     counters_.latency[proto::DENSE_SUM].ObserveSince(started);
     done(std::move(r));
   };
+  // Checked and added under the same lock: a rollback (which holds it alone) cannot come
+  // between, so a slice of before it never joins a step of after it.
+  std::shared_lock<std::shared_mutex> lock(table_mu_);
   Status st;
-  {
-    std::shared_lock<std::shared_mutex> lock(table_mu_);
-    if (session.role != PeerRole::kWorker) {
-      counters_.rejected_privileged.fetch_add(1, std::memory_order_relaxed);
-      st = Status::InvalidArgument("DENSE_SUM comes only from workers; " + session.peer +
-                                   " declared itself a " + RoleName(session.role));
-    } else if (!fatal_.ok()) {
-      st = fatal_;
-    } else if (request.epoch() != 0 && request.epoch() != epoch_.load(std::memory_order_relaxed)) {
-      st = StaleEpoch();
-    } else if (request.pass() == 0 || request.pass() != table_->pass()) {
-      st =
-          Status::InvalidArgument("DENSE_SUM for pass " + std::to_string(request.pass()) + " but " +
-                                  Shard() + " runs pass " + std::to_string(table_->pass()));
-    }
+  if (session.role != PeerRole::kWorker) {
+    counters_.rejected_privileged.fetch_add(1, std::memory_order_relaxed);
+    st = Status::InvalidArgument("DENSE_SUM comes only from workers; " + session.peer +
+                                 " declared itself a " + RoleName(session.role));
+  } else if (!fatal_.ok()) {
+    st = fatal_;
+  } else if (request.epoch() != 0 && request.epoch() != epoch_.load(std::memory_order_relaxed)) {
+    st = StaleEpoch();
+  } else if (request.pass() == 0 || request.pass() != table_->pass()) {
+    st = Status::InvalidArgument("DENSE_SUM for pass " + std::to_string(request.pass()) + " but " +
+                                 Shard() + " runs pass " + std::to_string(table_->pass()));
   }
   if (!st.ok()) {
     DenseSumResult r;
@@ -108,6 +107,7 @@ void RequestHandler::HandleDenseSum(const PeerSession& session, const proto::Req
   c.has_data = request.dense().has_data();
   c.dense_size = request.dense().dense_size();
   c.peer = session.peer;
+  // Callbacks that run now only post replies: nothing here waits for the lock again.
   dense_sum_.Contribute(c, payload, std::move(finish));
 }
 

@@ -93,10 +93,11 @@ class RequestHandler {
                 PayloadBuffer* reply_payload);
 
   // DENSE_SUM (from a worker session) is answered later: `done` runs once, on any thread,
-  // with the step's sum or the reason it failed. `payload` (the worker's slice) is taken.
-  // Records the request's latency (the wait for the other workers included).
+  // with the step's sum or the reason it failed. `payload` (the worker's slice) is
+  // borrowed until then (DenseSum::Contribute). Records the request's latency (the wait
+  // for the other workers included).
   void HandleDenseSum(const PeerSession& session, const proto::RequestHeader& request,
-                      PayloadBuffer* payload, DenseSum::Done done);
+                      const PayloadBuffer* payload, DenseSum::Done done);
 
   // The server is stopping: dense steps waiting here fail now (their replies can still be
   // written), and later ones at once.

@@ -34,10 +34,12 @@ std::future<DenseSumResult> Send(DenseSum* sum, const DenseContribution& c,
                                  const std::vector<float>& slice) {
   auto promise = std::make_shared<std::promise<DenseSumResult>>();
   std::future<DenseSumResult> future = promise->get_future();
-  PayloadBuffer payload;
-  payload.Resize(c.has_data ? 4 * slice.size() : 0);
-  if (c.has_data) std::memcpy(payload.data(), slice.data(), 4 * slice.size());
-  sum->Contribute(c, &payload, [promise](DenseSumResult r) { promise->set_value(std::move(r)); });
+  // Borrowed until the answer, as a connection lends its buffer.
+  auto payload = std::make_shared<PayloadBuffer>();
+  payload->Resize(c.has_data ? 4 * slice.size() : 0);
+  if (c.has_data) std::memcpy(payload->data(), slice.data(), 4 * slice.size());
+  sum->Contribute(c, payload.get(),
+                  [promise, payload](DenseSumResult r) { promise->set_value(std::move(r)); });
   return future;
 }
 

@@ -114,7 +114,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (request.type() == proto::DENSE_SUM) {
       const uint64_t dense_size = request.dense().dense_size();
       const uint32_t workers = request.dense().num_workers();
-      handler.HandleDenseSum(session, request, &payload, [=](DenseSumResult r) {
+      // The slice is lent until its answer, as a connection lends its buffer.
+      auto slice = std::make_shared<PayloadBuffer>(std::move(payload));
+      payload = PayloadBuffer();
+      handler.HandleDenseSum(session, request, slice.get(), [=](DenseSumResult r) {
         ++*dense_answers;
         if (!r.status.ok()) return;
         Expect(r.workers_with_data <= workers, "more workers with data than workers");
