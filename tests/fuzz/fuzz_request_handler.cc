@@ -117,7 +117,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       // The slice is lent until its answer, as a connection lends its buffer.
       auto slice = std::make_shared<PayloadBuffer>(std::move(payload));
       payload = PayloadBuffer();
-      handler.HandleDenseSum(session, request, slice.get(), [=](DenseSumResult r) {
+      handler.HandleDenseSum(session, request, slice.get(), [=, slice = slice](DenseSumResult r) {
         ++*dense_answers;
         if (!r.status.ok()) return;
         Expect(r.workers_with_data <= workers, "more workers with data than workers");
