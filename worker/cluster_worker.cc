@@ -107,7 +107,10 @@ class ShardReducer : public DenseReducer {
     samples_ = samples;
     metrics_ = metrics;
   }
-  void EndPass() { samples_ = nullptr, metrics_ = nullptr; }
+  void EndPass() {
+    samples_ = nullptr;
+    metrics_ = nullptr;
+  }
 
   Status AllReduce(bool has_data, std::vector<float>* grads, bool* all_done,
                    const PartReady& ready) override {
